@@ -1,0 +1,34 @@
+# Fresh machine: `make reproduce` (main job) or `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+export JAX_PLATFORMS ?= cpu
+# Where `make reproduce` keeps its corpus and runs.
+RUN_DIR ?= runs/reproduce
+
+.PHONY: setup test test-fast lint reproduce bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when the package metadata or the pins change.
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,tpu-aot]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+reproduce: setup
+	RUN_DIR=$(RUN_DIR) bash experiments/reproduce.sh
+
+bench: setup
+	$(VENV)/bin/chorus bench attention
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

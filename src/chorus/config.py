@@ -1,0 +1,442 @@
+"""Typed, frozen, validated run configuration.
+
+A run is fully described by one `Config`: nested frozen dataclasses, validated when built,
+serializable to JSON and back, overridable from the command line with dotted keys
+(`--set model.num_layers=4`). Presets are plain functions returning a `Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field, expected and got."""
+
+
+def _fail(field: str, expected: str, got: Any) -> typing.NoReturn:
+    raise ConfigError(f"{field}: expected {expected}, got {got!r}")
+
+
+def _check(cond: bool, field: str, expected: str, got: Any) -> None:
+    if not cond:
+        _fail(field, expected, got)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value > 0, f"{obj._prefix}.{name}", "a positive number", value)
+
+
+def _one_of(obj: Any, name: str, choices: Sequence[str]) -> None:
+    value = getattr(obj, name)
+    _check(value in choices, f"{obj._prefix}.{name}", f"one of {list(choices)}", value)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("auto", "pallas", "pallas_interpret", "xla")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The decoder-only backbone over the unified vocabulary."""
+
+    _prefix = "model"
+    text_vocab_size: int = 512
+    num_audio_codes: int = 1000
+    d_model: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    mlp_dim: int = 384
+    max_seq_len: int = 1024
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = True
+    logit_soft_cap: float | None = None
+    sliding_window: int | None = None
+    scan_layers: bool = True
+    remat_policy: str = "none"
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"  # master weights
+    attention_impl: str = "auto"
+    attention_block_q: int = 128
+    attention_block_kv: int = 128
+
+    def __post_init__(self):
+        _positive(self, "text_vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads",
+                  "head_dim", "mlp_dim", "max_seq_len", "rope_theta", "attention_block_q",
+                  "attention_block_kv")
+        _check(self.num_audio_codes >= 0, "model.num_audio_codes", "a number >= 0",
+               self.num_audio_codes)
+        _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads",
+               f"a multiple of model.num_kv_heads={self.num_kv_heads}", self.num_heads)
+        _check(self.head_dim % 2 == 0, "model.head_dim", "an even number (RoPE rotates pairs)",
+               self.head_dim)
+        _one_of(self, "remat_policy", REMAT_POLICIES)
+        _one_of(self, "dtype", DTYPES)
+        _one_of(self, "param_dtype", DTYPES)
+        _one_of(self, "attention_impl", ATTENTION_IMPLS)
+        if self.logit_soft_cap is not None:
+            _check(self.logit_soft_cap > 0, "model.logit_soft_cap", "a positive number or None",
+                   self.logit_soft_cap)
+        if self.sliding_window is not None:
+            _check(self.sliding_window > 0, "model.sliding_window", "a positive number or None",
+                   self.sliding_window)
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioEncoderConfig:
+    """log-mel (100 Hz) -> conv /4 (25 Hz) -> transformer -> adaptor /2 (12.5 Hz) -> d_model."""
+
+    _prefix = "audio"
+    n_mels: int = 128
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    mlp_dim: int = 384
+    max_frames: int = 1500  # encoder frames (25 Hz) -> 60 s of audio
+    # 0 = bidirectional; N > 0 = chunked-causal with chunks of N encoder frames (streaming).
+    chunk_size: int = 0
+    adaptor_dim: int = 256
+
+    def __post_init__(self):
+        _positive(self, "n_mels", "d_model", "num_layers", "num_heads", "mlp_dim", "max_frames",
+                  "adaptor_dim")
+        _check(self.d_model % self.num_heads == 0, "audio.d_model",
+               f"a multiple of audio.num_heads={self.num_heads}", self.d_model)
+        _check(self.chunk_size >= 0, "audio.chunk_size", "0 (bidirectional) or a positive size",
+               self.chunk_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh (data, fsdp, tensor). One axis may be -1: it takes the remaining devices."""
+
+    _prefix = "mesh"
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    # Devices the preset is designed for (info / compile use it); 0 = whatever is present.
+    target_devices: int = 0
+
+    def __post_init__(self):
+        _check(self.target_devices >= 0, "mesh.target_devices", "a number >= 0",
+               self.target_devices)
+        sizes = (self.data, self.fsdp, self.tensor)
+        for name, size in zip(("data", "fsdp", "tensor"), sizes, strict=True):
+            _check(size == -1 or size >= 1, f"mesh.{name}", "-1 or a positive size", size)
+        _check(sizes.count(-1) <= 1, "mesh", "at most one axis set to -1", sizes)
+
+    def resolve(self, num_devices: int) -> tuple[int, int, int]:
+        sizes = [self.data, self.fsdp, self.tensor]
+        known = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes:
+            _check(num_devices % known == 0, "mesh",
+                   f"fixed axes whose product divides {num_devices} devices", sizes)
+            sizes[sizes.index(-1)] = num_devices // known
+        _check(math.prod(sizes) == num_devices, "mesh",
+               f"axis sizes whose product is the device count {num_devices}", sizes)
+        return tuple(sizes)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with linear warmup then cosine decay; global-norm clipping."""
+
+    _prefix = "optim"
+    learning_rate: float = 3e-3
+    warmup_steps: int = 20
+    decay_steps: int = 0  # 0 = train.steps
+    end_lr_ratio: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    grad_accum_steps: int = 1
+
+    def __post_init__(self):
+        _positive(self, "learning_rate", "eps", "grad_accum_steps")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", "a number >= 0", self.warmup_steps)
+        _check(self.decay_steps >= 0, "optim.decay_steps", "a number >= 0", self.decay_steps)
+        _check(0 <= self.end_lr_ratio <= 1, "optim.end_lr_ratio", "a ratio in [0, 1]",
+               self.end_lr_ratio)
+        _check(0 <= self.b1 < 1, "optim.b1", "a value in [0, 1)", self.b1)
+        _check(0 <= self.b2 < 1, "optim.b2", "a value in [0, 1)", self.b2)
+        _check(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
+        _check(self.clip_norm >= 0, "optim.clip_norm", "a number >= 0 (0 disables)",
+               self.clip_norm)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    _prefix = "train"
+    steps: int = 200
+    batch_size: int = 8  # global, in sequences
+    seq_len: int = 256
+    max_audio_clips: int = 4  # audio clips per packed row
+    max_mel_frames: int = 800  # log-mel frames per clip (100 Hz), a multiple of 8
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    eval_steps: int = 4
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    max_nonfinite_in_a_row: int = 5
+
+    def __post_init__(self):
+        _check(self.max_mel_frames % 8 == 0 and self.max_mel_frames > 0, "train.max_mel_frames",
+               "a positive multiple of 8 (one <audio> placeholder per 8 mel frames)",
+               self.max_mel_frames)
+        _positive(self, "steps", "batch_size", "seq_len", "max_audio_clips", "log_every",
+                  "eval_every", "eval_steps", "checkpoint_every", "keep_checkpoints",
+                  "max_nonfinite_in_a_row")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    _prefix = "decode"
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+    num_draft_tokens: int = 4  # k of verified multi-token decoding
+
+    def __post_init__(self):
+        _positive(self, "max_new_tokens")
+        _check(self.temperature >= 0, "decode.temperature", "a number >= 0", self.temperature)
+        _check(self.top_k >= 0, "decode.top_k", "a number >= 0", self.top_k)
+        _check(0 < self.top_p <= 1, "decode.top_p", "a value in (0, 1]", self.top_p)
+        _check(0 <= self.num_draft_tokens <= 15, "decode.num_draft_tokens",
+               "0..15 (the verify window is at most 16)", self.num_draft_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run. `experiment` holds per-mode extras as plain JSON values."""
+
+    _prefix = ""
+    name: str = "cpu-tiny"
+    model: ModelConfig = ModelConfig()
+    audio: AudioEncoderConfig = AudioEncoderConfig()
+    mesh: MeshConfig = MeshConfig()
+    optim: OptimizerConfig = OptimizerConfig()
+    train: TrainConfig = TrainConfig()
+    decode: DecodeConfig = DecodeConfig()
+    experiment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for key, value in self.experiment.items():
+            _check(isinstance(key, str), "experiment", "string keys", key)
+            try:
+                json.dumps(value)
+            except TypeError:
+                _fail(f"experiment.{key}", "a JSON value", value)
+        # Freeze the mapping so the config stays immutable.
+        object.__setattr__(self, "experiment", types.MappingProxyType(dict(self.experiment)))
+
+    def __hash__(self) -> int:  # the experiment mapping is not hashable; its JSON is
+        return hash(self.to_json())
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        return _from_dict(cls, data, prefix="")
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        return cls.from_dict(json.loads(text))
+
+
+def _to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: _to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return list(obj)
+    return obj
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, field: str) -> Any:
+    """Checks `value` against the annotation `tp`, allowing int -> float and list -> tuple."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, field)
+            except ConfigError:
+                continue
+        _fail(field, f"a value of type {tp}", value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), field, "a bool", value)
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), field, "an int", value)
+        return value
+    if tp is float:
+        _check(isinstance(value, int | float) and not isinstance(value, bool), field, "a number",
+               value)
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), field, "a string", value)
+        return value
+    if origin is tuple:
+        _check(isinstance(value, list | tuple), field, "a list", value)
+        (elem,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(v, elem, f"{field}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp in (dict, Mapping):
+        _check(isinstance(value, Mapping), field, "a mapping", value)
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, Mapping), field, "a mapping", value)
+        return _from_dict(tp, value, prefix=field)
+    return value
+
+
+def _from_dict(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = prefix or "config"
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        field = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], field)
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`model.num_layers=4` -> ("model.num_layers", 4). Values are YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. model.num_layers=4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: could not parse value {raw!r}: {e}") from None
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def apply_overrides(config: Config, overrides: Sequence[str] | Mapping[str, Any]) -> Config:
+    """Returns `config` with dotted overrides applied and re-validated."""
+    items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+    data = config.to_dict()
+    for key, value in items:
+        parts = key.split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if part not in node or not isinstance(node[part], dict):
+                known = sorted(k for k, v in node.items() if isinstance(v, dict))
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {key}: no config section {where!r}; sections: {known}")
+            node = node[part]
+        leaf = parts[-1]
+        if parts[0] != "experiment" and leaf not in node:
+            raise ConfigError(f"--set {key}: unknown field {leaf!r}; expected one of "
+                              f"{sorted(node)}")
+        node[leaf] = value
+    return Config.from_dict(data)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def cpu_tiny() -> Config:
+    """Trains in minutes on 2 CPU cores."""
+    return Config(name="cpu-tiny")
+
+
+def gpu_1b() -> Config:
+    """A ~1B decoder for a single 80 GB GPU (bf16 compute, fp32 master weights)."""
+    return Config(
+        name="gpu-1b",
+        model=ModelConfig(text_vocab_size=32_000, num_audio_codes=6561, d_model=2048,
+                          num_layers=16, num_heads=16, num_kv_heads=8, head_dim=128,
+                          mlp_dim=5632, max_seq_len=4096, remat_policy="dots",
+                          dtype="bfloat16", tie_embeddings=False),
+        audio=AudioEncoderConfig(d_model=768, num_layers=12, num_heads=12, mlp_dim=3072,
+                                 adaptor_dim=2048),
+        mesh=MeshConfig(data=1, fsdp=-1, tensor=1, target_devices=1),
+        optim=OptimizerConfig(learning_rate=3e-4, warmup_steps=2000, weight_decay=0.1),
+        train=TrainConfig(steps=100_000, batch_size=32, seq_len=4096, max_audio_clips=2,
+                          max_mel_frames=3000, log_every=50,
+                          eval_every=2000, checkpoint_every=1000),
+    )
+
+
+def tpu_v5p_64_7b() -> Config:
+    """Step-Audio-2-shaped 7B decoder (Qwen2.5-7B layout) + Whisper-large-sized encoder."""
+    return Config(
+        name="tpu-v5p-64-7b",
+        model=ModelConfig(text_vocab_size=151_643, num_audio_codes=6561, d_model=3584,
+                          num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
+                          mlp_dim=18_944, max_seq_len=8192, rope_theta=1_000_000.0,
+                          remat_policy="full", dtype="bfloat16", tie_embeddings=False,
+                          attention_block_q=512, attention_block_kv=512),
+        audio=AudioEncoderConfig(d_model=1280, num_layers=32, num_heads=20, mlp_dim=5120,
+                                 adaptor_dim=2048),
+        mesh=MeshConfig(data=1, fsdp=-1, tensor=4, target_devices=64),
+        optim=OptimizerConfig(learning_rate=2e-5, warmup_steps=1000, weight_decay=0.1),
+        train=TrainConfig(steps=200_000, batch_size=64, seq_len=4096, max_audio_clips=2,
+                          max_mel_frames=3000, log_every=50,
+                          eval_every=2000, checkpoint_every=1000),
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "cpu-tiny": cpu_tiny,
+    "gpu-1b": gpu_1b,
+    "tpu-v5p-64-7b": tpu_v5p_64_7b,
+}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]()
+
+
+def load_config(preset: str, overrides: Sequence[str] = ()) -> Config:
+    return apply_overrides(get_preset(preset), overrides)

@@ -1,0 +1,146 @@
+"""UnifiedAudioLM: one backbone over the unified token stream, knowing no mode.
+
+Inputs follow the batch format of DESIGN.md. Audio clips are encoded, and the k-th `<audio>`
+placeholder of each row is replaced by that row's k-th valid adaptor frame (clips in order).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from chorus.config import Config
+from chorus.model.audio_encoder import AudioEncoder
+from chorus.model.decoder import Decoder
+from chorus.model.layers import dtype_of
+from chorus.vocab import VocabLayout
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Static-shape cache; `lengths` [B] counts valid rows. Rollback = set lengths back."""
+
+    k: jax.Array  # [layers, B, T, kv_heads, head_dim]
+    v: jax.Array
+    lengths: jax.Array  # [B] int32
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+
+def init_cache(config: Config, batch_size: int, capacity: int) -> KVCache:
+    m = config.model
+    shape = (m.num_layers, batch_size, capacity, m.num_kv_heads, m.head_dim)
+    dtype = dtype_of(m.dtype)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype),
+                   jnp.zeros((batch_size,), jnp.int32))
+
+
+def splice_audio(embeds, tokens, placeholder_id, frames, frame_mask):
+    """Fills placeholder positions with adaptor frames, vectorized over the batch.
+
+    embeds [B, L, d]; tokens [B, L]; frames [B, A, F, d]; frame_mask [B, A, F].
+    Returns the merged embeddings and, per row, (#placeholders - #valid frames): 0 when the
+    data pipeline sized the placeholders right.
+    """
+    b, a, f, d = frames.shape
+    flat = frames.reshape(b, a * f, d)
+    valid = frame_mask.reshape(b, a * f)
+    # Stable sort puts each row's valid frames first, in clip order.
+    order = jnp.argsort(~valid, axis=1, stable=True)
+    compact = jnp.take_along_axis(flat, order[..., None], axis=1)
+    is_placeholder = tokens == placeholder_id
+    rank = jnp.cumsum(is_placeholder, axis=1) - 1
+    picked = jnp.take_along_axis(compact, jnp.clip(rank, 0, a * f - 1)[..., None], axis=1)
+    merged = jnp.where(is_placeholder[..., None], picked.astype(embeds.dtype), embeds)
+    excess = is_placeholder.sum(axis=1) - valid.sum(axis=1)
+    return merged, excess
+
+
+class UnifiedAudioLM(nn.Module):
+    config: Config
+
+    def setup(self):
+        m = self.config.model
+        self.layout = VocabLayout.from_model_config(m)
+        dtype, pdtype = dtype_of(m.dtype), dtype_of(m.param_dtype)
+        self.embed = nn.Embed(
+            self.layout.size, m.d_model, dtype=dtype, param_dtype=pdtype,
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                        ("vocab", "embed")))
+        self.audio_encoder = AudioEncoder(self.config.audio, out_dim=m.d_model,
+                                          dtype_name=m.dtype, param_dtype_name=m.param_dtype)
+        self.decoder = Decoder(m)
+        if not m.tie_embeddings:
+            self.lm_head = nn.Dense(
+                self.layout.size, use_bias=False, dtype=dtype, param_dtype=pdtype,
+                kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
+                    ("embed", "vocab")))
+
+    # -- pieces (also used by heads that share the embedding / output head) --------------
+
+    def embed_tokens(self, tokens):
+        return self.embed(tokens) * jnp.sqrt(self.config.model.d_model).astype(
+            dtype_of(self.config.model.dtype))
+
+    def logits(self, hidden):
+        m = self.config.model
+        if m.tie_embeddings:
+            out = self.embed.attend(hidden) / jnp.sqrt(m.d_model).astype(hidden.dtype)
+        else:
+            out = self.lm_head(hidden)
+        out = nn.with_logical_constraint(out, ("activation_batch", "activation_length",
+                                               "activation_vocab"))
+        return out.astype(jnp.float32)
+
+    def embed_inputs(self, tokens, audio_features=None, audio_mask=None):
+        x = self.embed_tokens(tokens)
+        excess = jnp.zeros(tokens.shape[:1], jnp.int32)
+        if audio_features is not None:
+            b, a, t, n = audio_features.shape
+            frames, fmask = self.audio_encoder(audio_features.reshape(b * a, t, n),
+                                               audio_mask.reshape(b * a, t))
+            frames = frames.reshape(b, a, *frames.shape[1:])
+            fmask = fmask.reshape(b, a, -1)
+            x, excess = splice_audio(x, tokens, self.layout.audio_placeholder_id, frames, fmask)
+        x = nn.with_logical_constraint(x, ("activation_batch", "activation_length",
+                                           "activation_embed"))
+        return x, excess
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def __call__(self, tokens, positions, segment_ids=None, audio_features=None,
+                 audio_mask=None):
+        """Training / scoring forward. Returns logits [B, L, V] (fp32) and hidden [B, L, d]."""
+        x, excess = self.embed_inputs(tokens, audio_features, audio_mask)
+        hidden, _ = self.decoder(x, positions, segment_ids)
+        return {"logits": self.logits(hidden), "hidden": hidden,
+                "audio_placeholder_excess": excess}
+
+    def prefill(self, tokens, lengths, cache: KVCache, audio_features=None, audio_mask=None):
+        """Runs right-padded prompts [B, P] (valid lengths [B]) and fills cache rows [0, P).
+
+        Rows past a prompt's length hold padding and are masked by `lengths` afterwards.
+        """
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        x, _ = self.embed_inputs(tokens, audio_features, audio_mask)
+        hidden, kv = self.decoder(x, positions, None, {"k": cache.k, "v": cache.v},
+                                  jnp.zeros_like(lengths), prefill=True)
+        return self.logits(hidden), hidden, KVCache(kv["k"], kv["v"], lengths)
+
+    def decode(self, tokens, cache: KVCache):
+        """Appends a window of W tokens [B, W] at each sequence's cache length.
+
+        W = 1 is a plain decode step; W > 1 verifies a draft window. The returned cache has
+        lengths + W; to reject a suffix, set lengths back (`cache.replace(lengths=...)`).
+        """
+        w = tokens.shape[1]
+        positions = cache.lengths[:, None] + jnp.arange(w)[None, :]
+        x = self.embed_tokens(tokens)
+        hidden, kv = self.decoder(x, positions, None, {"k": cache.k, "v": cache.v},
+                                  cache.lengths)
+        return self.logits(hidden), hidden, KVCache(kv["k"], kv["v"], cache.lengths + w)
