@@ -17,7 +17,9 @@ import jax
 import pallas_kernels
 from chorus import sharding
 from chorus.commands.common import add_config_args, config_from_args
+from chorus.commands.info import flops_per_token, parameter_counts
 from chorus.config import Config
+from chorus.model.factory import abstract_params
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.lm_loss import make_lm_loss
 from chorus.training.optimizer import make_optimizer
@@ -41,23 +43,30 @@ def tpu_topology(name: str):
                                         chips_per_host_bounds=bounds, num_slices=1)
 
 
-def _largest_buffers(hlo_text: str, limit: int = 8) -> list[dict]:
-    """The largest array shapes in the compiled HLO (per-chip), for out-of-memory reports."""
-    sizes = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "pred": 1, "s8": 1, "u8": 1}
+_ELEMENT_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "i32": 4, "ui32": 4, "i1": 1, "i8": 1,
+                  "ui8": 1, "i64": 8, "f64": 8}
+
+
+def _largest_buffers(stablehlo_text: str, limit: int = 8) -> list[dict]:
+    """The largest distinct array types in the partitioned program, for out-of-memory reports.
+
+    Reads the lowered (per-chip, after sharding propagation is not yet applied) StableHLO, so
+    sizes are those of the logical arrays; the op that first produces each type is named.
+    """
     found: dict[str, tuple[int, str]] = {}
-    for line in hlo_text.splitlines():
-        m = re.match(r"\s*%?([\w.\-]+) = (\w+)\[([\d,]*)\]", line)
-        if not m or m.group(2) not in sizes:
-            continue
-        dims = [int(d) for d in m.group(3).split(",") if d]
-        nbytes = sizes[m.group(2)]
-        for d in dims:
-            nbytes *= d
-        key = f"{m.group(2)}[{m.group(3)}]"
-        if key not in found or found[key][0] < nbytes:
-            found[key] = (nbytes, m.group(1))
+    for line in stablehlo_text.splitlines():
+        op = re.search(r"= ([\w.]+)", line)
+        for dims, elem in re.findall(r"tensor<((?:\d+x)+)(\w+)>", line):
+            if elem not in _ELEMENT_BYTES:
+                continue
+            nbytes = _ELEMENT_BYTES[elem]
+            for d in dims.rstrip("x").split("x"):
+                nbytes *= int(d)
+            key = f"{elem}[{dims.rstrip('x').replace('x', ',')}]"
+            if key not in found:
+                found[key] = (nbytes, op.group(1) if op else "argument")
     top = sorted(found.items(), key=lambda kv: -kv[1][0])[:limit]
-    return [{"shape": k, "example_op": op, "gib": n / GIB} for k, (n, op) in top]
+    return [{"shape": k, "first_op": op, "gib": n / GIB} for k, (n, op) in top]
 
 
 def compile_for_topology(config: Config, topology: str) -> dict:
@@ -72,8 +81,19 @@ def compile_for_topology(config: Config, topology: str) -> dict:
     batch = batch_specs(config, mesh)
     step = jit_train_step(make_lm_loss(model), tx, state_shards, mesh, batch)
     rng = jax.ShapeDtypeStruct((2,), jax.numpy.uint32, sharding=sharding.replicated(mesh))
+    hbm = HBM_PER_CHIP_GIB[topology.split(":")[0]] * GIB
     with sharding.activate(mesh), pallas_kernels.target_platform("tpu"):
-        compiled = step.lower(state, batch, rng).compile()
+        lowered = step.lower(state, batch, rng)
+        try:
+            compiled = lowered.compile()
+        except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            # The TPU compiler refuses programs that cannot fit; report instead of crashing.
+            return {"preset": config.name, "topology": topology, "chips": len(devices),
+                    "fits": False, "hbm_per_chip_gib": hbm / GIB,
+                    "message": "does not fit: " + str(e).split("\n")[0],
+                    "largest_buffers": _largest_buffers(lowered.as_text())}
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
@@ -84,9 +104,11 @@ def compile_for_topology(config: Config, topology: str) -> dict:
         "temp_bytes": mem.temp_size_in_bytes,
         "generated_code_bytes": mem.generated_code_size_in_bytes,
     }
+    counts = parameter_counts(abstract_params(model, config))
+    tokens = config.train.batch_size * config.train.seq_len
+    analytic = flops_per_token(config, counts, config.train.seq_len)["train"] * tokens
     peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
             + mem.temp_size_in_bytes)
-    hbm = HBM_PER_CHIP_GIB[topology.split(":")[0]] * GIB
     result = {
         "preset": config.name,
         "topology": topology,
@@ -98,13 +120,16 @@ def compile_for_topology(config: Config, topology: str) -> dict:
         "per_chip_peak_gib": peak / GIB,
         "hbm_per_chip_gib": hbm / GIB,
         "fits": peak <= hbm,
-        "flops_per_chip_per_step": float(cost.get("flops", 0.0)) if cost else None,
+        # XLA counts a scanned layer's loop body once, so this undercounts by ~num_layers
+        # when model.scan_layers is set; the analytic figure below counts every layer.
+        "xla_flops_per_chip_per_step": float(cost.get("flops", 0.0)) if cost else None,
+        "analytic_train_flops_per_chip_per_step": analytic / len(devices),
         "attention_impl": config.model.attention_impl,
     }
     if not result["fits"]:
         result["message"] = (f"does not fit: {peak / GIB:.1f} GiB per chip > {hbm / GIB:.0f} GiB "
                              f"HBM; biggest buffers listed under 'largest_buffers'")
-        result["largest_buffers"] = _largest_buffers(compiled.as_text())
+        result["largest_buffers"] = _largest_buffers(lowered.as_text())
     return result
 
 
