@@ -1,0 +1,139 @@
+"""Persona cards and (question, in-persona answer) pairs whose facts can be checked.
+
+    rng = np.random.default_rng(0)
+    ex = sample_exchange(rng)
+    ex.persona.card()   # "name: Maya. age: 34. home: Lisbon. job: baker. likes: jazz and tea. ..."
+    ex.question         # "Excuse me, where do you live?"
+    ex.answer           # "Oh, I live in Lisbon, and I love it!"
+    answer_states_fact(ex.persona, ex.kind, ex.answer)  # True
+
+Every answer contains its fact verbatim (after `normalize_text`), so a dialogue model's reply can
+be checked against the card without a judge. Personas are drawn fresh per exchange, so the
+model must read the card rather than memorize people.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from data_pipelines.lexicon import DEFAULT_LEXICON, Lexicon
+from data_pipelines.normalize import normalize_text
+
+QUESTION_KINDS = ("name", "age", "home", "job", "likes")
+
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "name": ("What is your name?", "Who am I talking to?", "What should I call you?"),
+    "age": ("How old are you?", "What is your age?", "May I ask how old you are?"),
+    "home": ("Where do you live?", "Where is your home?", "Which city do you live in?"),
+    "job": ("What do you do for a living?", "What is your job?", "Where do you work?"),
+    "likes": ("What do you like?", "What are your hobbies?", "What do you enjoy?"),
+}
+
+# Said before the question: keeps the spoken turn in the corpus' 1.5-6 s range.
+OPENERS = ("Hello there.", "Hi!", "Good morning.", "Good evening.", "Excuse me,", "Hey,",
+           "Sorry to bother you,", "I was wondering,", "Nice to meet you.", "Tell me,")
+
+# style -> kind -> answer template; {fact} is the persona's fact for that kind, {a} its article.
+ANSWERS: dict[str, dict[str, str]] = {
+    "cheerful": {
+        "name": "Oh, I'm {fact}! Lovely to meet you.",
+        "age": "I'm {fact} years young!",
+        "home": "Oh, I live in {fact}, and I love it!",
+        "job": "I'm {a} {fact}, best job ever!",
+        "likes": "I adore {fact}!",
+    },
+    "formal": {
+        "name": "My name is {fact}.",
+        "age": "I am {fact} years old.",
+        "home": "I reside in {fact}.",
+        "job": "I work as {a} {fact}.",
+        "likes": "I am fond of {fact}.",
+    },
+    "terse": {
+        "name": "{fact}.",
+        "age": "{fact}.",
+        "home": "{fact}.",
+        "job": "{fact}.",
+        "likes": "{fact}.",
+    },
+    "folksy": {
+        "name": "Folks call me {fact}.",
+        "age": "Well, I'm {fact} years old, give or take.",
+        "home": "I'm from {fact}, born and raised.",
+        "job": "I've been {a} {fact} for a good while now.",
+        "likes": "Nothing beats {fact}, I tell you.",
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Persona:
+    name: str
+    age: int
+    home: str
+    job: str
+    likes: tuple[str, str]
+    style: str
+
+    def __post_init__(self):
+        if self.style not in ANSWERS:
+            raise ValueError(f"Persona.style: expected one of {sorted(ANSWERS)}, got "
+                             f"{self.style!r}")
+        if not 1 <= self.age <= 120:
+            raise ValueError(f"Persona.age: expected 1..120, got {self.age}")
+
+    def fact(self, kind: str) -> str:
+        if kind == "likes":
+            return f"{self.likes[0]} and {self.likes[1]}"
+        if kind not in QUESTION_KINDS:
+            raise ValueError(f"question kind: expected one of {QUESTION_KINDS}, got {kind!r}")
+        return str(getattr(self, kind))
+
+    def card(self) -> str:
+        return (f"name: {self.name}. age: {self.age}. home: {self.home}. job: {self.job}. "
+                f"likes: {self.fact('likes')}. style: {self.style}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Exchange:
+    persona: Persona
+    kind: str
+    question: str
+    answer: str
+
+
+def sample_persona(rng: np.random.Generator, lexicon: Lexicon = DEFAULT_LEXICON) -> Persona:
+    def pick(words):
+        return words[int(rng.integers(len(words)))]
+
+    likes = rng.choice(len(lexicon.likes), size=2, replace=False)
+    return Persona(name=pick(lexicon.names), age=int(rng.integers(18, 90)),
+                   home=pick(lexicon.places), job=pick(lexicon.jobs),
+                   likes=(lexicon.likes[int(likes[0])], lexicon.likes[int(likes[1])]),
+                   style=pick(lexicon.styles))
+
+
+def answer(persona: Persona, kind: str) -> str:
+    fact = persona.fact(kind)
+    text = ANSWERS[persona.style][kind].format(fact=fact, a="an" if fact[0] in "aeiou" else "a")
+    return text[0].upper() + text[1:]
+
+
+def sample_exchange(rng: np.random.Generator,
+                    lexicon: Lexicon = DEFAULT_LEXICON) -> Exchange:
+    persona = sample_persona(rng, lexicon)
+    kind = QUESTION_KINDS[int(rng.integers(len(QUESTION_KINDS)))]
+    questions = QUESTIONS[kind]
+    question = questions[int(rng.integers(len(questions)))]
+    opener = OPENERS[int(rng.integers(len(OPENERS)))]
+    if opener.endswith(","):
+        question = question[0].lower() + question[1:]
+    return Exchange(persona, kind, f"{opener} {question}", answer(persona, kind))
+
+
+def answer_states_fact(persona: Persona, kind: str, reply: str) -> bool:
+    """Whether `reply` states the persona's fact for `kind` (whole words, normalized)."""
+    fact = normalize_text(persona.fact(kind))
+    return f" {fact} " in f" {normalize_text(reply)} "

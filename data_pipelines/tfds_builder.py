@@ -1,0 +1,79 @@
+"""`chorus_speech`: the synthesized corpus as a TFDS dataset (array_record, no TensorFlow).
+
+Layout: `<data_dir>/chorus_speech/1.0.0/` with splits train / validation / test /
+test_compositional. Read it like any prepared TFDS dataset:
+
+    tfds.data_source("chorus_speech", data_dir=DIR)["train"][0]
+    -> {"speech": int16[n] @ 16 kHz, "text": b"...", "speaker_id": 12, "duration": 2.4, ...}
+
+Field names follow LibriSpeech where they overlap (`speech`, `text`, `speaker_id`, `id`), so
+the same default field mapping reads both. Only TF-free features are used (a raw int16 tensor,
+not `tfds.features.Audio`, whose constructor needs TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipelines.shards import read_shard
+from data_pipelines.text_generator import SPLITS
+
+NAME = "chorus_speech"
+TEXT_FIELDS = ("id", "text", "tagged_text", "instruction", "voice", "category", "persona",
+               "answer", "question_kind")
+INT_FIELDS = ("speaker_id", "rate", "pitch", "volume")
+
+
+class ChorusSpeech(tfds.core.GeneratorBasedBuilder):
+    """eSpeak NG speech with transcripts, TTS controls and persona dialogue turns."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+
+    def __init__(self, *, shard_paths: dict[str, list[str]] | None = None, **kwargs):
+        self._shard_paths = shard_paths  # split -> shard files; only needed to build
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        features = {"speech": tfds.features.Tensor(shape=(None,), dtype=np.int16,
+                                                   encoding=tfds.features.Encoding.BYTES),
+                    "duration": tfds.features.Scalar(np.float32)}
+        features |= {k: tfds.features.Text() for k in TEXT_FIELDS}
+        features |= {k: tfds.features.Scalar(np.int32) for k in INT_FIELDS}
+        return tfds.core.DatasetInfo(
+            builder=self, description=__doc__, features=tfds.features.FeaturesDict(features),
+            supervised_keys=("speech", "text"),
+            metadata=tfds.core.MetadataDict(sample_rate=16000))
+
+    def _split_generators(self, dl_manager):
+        if self._shard_paths is None:
+            raise ValueError(f"{NAME}: building needs shard_paths (run `chorus data synth`)")
+        return {split: self._generate_examples(self._shard_paths[split]) for split in SPLITS}
+
+    def _generate_examples(self, paths: list[str]):
+        for path in paths:
+            for record in read_shard(path):
+                meta = record["meta"]
+                example = {"speech": record["audio"], "duration": meta["duration"],
+                           "id": meta["uid"]}
+                example |= {k: meta[k] for k in TEXT_FIELDS if k != "id"}
+                example |= {k: int(meta[k]) for k in INT_FIELDS}
+                yield meta["uid"], example
+
+
+def build(data_dir: str, shard_paths: dict[str, list[str]]) -> str:
+    """Writes `<data_dir>/chorus_speech/1.0.0` from the given shard files; returns its path."""
+    builder = ChorusSpeech(data_dir=data_dir, file_format="array_record",
+                           shard_paths=shard_paths)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(download_mode=(
+            tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)))
+    return str(builder.data_dir)
+
+
+def is_built(data_dir: str) -> bool:
+    return os.path.exists(os.path.join(data_dir, NAME, str(ChorusSpeech.VERSION),
+                                       "dataset_info.json"))

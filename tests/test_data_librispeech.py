@@ -1,0 +1,152 @@
+"""A prepared TFDS dataset read by name: a tiny `librispeech` in the real on-disk layout.
+
+The dataset is written the way TFDS lays out LibriSpeech (array_record shards of tf.Example
+protos, dataset_info.json, features.json with `tfds.features.Audio`), both configs: `default`
+(decoded int16 samples) and `lazy_decode` (the FLAC files themselves).
+"""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile
+import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordWriter
+from google.protobuf import json_format
+from tensorflow_datasets.core.proto import feature_pb2
+from tensorflow_datasets.proto import tf_example_pb2, tf_feature_pb2
+
+from chorus.vocab import VocabLayout
+from data_pipelines import mel
+from data_pipelines.pipeline import make_eval_iterator, make_train_iterator
+from data_pipelines.sources import (
+    LIBRISPEECH_FIELDS,
+    RawArrayRecordSource,
+    SourceError,
+    open_source,
+)
+from data_pipelines.synthesis import synthesize
+from data_pipelines.tokenizer import train_tokenizer
+
+TEXTS = ["HE HOPED THERE WOULD BE STEW FOR DINNER", "STUFF IT INTO YOU HIS BELLY COUNSELLED HIM",
+         "AFTER EARLY NIGHTFALL THE YELLOW LAMPS", "HELLO BERTIE ANY GOOD IN YOUR MIND",
+         "NUMBER TEN FRESH NELLY IS WAITING ON YOU"]
+
+
+def _flac(samples):
+    buf = io.BytesIO()
+    soundfile.write(buf, samples, 16000, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _write_librispeech(data_dir, config, version, lazy, split, utterances):
+    folder = os.path.join(data_dir, "librispeech", config, version)
+    os.makedirs(folder)
+    path = os.path.join(folder, f"librispeech-{split}.array_record-00000-of-00001")
+    writer = ArrayRecordWriter(path, "group_size:1")
+    for i, (samples, text) in enumerate(utterances):
+        speech = (tf_feature_pb2.Feature(bytes_list=tf_feature_pb2.BytesList(
+                      value=[_flac(samples)])) if lazy else
+                  tf_feature_pb2.Feature(int64_list=tf_feature_pb2.Int64List(
+                      value=samples.astype(np.int64).tolist())))
+        feature = {
+            "speech": speech,
+            "text": tf_feature_pb2.Feature(bytes_list=tf_feature_pb2.BytesList(
+                value=[text.encode()])),
+            "speaker_id": tf_feature_pb2.Feature(int64_list=tf_feature_pb2.Int64List(
+                value=[84 + i])),
+            "chapter_id": tf_feature_pb2.Feature(int64_list=tf_feature_pb2.Int64List(
+                value=[121123])),
+            "id": tf_feature_pb2.Feature(bytes_list=tf_feature_pb2.BytesList(
+                value=[f"{84 + i}-121123-{i:04d}".encode()])),
+        }
+        example = tf_example_pb2.Example(features=tf_feature_pb2.Features(feature=feature))
+        writer.write(example.SerializeToString())
+    writer.close()
+    others = tfds.features.FeaturesDict({"text": tfds.features.Text(), "speaker_id": np.int64,
+                                         "chapter_id": np.int64, "id": np.str_})
+    features = others.to_json()["content"]["features"]
+    audio = feature_pb2.AudioFeature(shape=feature_pb2.Shape(dimensions=[-1]), dtype="int16",
+                                     file_format="flac", sample_rate=16000, encoding="none",
+                                     lazy_decode=lazy)
+    features["speech"] = {"pythonClassName":
+                          "tensorflow_datasets.core.features.audio_feature.Audio",
+                          "audio": json_format.MessageToDict(audio)}
+    with open(os.path.join(folder, "features.json"), "w") as f:
+        json.dump({"featuresDict": {"features": features}, "pythonClassName":
+                   "tensorflow_datasets.core.features.features_dict.FeaturesDict"}, f)
+    info = {"name": "librispeech", "configName": config, "version": version,
+            "fileFormat": "array_record", "supervisedKeys": {"tuple": {"items": [
+                {"featureKey": "speech"}, {"featureKey": "text"}]}},
+            "splits": [{"name": split, "shardLengths": [str(len(utterances))],
+                        "numBytes": str(os.path.getsize(path)),
+                        "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"}]}
+    with open(os.path.join(folder, "dataset_info.json"), "w") as f:
+        json.dump(info, f)
+
+
+@pytest.fixture(scope="module")
+def librispeech(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    utterances = []
+    for i, text in enumerate(TEXTS):
+        wave, _ = synthesize(text.lower(), voice="en-us+m3", rate=220, seed=i)
+        utterances.append((np.round(wave * 32767).astype(np.int16), text))
+    _write_librispeech(data_dir, "default", "2.1.1", False, "test_clean", utterances)
+    _write_librispeech(data_dir, "lazy_decode", "2.1.2", True, "test_clean", utterances)
+    tok = os.path.join(data_dir, "tokenizer.model")
+    train_tokenizer(TEXTS * 4, 150, tok)
+    return data_dir, utterances, tok
+
+
+def test_open_by_name_reads_records(librispeech):
+    data_dir, utterances, _ = librispeech
+    source = open_source("librispeech", data_dir, "test_clean")
+    # No TensorFlow here: LibriSpeech's Audio feature cannot be built, so the raw reader serves.
+    assert isinstance(source, RawArrayRecordSource) and len(source) == len(TEXTS)
+    assert {"speech", "text", "speaker_id", "chapter_id", "id"} <= set(source.field_names)
+    for i, (samples, text) in enumerate(utterances):
+        record = source[i]
+        np.testing.assert_array_equal(record["speech"], samples)
+        assert record["speech"].dtype == np.int16
+        assert record["text"] == text and record["speaker_id"] == 84 + i
+        assert record["id"] == f"{84 + i}-121123-{i:04d}"
+    lazy = open_source("librispeech/lazy_decode", data_dir, "test_clean")
+    assert isinstance(lazy[0]["speech"], bytes)  # the FLAC file itself
+    with pytest.raises(SourceError, match="test_clean"):
+        open_source("librispeech", data_dir, "train_clean100")
+    with pytest.raises(SourceError, match="no prepared copy"):
+        open_source("librispeech", data_dir + "-missing", "test_clean")
+
+
+@pytest.mark.parametrize("name", ["librispeech", "librispeech/lazy_decode"])
+def test_asr_pipelines_on_librispeech(librispeech, name):
+    data_dir, utterances, tok_path = librispeech
+    from data_pipelines.tokenizer import TextTokenizer
+
+    tok = TextTokenizer.from_file(tok_path)
+    layout = VocabLayout(text_size=150, num_audio_codes=8)
+    with make_train_iterator("asr", data_dir, "test_clean", layout, tok_path, batch_size=2,
+                             seq_len=160, shard_index=0, shard_count=1, num_epochs=1,
+                             dataset_name=name, fields=LIBRISPEECH_FIELDS,
+                             max_frames=480) as it:
+        batches = list(it)
+    transcripts = []
+    for batch in batches:
+        for b in range(2):
+            seg = batch["segment_ids"][b]
+            for k in range(1, seg.max() + 1):
+                tokens = batch["tokens"][b, seg == k]
+                start = int(np.flatnonzero(tokens == layout.special("<transcript>"))[0]) + 1
+                transcripts.append(tok.decode(tokens[start:-1]))
+    assert sorted(transcripts) == sorted(TEXTS)
+    examples = list(make_eval_iterator("asr", data_dir, "test_clean", layout, tok_path,
+                                       shard_index=0, shard_count=1, dataset_name=name,
+                                       fields=LIBRISPEECH_FIELDS, max_frames=480))
+    assert [e["reference_text"] for e in examples] == TEXTS
+    for ex, (samples, _) in zip(examples, utterances, strict=True):
+        n = int(ex["audio_mask"].sum())
+        np.testing.assert_allclose(ex["audio_features"][0, :n],
+                                   mel.log_mel(samples.astype(np.float32) / 32768), atol=1e-4)

@@ -1,0 +1,311 @@
+"""Grain pipelines: the batch contract per task, packing, sharding, shuffling, state restore."""
+
+import json
+
+import numpy as np
+import pytest
+
+from chorus.vocab import VocabLayout, num_audio_placeholders
+from data_pipelines import mel
+from data_pipelines.codes import EnergyCodes
+from data_pipelines.corpus_plan import describe_controls
+from data_pipelines.personas import sample_exchange
+from data_pipelines.pipeline import make_eval_iterator, make_train_iterator
+from data_pipelines.synthesis import synthesize
+from data_pipelines.text_generator import SentenceGenerator
+from data_pipelines.tokenizer import train_tokenizer
+from data_pipelines.voices import VOICES
+
+LAYOUT = VocabLayout(text_size=384, num_audio_codes=64)
+CODES = EnergyCodes(64)
+B, L, A, T = 3, 160, 3, 400  # small shapes: 4 s clips
+
+
+@pytest.fixture(scope="module")
+def records():
+    gen, rng = SentenceGenerator(), np.random.default_rng(0)
+    out, seen = [], set()
+    while len(out) < 14:
+        text = gen.sample_for_split(rng, "train").text
+        if text in seen:
+            continue
+        seen.add(text)
+        ex = sample_exchange(rng)
+        voice = VOICES[len(out) * 7 % len(VOICES)]
+        wave, meta = synthesize(text, voice=voice.name, rate=200, seed=len(out))
+        if len(wave) > 3.9 * 16000:
+            continue
+        out.append({"speech": np.round(wave * 32767).astype(np.int16), "text": text,
+                    "id": f"utt{len(out)}", "speaker_id": meta.speaker_id,
+                    "instruction": describe_controls(voice.name, 200, 50, 100),
+                    "tagged_text": f"(softly) {text}" if len(out) % 3 == 0 else text,
+                    "persona": ex.persona.card(), "answer": ex.answer})
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(records, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.model"
+    gen, rng = SentenceGenerator(), np.random.default_rng(1)
+    texts = [gen.sample(rng).text for _ in range(800)] + gen.surface_texts()
+    for r in records:
+        texts += [r["text"], r["instruction"], r["persona"], r["answer"], r["tagged_text"],
+                  f"speaker {r['speaker_id']}"]
+    train_tokenizer(texts, 384, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer_path):
+    from data_pipelines.tokenizer import TextTokenizer
+
+    return TextTokenizer.from_file(tokenizer_path)
+
+
+def _iterator(task, records, tokenizer_path, **kwargs):
+    args = dict(batch_size=B, seq_len=L, shard_index=0, shard_count=1, max_clips=A,
+                max_frames=T, audio_to_codes=CODES, source=records)
+    return make_train_iterator(task, None, "train", LAYOUT, tokenizer_path, **(args | kwargs))
+
+
+def _wave(record):
+    return record["speech"].astype(np.float32) / 32768.0
+
+
+def _segments(batch, b):
+    seg = batch["segment_ids"][b]
+    return [np.flatnonzero(seg == k) for k in range(1, seg.max() + 1)]
+
+
+def _check_contract(batch):
+    """Shape/dtype contract, segments, positions, targets, and audio <-> placeholder alignment."""
+    expect = {"tokens": ((B, L), np.int32), "targets": ((B, L), np.int32),
+              "loss_mask": ((B, L), np.float32), "segment_ids": ((B, L), np.int32),
+              "positions": ((B, L), np.int32), "audio_features": ((B, A, T, 128), np.float32),
+              "audio_mask": ((B, A, T), np.bool_)}
+    assert set(batch) == set(expect)
+    for key, (shape, dtype) in expect.items():
+        assert batch[key].shape == shape and batch[key].dtype == dtype, key
+    pad = LAYOUT.pad_id
+    for b in range(B):
+        seg = batch["segment_ids"][b]
+        used = int((seg > 0).sum())
+        assert (seg[:used] > 0).all() and (seg[used:] == 0).all()  # padding only at the end
+        assert (np.diff(seg[:used]) >= 0).all() and (np.diff(seg[:used]) <= 1).all()
+        assert (batch["tokens"][b, used:] == pad).all()
+        assert (batch["targets"][b, used:] == pad).all()
+        assert (batch["loss_mask"][b, used:] == 0).all()
+        for idx in _segments(batch, b):
+            np.testing.assert_array_equal(batch["positions"][b, idx], np.arange(len(idx)))
+            np.testing.assert_array_equal(batch["targets"][b, idx[:-1]],
+                                          batch["tokens"][b, idx[1:]])
+            assert batch["targets"][b, idx[-1]] == pad
+        # k-th <audio> of the row <-> k-th adaptor frame of clips taken in order.
+        mask = batch["audio_mask"][b]
+        valid = mask.sum(axis=1)
+        for a in range(A):
+            assert mask[a, : valid[a]].all() and not mask[a, valid[a]:].any()  # a prefix
+            if valid[a] == 0:
+                assert not batch["audio_features"][b, a].any()
+        placeholders = int((batch["tokens"][b] == LAYOUT.audio_placeholder_id).sum())
+        assert placeholders == sum(num_audio_placeholders(int(v)) for v in valid)
+        used_clips = int((valid > 0).sum())
+        assert (valid[:used_clips] > 0).all() and (valid[used_clips:] == 0).all()
+
+
+def _between(tokens, start_id, end_id):
+    i = int(np.flatnonzero(tokens == start_id)[0]) + 1
+    j = i + int(np.flatnonzero(tokens[i:] == end_id)[0])
+    return tokens[i:j], i, j
+
+
+def test_asr_batches(records, tokenizer_path, tok):
+    by_text = {r["text"]: r for r in records}
+    it = _iterator("asr", records, tokenizer_path)
+    seen = 0
+    for _ in range(3):
+        batch = next(it)
+        _check_contract(batch)
+        s = LAYOUT.special
+        for b in range(B):
+            for k, idx in enumerate(_segments(batch, b)):
+                tokens = batch["tokens"][b, idx]
+                assert tokens[0] == s("<asr>") and tokens[-1] == LAYOUT.eos_id
+                text_ids, i, j = _between(tokens, s("<transcript>"), LAYOUT.eos_id)
+                record = by_text[tok.decode(text_ids)]
+                feats = mel.log_mel(_wave(record))
+                n = int(batch["audio_mask"][b, k].sum())
+                assert n == len(feats)
+                np.testing.assert_allclose(batch["audio_features"][b, k, :n], feats, atol=1e-5)
+                assert (tokens[1: i - 1] == LAYOUT.audio_placeholder_id).sum() == (
+                    num_audio_placeholders(n)) == i - 2
+                mask = batch["loss_mask"][b, idx]
+                assert mask[i - 1: j].all() and mask.sum() == j - i + 1  # text + <eos>
+                seen += 1
+    assert seen >= 3 * B
+
+
+def test_tts_batches(records, tokenizer_path, tok):
+    by_text = {r["tagged_text"]: r for r in records}
+    it = _iterator("tts", records, tokenizer_path)
+    s = LAYOUT.special
+    for _ in range(2):
+        batch = next(it)
+        _check_contract(batch)
+        assert not batch["audio_mask"].any()  # TTS has no audio input
+        for b in range(B):
+            for idx in _segments(batch, b):
+                tokens = batch["tokens"][b, idx]
+                text_ids, _, _ = _between(tokens, s("<text>"), s("<tts_start>"))
+                record = by_text[tok.decode(text_ids)]
+                instr, _, _ = _between(tokens, s("<instruction>"), s("<speaker>"))
+                assert tok.decode(instr) == record["instruction"]
+                spk, _, _ = _between(tokens, s("<speaker>"), s("<text>"))
+                assert tok.decode(spk) == f"speaker {record['speaker_id']}"
+                codes, i, j = _between(tokens, s("<tts_start>"), s("<tts_end>"))
+                np.testing.assert_array_equal(codes - LAYOUT.audio_offset,
+                                              CODES(_wave(record), 16000))
+                assert j == len(tokens) - 1
+                mask = batch["loss_mask"][b, idx]
+                assert mask[i - 1: j].all() and mask.sum() == j - i + 1  # codes + <tts_end>
+
+
+def test_dialogue_batches(records, tokenizer_path, tok):
+    by_answer = {r["answer"]: r for r in records}
+    it = _iterator("dialogue", records, tokenizer_path)
+    s = LAYOUT.special
+    batch = next(it)
+    _check_contract(batch)
+    for b in range(B):
+        for k, idx in enumerate(_segments(batch, b)):
+            tokens = batch["tokens"][b, idx]
+            answer_ids, i, j = _between(tokens, s("<assistant>"), LAYOUT.eos_id)
+            record = by_answer[tok.decode(answer_ids)]
+            card, _, _ = _between(tokens, s("<persona>"), s("<user>"))
+            assert tok.decode(card) == record["persona"]
+            n = int(batch["audio_mask"][b, k].sum())
+            np.testing.assert_allclose(batch["audio_features"][b, k, :n],
+                                       mel.log_mel(_wave(record)), atol=1e-5)
+            mask = batch["loss_mask"][b, idx]
+            assert mask[i - 1: j].all() and mask.sum() == j - i + 1  # answer + <eos>
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def _assert_same(batches_a, batches_b):
+    for x, y in zip(batches_a, batches_b, strict=True):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_state_restores_the_exact_next_batch(records, tokenizer_path):
+    it = _iterator("asr", records, tokenizer_path, seed=3)
+    _take(it, 3)
+    state = json.loads(json.dumps(it.get_state()))  # JSON-able
+    expected = _take(it, 4)  # crosses an epoch boundary (14 records, ~4 per batch)
+    fresh = _iterator("asr", records, tokenizer_path, seed=3)
+    fresh.set_state(state)
+    _assert_same(_take(fresh, 4), expected)
+
+
+def test_shuffle_is_seeded(records, tokenizer_path):
+    a = _take(_iterator("asr", records, tokenizer_path, seed=1), 2)
+    b = _take(_iterator("asr", records, tokenizer_path, seed=1), 2)
+    c = _take(_iterator("asr", records, tokenizer_path, seed=2), 2)
+    _assert_same(a, b)
+    assert not np.array_equal(a[0]["tokens"], c[0]["tokens"])
+
+
+def _transcripts(batches, tok):
+    out = []
+    for batch in batches:
+        for b in range(B):
+            for idx in _segments(batch, b):
+                text_ids, _, _ = _between(batch["tokens"][b, idx],
+                                          LAYOUT.special("<transcript>"), LAYOUT.eos_id)
+                out.append(tok.decode(text_ids))
+    return out
+
+
+def test_host_sharding_splits_records(records, tokenizer_path, tok):
+    seen = []
+    for index in range(2):
+        it = _iterator("asr", records, tokenizer_path, shard_index=index, shard_count=2,
+                       num_epochs=1)
+        seen.append(_transcripts(list(it), tok))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(r["text"] for r in records)
+    default = _iterator("asr", records, tokenizer_path, shard_index=None, shard_count=None,
+                        num_epochs=1)  # jax.process_index()/process_count() = 0/1 here
+    assert sorted(_transcripts(list(default), tok)) == sorted(r["text"] for r in records)
+    with pytest.raises(ValueError, match="shard_index"):
+        _iterator("asr", records, tokenizer_path, shard_index=2, shard_count=2)
+
+
+def test_multiprocess_workers_give_valid_batches_and_restore(records, tokenizer_path):
+    with _iterator("asr", records, tokenizer_path, num_workers=2, seed=4) as it:
+        first = _take(it, 2)
+        for batch in first:
+            _check_contract(batch)
+        state = json.loads(json.dumps(it.get_state()))
+        expected = _take(it, 2)
+    with _iterator("asr", records, tokenizer_path, num_workers=2, seed=4) as fresh:
+        fresh.set_state(state)
+        _assert_same(_take(fresh, 2), expected)
+
+
+@pytest.mark.parametrize("task, prompt_end", [("asr", "<transcript>"), ("tts", "<tts_start>"),
+                                              ("dialogue", "<assistant>")])
+def test_eval_iterator(task, prompt_end, records, tokenizer_path, tok):
+    it = make_eval_iterator(task, None, "test", LAYOUT, tokenizer_path, shard_index=0,
+                            shard_count=1, max_frames=T, audio_to_codes=CODES, source=records)
+    examples = list(it)
+    assert [e["id"] for e in examples] == [r["id"] for r in records]
+    for ex, record in zip(examples, records, strict=True):
+        assert ex["prompt_tokens"][-1] == LAYOUT.special(prompt_end)
+        assert ex["audio_features"].shape == (1, T, 128) and ex["audio_mask"].shape == (1, T)
+        if task == "tts":
+            assert ex["reference_text"] == record["tagged_text"]
+            np.testing.assert_array_equal(ex["reference_ids"] - LAYOUT.audio_offset,
+                                          CODES(_wave(record), 16000))
+            assert not ex["audio_mask"].any()
+            continue
+        n = int(ex["audio_mask"].sum())
+        np.testing.assert_allclose(ex["audio_features"][0, :n], mel.log_mel(_wave(record)),
+                                   atol=1e-5)
+        assert (ex["prompt_tokens"] == LAYOUT.audio_placeholder_id).sum() == (
+            num_audio_placeholders(n))
+        reference = record["text"] if task == "asr" else record["answer"]
+        assert ex["reference_text"] == reference
+        assert tok.decode(ex["reference_ids"]) == reference
+
+
+def test_construction_errors_name_the_problem(records, tokenizer_path):
+    with pytest.raises(ValueError, match="audio_to_codes"):
+        _iterator("tts", records, tokenizer_path, audio_to_codes=None)
+    with pytest.raises(ValueError, match="task"):
+        _iterator("karaoke", records, tokenizer_path)
+    with pytest.raises(ValueError, match="persona"):
+        _iterator("dialogue", [{k: v for k, v in r.items() if k != "persona"}
+                               for r in records], tokenizer_path)
+    with pytest.raises(ValueError, match="text_size"):
+        make_train_iterator("asr", None, "train", VocabLayout(100, 8), tokenizer_path,
+                            shard_index=0, shard_count=1, source=records)
+
+
+def test_augmentation_is_seeded_and_only_touches_audio_inputs(records, tokenizer_path):
+    from data_pipelines.augment import AugmentConfig
+
+    gain = AugmentConfig(gain_db_range=(-12.0, -3.0), noise_snr_db_range=(20.0, 30.0))
+    a = next(_iterator("asr", records, tokenizer_path, seed=7, augment_config=gain))
+    b = next(_iterator("asr", records, tokenizer_path, seed=7, augment_config=gain))
+    clean = next(_iterator("asr", records, tokenizer_path, seed=7))
+    _assert_same([a], [b])
+    np.testing.assert_array_equal(a["tokens"], clean["tokens"])  # same examples, same order
+    assert not np.allclose(a["audio_features"][a["audio_mask"]],
+                           clean["audio_features"][clean["audio_mask"]])
+    tts = next(_iterator("tts", records, tokenizer_path, seed=7, augment_config=gain))
+    tts_clean = next(_iterator("tts", records, tokenizer_path, seed=7))
+    _assert_same([tts], [tts_clean])  # TTS targets stay clean
