@@ -31,8 +31,11 @@ def _softmax_combine(scores, mask, v, out_shape, dtype):
 
 
 def attention_reference(q, k, v, *, segment_ids=None, causal=True, sliding_window=None,
-                        logit_soft_cap=None, scale=None):
-    """Full-sequence attention with causal / segment / sliding-window masks."""
+                        logit_soft_cap=None, scale=None, chunk_size=None):
+    """Full-sequence attention with causal / segment / sliding-window / chunked masks.
+
+    chunk_size (streaming encoders): query i sees key j iff j // chunk_size <= i // chunk_size.
+    """
     b, s, hq, d = q.shape
     sk = k.shape[1]
     scale = d**-0.5 if scale is None else scale
@@ -44,6 +47,8 @@ def attention_reference(q, k, v, *, segment_ids=None, causal=True, sliding_windo
         mask &= kj <= qi
     if sliding_window is not None:
         mask &= qi - kj < sliding_window
+    if chunk_size is not None:
+        mask &= kj // chunk_size <= qi // chunk_size
     mask = jnp.broadcast_to(mask, (b, s, sk))
     if segment_ids is not None:
         mask &= segment_ids[:, :, None] == segment_ids[:, None, :]

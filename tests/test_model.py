@@ -174,3 +174,20 @@ def test_unscanned_layers_match_scanned():
     out = _forward(model, params, tokens)
     assert out["logits"].shape == (1, 10, LAYOUT.size)
     assert "layers_1" in params["decoder"]
+
+
+def test_chunked_causal_encoder_ignores_future_chunks():
+    """Streaming mode: a frame's encoding depends on its own and earlier chunks only."""
+    from chorus.model.audio_encoder import AudioEncoder
+
+    cfg = load_config("cpu-tiny", ["audio.num_layers=1", "audio.chunk_size=4"]).audio
+    enc = AudioEncoder(cfg, out_dim=32)
+    mel = jax.random.normal(jax.random.key(0), (1, 64, cfg.n_mels))
+    mask = jnp.ones((1, 64), bool)
+    params = enc.init(jax.random.key(1), mel, mask)
+    run = jax.jit(lambda p, m: enc.apply(p, m, mask)[0])
+    base = run(params, mel)
+    # Mel frames >= 48 -> encoder frames >= 12 (chunk 3 onward) -> adaptor frames >= 6.
+    changed = run(params, mel.at[:, 48:].set(3.0))
+    np.testing.assert_allclose(base[:, :6], changed[:, :6], atol=1e-5)
+    assert not np.allclose(base[:, 6:], changed[:, 6:], atol=1e-3)

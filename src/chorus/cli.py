@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # libtpu is installed for AOT compiles; CPU runs should not probe for a TPU runtime.
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # Several processes may load libtpu for AOT compiles at once (tests, benchmarks).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     target, _ = COMMANDS[name]
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)

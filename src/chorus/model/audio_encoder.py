@@ -31,13 +31,15 @@ class _Conv(nn.Module):
     features: int
     stride: int
     names: tuple[str, str, str]
+    causal: bool = False  # streaming: output i sees inputs <= stride * i only
     dtype: object = jnp.float32
     param_dtype: object = jnp.float32
 
     @nn.compact
     def __call__(self, x, mask):
         x = x * mask[..., None].astype(x.dtype)  # padded frames must not leak into valid ones
-        y = nn.Conv(self.features, kernel_size=(3,), strides=(self.stride,), padding="SAME",
+        padding = ((2, 0),) if self.causal else "SAME"
+        y = nn.Conv(self.features, kernel_size=(3,), strides=(self.stride,), padding=padding,
                     kernel_init=nn.with_logical_partitioning(
                         nn.initializers.lecun_normal(), self.names),
                     dtype=self.dtype, param_dtype=self.param_dtype)(x)
@@ -46,6 +48,7 @@ class _Conv(nn.Module):
 
 class EncoderBlock(nn.Module):
     config: AudioEncoderConfig
+    attention_impl: str = "auto"
     dtype: object = jnp.float32
     param_dtype: object = jnp.float32
 
@@ -57,6 +60,7 @@ class EncoderBlock(nn.Module):
         segment_ids = mask.astype(jnp.int32)  # valid frames see valid frames only
         a, _ = Attention(num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
                          head_dim=cfg.d_model // cfg.num_heads, causal=False, rope_theta=None,
+                         chunk_size=cfg.chunk_size or None, attention_impl=self.attention_impl,
                          dtype=self.dtype, param_dtype=self.param_dtype, name="attn")(
             h, positions, segment_ids)
         x = x + a
@@ -71,6 +75,7 @@ class AudioEncoder(nn.Module):
     out_dim: int
     dtype_name: str = "float32"
     param_dtype_name: str = "float32"
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, mel, mask):
@@ -84,19 +89,20 @@ class AudioEncoder(nn.Module):
                              f"{ENCODER_STRIDE * ADAPTOR_STRIDE}, got shape {mel.shape}")
         x = mel.astype(dtype)
         conv_names = ("conv_width", "conv_in", "embed")
-        x, mask = _Conv(cfg.d_model, 2, conv_names, dtype, pdtype, name="conv1")(x, mask)
+        causal = cfg.chunk_size > 0
+        x, mask = _Conv(cfg.d_model, 2, conv_names, causal, dtype, pdtype, name="conv1")(x, mask)
         x = nn.gelu(x)
-        x, mask = _Conv(cfg.d_model, 2, conv_names, dtype, pdtype, name="conv2")(x, mask)
+        x, mask = _Conv(cfg.d_model, 2, conv_names, causal, dtype, pdtype, name="conv2")(x, mask)
         x = nn.gelu(x)
         if x.shape[1] > cfg.max_frames:
             raise ValueError(f"audio_features: {x.shape[1]} encoder frames exceed "
                              f"audio.max_frames={cfg.max_frames}")
         x = x + jnp.asarray(_sinusoids(cfg.max_frames, cfg.d_model)[: x.shape[1]], dtype)
         for i in range(cfg.num_layers):
-            x = EncoderBlock(cfg, dtype, pdtype, name=f"block_{i}")(x, mask)
+            x = EncoderBlock(cfg, self.attention_impl, dtype, pdtype, name=f"block_{i}")(x, mask)
         x = nn.LayerNorm(dtype=dtype, param_dtype=pdtype, name="final_norm")(x)
         # Adaptor: stride-2 conv to 12.5 Hz, then project into the decoder's width.
-        x, mask = _Conv(cfg.adaptor_dim, ADAPTOR_STRIDE, conv_names, dtype, pdtype,
+        x, mask = _Conv(cfg.adaptor_dim, ADAPTOR_STRIDE, conv_names, causal, dtype, pdtype,
                         name="adaptor_conv")(x, mask)
         x = nn.gelu(x)
         x = nn.Dense(self.out_dim, kernel_init=dense_init(("mlp", "embed")), dtype=dtype,

@@ -117,6 +117,7 @@ class Attention(nn.Module):
     num_kv_heads: int
     head_dim: int
     causal: bool = True
+    chunk_size: int | None = None  # chunked-causal (streaming encoder), with causal=False
     rope_theta: float | None = 10_000.0
     sliding_window: int | None = None
     logit_soft_cap: float | None = None
@@ -146,7 +147,8 @@ class Attention(nn.Module):
         new_cache = None
         if cache is None or self.prefill:
             out = pallas_kernels.attention(q, k, v, segment_ids=segment_ids, causal=self.causal,
-                                           block_q=self.block_q, block_kv=self.block_kv, **opts)
+                                           block_q=self.block_q, block_kv=self.block_kv,
+                                           chunk_size=self.chunk_size, **opts)
             if cache is not None:
                 new_cache = {"k": _write_rows(cache["k"], k, jnp.zeros_like(cache_lengths)),
                              "v": _write_rows(cache["v"], v, jnp.zeros_like(cache_lengths))}

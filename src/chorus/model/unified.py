@@ -72,7 +72,8 @@ class UnifiedAudioLM(nn.Module):
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
                                                         ("vocab", "embed")))
         self.audio_encoder = AudioEncoder(self.config.audio, out_dim=m.d_model,
-                                          dtype_name=m.dtype, param_dtype_name=m.param_dtype)
+                                          dtype_name=m.dtype, param_dtype_name=m.param_dtype,
+                                          attention_impl=m.attention_impl)
         self.decoder = Decoder(m)
         if not m.tie_embeddings:
             self.lm_head = nn.Dense(
