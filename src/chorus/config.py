@@ -195,6 +195,16 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     max_nonfinite_in_a_row: int = 5
+    # Trainer runtime (chorus.training; none of these change the math, so a run may resume
+    # with other values).
+    async_checkpointing: bool = True  # orbax writes in the background while training goes on
+    prefetch_batches: int = 2  # host batches prepared ahead of the step (0 = inline)
+    peak_flops_per_device: float = 0.0  # for MFU; 0 = look up by device kind (None on CPU)
+    # Multi-host (jax.distributed). Empty / 0 / -1 fall back to the environment:
+    # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (or cluster auto-detection).
+    coordinator_address: str = ""  # "host:port" of process 0
+    num_processes: int = 0
+    process_id: int = -1
 
     def __post_init__(self):
         _check(self.max_mel_frames % 8 == 0 and self.max_mel_frames > 0, "train.max_mel_frames",
@@ -203,6 +213,21 @@ class TrainConfig:
         _positive(self, "steps", "batch_size", "seq_len", "max_audio_clips", "log_every",
                   "eval_every", "eval_steps", "checkpoint_every", "keep_checkpoints",
                   "max_nonfinite_in_a_row")
+        _check(self.prefetch_batches >= 0, "train.prefetch_batches", "a number >= 0",
+               self.prefetch_batches)
+        _check(self.peak_flops_per_device >= 0, "train.peak_flops_per_device",
+               "a number >= 0 (0 = by device kind)", self.peak_flops_per_device)
+        _check(self.num_processes >= 0, "train.num_processes", "a number >= 0 (0 = from env)",
+               self.num_processes)
+        _check(self.process_id >= -1, "train.process_id", "a number >= -1 (-1 = from env)",
+               self.process_id)
+        if self.num_processes and self.process_id >= 0:
+            _check(self.process_id < self.num_processes, "train.process_id",
+                   f"a number < train.num_processes={self.num_processes}", self.process_id)
+        if self.coordinator_address:
+            host, _, port = self.coordinator_address.rpartition(":")
+            _check(bool(host) and port.isdigit(), "train.coordinator_address",
+                   "'host:port'", self.coordinator_address)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,10 @@ _NO_DECAY = ("scale", "bias")
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
-    decay_steps = cfg.decay_steps or total_steps
+    """LR per optimizer update. With gradient accumulation an update spans
+    `grad_accum_steps` train steps, so the default decay covers total_steps / accum updates."""
+    updates = -(-total_steps // cfg.grad_accum_steps)
+    decay_steps = cfg.decay_steps or updates
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
         decay_steps=max(decay_steps, cfg.warmup_steps + 1),
@@ -27,6 +30,7 @@ def decay_mask(params):
 
 
 def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW (decoupled decay, masked off norms/biases) after global-norm clipping."""
     chain = []
     if cfg.clip_norm > 0:
         chain.append(optax.clip_by_global_norm(cfg.clip_norm))
@@ -34,5 +38,6 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTran
                              eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask))
     tx = optax.chain(*chain)
     if cfg.grad_accum_steps > 1:
+        # Averages gradients over k successive train steps (batches), updates on the k-th.
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps)
     return tx

@@ -1,0 +1,35 @@
+"""`chorus bench NAME [ARGS...]`: dispatches to the benchmark modules, imported lazily.
+
+    chorus bench attention   flash attention kernels vs the XLA reference
+    chorus bench data        data pipeline throughput
+    chorus bench train       train-step throughput, trainer overhead, data wait
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "attention": ("experiments.benchmarks.attention", "flash attention vs the XLA reference"),
+    "data": ("experiments.benchmarks.data_throughput", "data pipeline throughput"),
+    "train": ("experiments.benchmarks.train_step", "train-step throughput and overhead"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: chorus bench NAME [ARGS...]", "", "benchmarks:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in BENCHMARKS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in BENCHMARKS:
+        print(f"chorus bench: unknown benchmark {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[name][0])
+    return int(module.main(rest) or 0)

@@ -1,0 +1,91 @@
+"""Checkpoints: orbax CheckpointManager over `workdir/checkpoints/<step>/`, three items each:
+
+    state      the TrainState (params, optimizer state, step, non-finite counters, frozen
+               params), saved sharded: each host writes its shards, and a restore may target
+               any other mesh (orbax reshards to the shardings of the abstract target)
+    progress   JSON: the base RNG key, each process's data-iterator state, the step
+    config     JSON: the run's full resolved config (checked on resume)
+
+Saves are async by default (the device->host copy blocks, the file writes run in the
+background) and only the newest train.keep_checkpoints survive. Orbax writes into
+`<step>.orbax-checkpoint-tmp-*` and renames on completion, so a run killed mid-save leaves a
+tmp dir that `latest_step` ignores (and the next run removes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from chorus.config import Config
+from chorus.training.run_config import check_resumable
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    step: int
+    state: Any
+    progress: dict
+    config: dict
+
+
+class Checkpoints:
+    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
+                 read_only: bool = False):
+        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only,
+            create=not read_only,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, progress: dict, config: Config) -> bool:
+        """Starts saving `state` as `step` (returns once device buffers are copied to host)."""
+        if step in self._manager.all_steps():
+            return False
+        return self._manager.save(step, force=True, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            progress=ocp.args.JsonSave(progress),
+            config=ocp.args.JsonSave(config.to_dict()),
+        ))
+
+    def saved_config(self, step: int) -> dict:
+        return self._manager.restore(step, args=ocp.args.Composite(
+            config=ocp.args.JsonRestore()))["config"]
+
+    def restore(self, step: int, abstract_state: Any, config: Config | None = None) -> Restored:
+        """Restores `step` onto the shardings of `abstract_state` (ShapeDtypeStructs).
+
+        With `config`, first checks the saved config is compatible (names differing fields).
+        """
+        where = os.path.join(self.directory, str(step))
+        if config is not None:
+            check_resumable(self.saved_config(step), config, where)
+        out = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            progress=ocp.args.JsonRestore(),
+            config=ocp.args.JsonRestore(),
+        ))
+        return Restored(step=step, state=out["state"], progress=out["progress"],
+                        config=out["config"])
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

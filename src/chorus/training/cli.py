@@ -1,0 +1,105 @@
+"""`chorus train` and `chorus eval`.
+
+    chorus train --experiment asr --preset cpu-tiny --workdir W [--data DIR] [--set k=v ...]
+    chorus eval  --workdir W [--experiment asr] [--step N] [--max-batches N] [--set k=v ...]
+
+`train` resumes from W's latest checkpoint when there is one (re-run the same command after an
+interruption). The experiment module and the data dir are recorded in the config
+(experiment.module, experiment.data_dir), so W/config.json alone reproduces the run and
+`eval` needs only the workdir.
+
+Exit codes: 0 finished or interrupted with a checkpoint saved; 1 stopped on non-finite losses;
+2 bad arguments, config or experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from chorus.commands.common import add_config_args
+from chorus.config import ConfigError, apply_overrides, load_config
+
+EXPERIMENT_KEY = "experiment.module"
+DATA_KEY = "experiment.data_dir"
+
+
+def _extra_overrides(args: argparse.Namespace) -> list[str]:
+    extra = [f"{EXPERIMENT_KEY}={args.experiment}"]
+    if args.data:
+        extra.append(f"{DATA_KEY}={args.data}")
+    return extra
+
+
+def _fail(prog: str, error: Exception) -> int:
+    print(f"{prog}: {error}", file=sys.stderr)
+    return 2
+
+
+def train_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="chorus train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", required=True,
+                        help="experiments/<name>.py (or an importable module path)")
+    parser.add_argument("--workdir", required=True, help="run directory (created; resumed)")
+    parser.add_argument("--data", default=None, help="data directory (experiment.data_dir)")
+    parser.add_argument("--quiet", action="store_true", help="no console progress lines")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+
+    from chorus.training import distributed
+    from chorus.training.experiment import ExperimentError, load_experiment
+    from chorus.training.run_config import IncompatibleConfigError
+    from chorus.training.trainer import NonFiniteLossError, Trainer
+
+    try:
+        config = load_config(args.preset, [*args.overrides, *_extra_overrides(args)])
+        distributed.initialize(config.train)  # before any JAX computation
+        experiment = load_experiment(args.experiment, config)
+        result = Trainer(config, experiment, args.workdir, console=not args.quiet).run()
+    except (ConfigError, ExperimentError, IncompatibleConfigError) as e:
+        return _fail("chorus train", e)
+    except NonFiniteLossError as e:
+        print(f"chorus train: stopped: {e}", file=sys.stderr)
+        return 1
+    print(f"chorus train: {result.status} at step {result.step}; latest checkpoint "
+          f"{result.checkpoint_step} in {args.workdir}")
+    return 0
+
+
+def eval_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="chorus eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="a `chorus train` workdir")
+    parser.add_argument("--experiment", default=None,
+                        help=f"default: the run's {EXPERIMENT_KEY}")
+    parser.add_argument("--data", default=None, help="data directory (experiment.data_dir)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (latest)")
+    parser.add_argument("--max-batches", type=int, default=None,
+                        help="eval-loop batches (default: the whole eval split)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="dotted override of the run's config")
+    args = parser.parse_args(argv)
+
+    from chorus.training import distributed
+    from chorus.training.evaluation import evaluate_checkpoint
+    from chorus.training.experiment import ExperimentError, load_experiment
+    from chorus.training.run_config import IncompatibleConfigError, read_run_config
+
+    try:
+        config = read_run_config(args.workdir)
+        data = [f"{DATA_KEY}={args.data}"] if args.data else []
+        config = apply_overrides(config, [*args.overrides, *data])
+        name = args.experiment or config.experiment.get("module")
+        if not name:
+            raise ConfigError(f"{args.workdir}/config.json: no {EXPERIMENT_KEY}; pass "
+                              "--experiment NAME")
+        distributed.initialize(config.train)
+        experiment = load_experiment(name, config)
+        result = evaluate_checkpoint(config, experiment, args.workdir, step=args.step,
+                                     max_batches=args.max_batches)
+    except (ConfigError, ExperimentError, IncompatibleConfigError, FileNotFoundError) as e:
+        return _fail("chorus eval", e)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0

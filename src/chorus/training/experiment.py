@@ -1,0 +1,136 @@
+"""The contract between an experiment (a mode, an algorithm) and the one trainer.
+
+An experiment module `experiments/<name>.py` defines `build(config) -> Experiment`. The trainer
+knows nothing of ASR / TTS / dialogue / DPO: it initializes what `init_fn` returns, shards it
+by the logical axis names the leaves carry, differentiates `loss_fn`, and feeds it batches
+from `train_iterator`.
+
+    init_fn(rng)                   -> dict of flax-boxed params (nn.LogicallyPartitioned
+                                      leaves; plain arrays are replicated). Top-level keys named
+                                      in `frozen` get no gradients and no optimizer state (an RL
+                                      reference policy); `loss_fn` sees all keys.
+    loss_fn(params, batch, rng)    -> (scalar loss, {name: scalar metric})
+    train_iterator(shard_index, shard_count, seed)
+                                   -> iterator of this host's share of the global batch
+                                      (train.batch_size // shard_count rows), with
+                                      get_state() -> JSON-able and set_state(state)
+    eval_iterator(...)             -> same signature; batches for the eval loop (optional)
+    evaluate(params, workdir)      -> {name: value}; heavier evaluation (decoding, WER) run by
+                                      `chorus eval` (optional)
+    flops_per_batch                -> model FLOPs of one train step on the global batch (MFU)
+    tokens_per_batch               -> tokens per global batch (throughput); default: the size
+                                      of batch["tokens"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+
+from chorus.config import Config
+
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
+
+
+@runtime_checkable
+class BatchIterator(Protocol):
+    """What the trainer needs from a data iterator: batches and a resumable position."""
+
+    def __next__(self) -> dict: ...
+
+    def get_state(self) -> Any: ...
+
+    def set_state(self, state: Any) -> None: ...
+
+
+IteratorFactory = Callable[[int, int, int], BatchIterator]
+
+
+class ExperimentError(ValueError):
+    """An experiment is missing or malformed; the message names what and where."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    init_fn: Callable[[jax.Array], Any]
+    loss_fn: LossFn
+    train_iterator: IteratorFactory
+    eval_iterator: Callable[[int, int, int], Iterator[dict]] | None = None
+    evaluate: Callable[[Any, str], dict] | None = None
+    flops_per_batch: float | None = None
+    tokens_per_batch: int | None = None
+    frozen: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        where = f"Experiment {self.name!r}"
+        for field in ("init_fn", "loss_fn", "train_iterator"):
+            if not callable(getattr(self, field)):
+                raise ExperimentError(f"{where}.{field}: expected a callable, got "
+                                      f"{getattr(self, field)!r}")
+        for field in ("eval_iterator", "evaluate"):
+            value = getattr(self, field)
+            if value is not None and not callable(value):
+                raise ExperimentError(f"{where}.{field}: expected a callable or None, got "
+                                      f"{value!r}")
+        if self.flops_per_batch is not None and self.flops_per_batch < 0:
+            raise ExperimentError(f"{where}.flops_per_batch: expected >= 0 or None, got "
+                                  f"{self.flops_per_batch}")
+        if self.tokens_per_batch is not None and self.tokens_per_batch < 0:
+            raise ExperimentError(f"{where}.tokens_per_batch: expected >= 0 or None, got "
+                                  f"{self.tokens_per_batch}")
+        if not (isinstance(self.frozen, tuple) and all(isinstance(k, str) for k in self.frozen)):
+            raise ExperimentError(f"{where}.frozen: expected a tuple of top-level param names, "
+                                  f"got {self.frozen!r}")
+
+
+def split_params(params: dict, frozen: tuple[str, ...]) -> tuple[dict, dict]:
+    """(trainable, frozen) top-level subtrees of the params dict."""
+    if frozen and not isinstance(params, dict):
+        raise ExperimentError(f"init_fn: expected a dict of params when frozen={frozen}, got "
+                              f"{type(params).__name__}")
+    missing = [k for k in frozen if k not in params]
+    if missing:
+        raise ExperimentError(f"Experiment.frozen: keys {missing} are not in the params; "
+                              f"top-level keys are {sorted(params)}")
+    if not frozen:
+        return params, {}
+    return ({k: v for k, v in params.items() if k not in frozen},
+            {k: v for k, v in params.items() if k in frozen})
+
+
+def merge_params(trainable: Any, frozen: dict) -> Any:
+    return {**trainable, **frozen} if frozen else trainable
+
+
+def import_experiment_module(name: str):
+    """`asr` -> experiments.asr; a dotted or other importable name is imported as given."""
+    candidates = [name] if "." in name else [f"experiments.{name}", name]
+    for module_name in candidates:
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            # Only "this module does not exist" moves on; a broken import inside it surfaces.
+            if e.name is None or not module_name.startswith(e.name):
+                raise
+    tried = " or ".join(repr(c) for c in candidates)
+    raise ExperimentError(f"--experiment: no module {tried}; expected a file "
+                          f"experiments/{name}.py defining build(config)")
+
+
+def load_experiment(name: str, config: Config) -> Experiment:
+    module = import_experiment_module(name)
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise ExperimentError(f"--experiment {name}: module {module.__name__} has no "
+                              "build(config) -> Experiment")
+    experiment = build(config)
+    if not isinstance(experiment, Experiment):
+        raise ExperimentError(f"--experiment {name}: {module.__name__}.build returned "
+                              f"{type(experiment).__name__}, expected chorus.training."
+                              "experiment.Experiment")
+    return experiment

@@ -1,0 +1,379 @@
+"""The trainer end to end on the real backbone (tiny): resume exactness after SIGTERM / Ctrl-C
+(in process) and SIGKILL (of a real `chorus train` process), partial checkpoints, config
+checks, another mesh, two processes on one global mesh, the guard, metrics files,
+`chorus eval` and `chorus bench train`.
+
+Every run here is the same tiny computation, so a persistent compilation cache (shared with
+the subprocesses) makes each compile happen once.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from jax._src import compilation_cache
+from train_toy import TINY, build
+
+from chorus import sharding
+from chorus.config import load_config
+from chorus.training.checkpointing import Checkpoints
+from chorus.training.cli import eval_main, train_main
+from chorus.training.metrics import read_jsonl
+from chorus.training.run_config import IncompatibleConfigError, read_run_config
+from chorus.training.tfevents import read_scalars
+from chorus.training.trainer import NonFiniteLossError, Trainer, make_state_spec
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS_DIR)
+STEPS = 12
+# decay_steps fixed: runs of other lengths (train.steps) share the learning-rate schedule
+REFERENCE = TINY + [f"train.steps={STEPS}", f"optim.decay_steps={STEPS}",
+                    "train.checkpoint_every=4", "train.keep_checkpoints=10",
+                    "train.eval_every=6", "train.eval_steps=1", "train.log_every=3",
+                    "train.peak_flops_per_device=1e9"]
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {n: getattr(jax.config, n) for n in names}
+    for name, value in zip(names, (path, 0.0, 0), strict=True):
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+    yield path
+    for name, value in old.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+def _steps(workdir):
+    return [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "event" not in r]
+
+
+def _final_params(workdir, config, step):
+    spec = make_state_spec(config, build(config), _mesh(config))
+    ckpts = Checkpoints(workdir, read_only=True)
+    try:
+        return ckpts.restore(step, spec.abstract).state
+    finally:
+        ckpts.close()
+
+
+def _mesh(config, devices=None):
+    return sharding.make_mesh(config.mesh, devices)
+
+
+@pytest.fixture(scope="module")
+def reference(compile_cache, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    config = load_config("cpu-tiny", REFERENCE)
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        result = Trainer(config, build(config), workdir, console=True).run()
+    return workdir, config, result, console.getvalue()
+
+
+def test_reference_run_writes_config_metrics_events_and_checkpoints(reference):
+    workdir, config, result, out = reference
+    assert result.status == "completed" and result.step == STEPS
+    assert read_run_config(workdir) == config
+    steps = _steps(workdir)
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    assert len({r["fingerprint"] for r in steps}) == STEPS  # a new batch every step
+    assert all(r["skipped"] == 0 for r in steps)
+    assert np.mean([r["loss"] for r in steps[-3:]]) < np.mean([r["loss"] for r in steps[:3]])
+    events = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    assert [e["step"] for e in events if e.get("event") == "eval"] == [6, 12]
+    # TensorBoard: window means of the JSONL losses at every log step
+    scalars = read_scalars(os.path.join(workdir, "tensorboard"))
+    assert [s for s, _ in scalars["train/loss"]] == [3, 6, 9, 12]
+    for step, value in scalars["train/loss"]:
+        window = [r["loss"] for r in steps if step - 3 < r["step"] <= step]
+        assert value == pytest.approx(np.mean(window), rel=1e-6)
+    assert {"train/tokens_per_s", "train/mfu", "train/data_wait_fraction", "eval/loss",
+            "train/grad_norm", "train/lr"} <= set(scalars)
+    assert Checkpoints(workdir, read_only=True).all_steps() == [4, 8, 12]
+    assert "step 12/12 | loss " in out and "tok/s" in out and "MFU" in out
+
+
+class _SignalAt:
+    """Sends `sig` to this process once batch `at` has been read (from the prefetch thread,
+    as a scheduler's SIGTERM or a user's Ctrl-C would arrive: at an arbitrary moment)."""
+
+    def __init__(self, inner, at, sig):
+        self.inner, self.at, self.sig = inner, at, sig
+
+    def __next__(self):
+        batch = next(self.inner)
+        if self.inner.get_state()["step"] == self.at:
+            os.kill(os.getpid(), self.sig)
+        return batch
+
+    def get_state(self):
+        return self.inner.get_state()
+
+    def set_state(self, state):
+        self.inner.set_state(state)
+
+
+def _signalling(config, at, sig):
+    base = build(config)
+    return dataclasses.replace(
+        base, train_iterator=lambda i, n, s: _SignalAt(base.train_iterator(i, n, s), at, sig))
+
+
+def test_sigterm_and_ctrl_c_save_and_the_resumed_run_is_bitwise_identical(reference,
+                                                                         tmp_path):
+    ref_dir, config, *_ = reference
+    workdir = str(tmp_path)
+    first = Trainer(config, _signalling(config, 4, signal.SIGTERM), workdir).run()
+    assert (first.status, first.signal) == ("interrupted", "SIGTERM")
+    assert first.checkpoint_step == first.step < STEPS
+    second = Trainer(config, _signalling(config, first.step + 3, signal.SIGINT),
+                     workdir).run()
+    assert (second.status, second.signal) == ("interrupted", "SIGINT")
+    assert second.resumed_from == first.step < second.step == second.checkpoint_step < STEPS
+    third = Trainer(config, build(config), workdir).run()
+    assert third.resumed_from == second.step and third.step == STEPS
+    ref_steps, steps = _steps(ref_dir), _steps(workdir)
+    assert [(r["step"], r["loss"], r["fingerprint"]) for r in steps] == [
+        (r["step"], r["loss"], r["fingerprint"]) for r in ref_steps]
+    a, b = _final_params(ref_dir, config, STEPS), _final_params(workdir, config, STEPS)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_partial_checkpoint_is_ignored_and_the_last_complete_one_used(reference, tmp_path):
+    ref_dir, config, *_ = reference
+    ckpt = os.path.join(str(tmp_path), "checkpoints")
+    shutil.copytree(os.path.join(ref_dir, "checkpoints", "4"), os.path.join(ckpt, "4"))
+    # a save of step 8 killed before orbax finalized (renamed) it
+    planted = os.path.join(ckpt, "8.orbax-checkpoint-tmp-1700000000000000")
+    shutil.copytree(os.path.join(ref_dir, "checkpoints", "8", "state"),
+                    os.path.join(planted, "state"))
+    result = Trainer(config, build(config), str(tmp_path)).run()
+    assert result.resumed_from == 4 and result.step == STEPS
+    assert not os.path.exists(planted)
+    a, b = _final_params(ref_dir, config, STEPS), _final_params(str(tmp_path), config, STEPS)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_incompatible_config_fails_naming_the_fields(reference, tmp_path, capsys):
+    ref_dir, config, *_ = reference
+    workdir = str(tmp_path / "w")
+    shutil.copytree(ref_dir, workdir)
+    before = open(os.path.join(workdir, "config.json")).read()
+    changed = load_config("cpu-tiny", REFERENCE + ["model.mlp_dim=96", "train.seed=1"])
+    with pytest.raises(IncompatibleConfigError) as err:
+        Trainer(changed, build(changed), workdir).run()
+    assert "model.mlp_dim: saved 64, now 96" in str(err.value)
+    assert "train.seed: saved 0, now 1" in str(err.value)
+    assert open(os.path.join(workdir, "config.json")).read() == before
+    # the command line says the same and exits 2
+    sets = [a for s in REFERENCE + ["model.mlp_dim=96"] for a in ("--set", s)]
+    assert train_main(["--experiment", "train_toy", "--workdir", workdir, *sets]) == 2
+    assert "model.mlp_dim: saved 64, now 96" in capsys.readouterr().err
+
+
+def test_restore_onto_a_different_mesh(reference):
+    """Saved on 8 devices (data=8: params replicated), restored over 4 (data=2 x fsdp=2)."""
+    ref_dir, config, *_ = reference
+    original = _final_params(ref_dir, config, STEPS)
+    small = load_config("cpu-tiny", REFERENCE + ["mesh.data=2", "mesh.fsdp=2"])
+    mesh = _mesh(small, jax.devices()[:4])
+    spec = make_state_spec(small, build(small), mesh)
+    restored = Checkpoints(ref_dir, read_only=True).restore(STEPS, spec.abstract, small).state
+    embed = restored.params["embed"]["embedding"]
+    assert embed.sharding.mesh.devices.size == 4
+    assert embed.sharding.shard_shape(embed.shape) == (embed.shape[0], embed.shape[1] // 2)
+    for x, y, s in zip(jax.tree.leaves(original), jax.tree.leaves(restored),
+                       jax.tree.leaves(spec.shardings), strict=True):
+        assert y.sharding == s
+        np.testing.assert_array_equal(x, y)
+
+
+def test_eval_command_on_the_latest_checkpoint(reference, capsys):
+    ref_dir, *_ = reference
+    assert eval_main(["--workdir", ref_dir, "--experiment", "train_toy",
+                      "--max-batches", "2"]) == 0
+    out = capsys.readouterr().out
+    assert '"step": 12' in out and '"loss"' in out
+    with open(os.path.join(ref_dir, "eval", "step_12.json")) as f:
+        result = json.load(f)
+    assert result["batches"] == 2 and np.isfinite(result["loss"])
+
+
+# ----------------------------------------------------------------------------- subprocesses
+
+
+def _command(workdir, overrides):
+    sets = [a for s in overrides for a in ("--set", s)]
+    return [sys.executable, "-m", "chorus.cli", "train", "--experiment", "train_toy",
+            "--workdir", workdir, "--quiet", *sets]
+
+
+def _env(cache, devices=8):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, os.path.join(REPO, "src")]),
+               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _launch(cmd, env, log_path):
+    """A training process with stdout + stderr in `log_path` (pipes could fill and block)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _tail(log_path):
+    with open(log_path, "rb") as f:
+        return f.read().decode(errors="replace")[-3000:]
+
+
+def _wait_for_step(proc, workdir, step, log_path, timeout=240):
+    path = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and any(r.get("step", 0) >= step and "event" not in r
+                                        for r in read_jsonl(path)):
+            return
+        assert proc.poll() is None, _tail(log_path)
+        time.sleep(0.02)
+    raise TimeoutError(f"no step {step} in {path}")
+
+
+def test_sigkilled_process_resumes_to_the_same_params_and_batches(reference, compile_cache,
+                                                                  tmp_path):
+    ref_dir, config, *_ = reference
+    kill_step = int(np.random.default_rng(5).integers(3, 9))
+    env = _env(compile_cache)
+    logs = [str(tmp_path / f"attempt{i}.log") for i in range(2)]
+    workdir = str(tmp_path / "run")
+    cmd = _command(workdir, REFERENCE + ["train.checkpoint_every=2"])
+    # SIGKILL at a random step: no chance to save or flush anything
+    proc = _launch(cmd, env, logs[0])
+    _wait_for_step(proc, workdir, kill_step, logs[0])
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = max(r["step"] for r in _steps(workdir))
+    assert killed_at < STEPS, "the run finished before SIGKILL arrived"
+    # the same command resumes from the last complete checkpoint and finishes
+    proc = _launch(cmd, env, logs[1])
+    assert proc.wait(timeout=240) == 0, _tail(logs[1])
+    assert "completed at step 12" in _tail(logs[1])
+    (resumed,) = [e["step"] for e in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+                  if e.get("event") == "resume"]
+    assert killed_at - 3 <= resumed <= killed_at
+    # Every attempt at a step saw the reference's batch and loss, bit for bit; the run as a
+    # whole (last attempt of each step) trained on each reference batch exactly once.
+    ref = {r["step"]: (r["loss"], r["fingerprint"]) for r in _steps(ref_dir)}
+    records = _steps(workdir)
+    assert all((r["loss"], r["fingerprint"]) == ref[r["step"]] for r in records)
+    assert [r["step"] for r in records] == [*range(1, killed_at + 1),
+                                            *range(resumed + 1, STEPS + 1)]
+    last = {r["step"]: r["fingerprint"] for r in records}
+    assert [last[s] for s in sorted(last)] == [ref[s][1] for s in range(1, STEPS + 1)]
+    a, b = _final_params(ref_dir, config, STEPS), _final_params(workdir, config, STEPS)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+REGRESSION = ["experiment.variant=regression", "train.steps=4", "optim.warmup_steps=0",
+              "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "train.checkpoint_every=4",
+              "train.log_every=1"]
+
+
+def test_two_processes_on_one_global_mesh_match_one_process(compile_cache, tmp_path):
+    """2 hosts x 4 CPU devices, each feeding its half of the batch, params sharded across
+    hosts (fsdp x tensor), gloo collectives: the same losses as 1 process on 8 devices."""
+    config = load_config("cpu-tiny", REGRESSION)
+    single = str(tmp_path / "single")
+    Trainer(config, build(config), single, console=False).run()
+    workdir = str(tmp_path / "run")
+    port = _free_port()
+    logs = [str(tmp_path / f"process{i}.log") for i in range(2)]
+    procs = [_launch(_command(workdir, REGRESSION + [
+        f"train.coordinator_address=localhost:{port}", "train.num_processes=2",
+        f"train.process_id={i}"]), _env(compile_cache, devices=4), logs[i]) for i in range(2)]
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.wait(timeout=300) == 0, _tail(log)
+    start = [e for e in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+             if e.get("event") == "start"][0]
+    assert start["processes"] == 2 and start["devices"] == 8
+    losses = [r["loss"] for r in _steps(workdir)]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    np.testing.assert_allclose(losses, [r["loss"] for r in _steps(single)], rtol=1e-6)
+    # the checkpoint holds each host's own data position
+    spec = make_state_spec(config, build(config), _mesh(config))
+    restored = Checkpoints(workdir, read_only=True).restore(4, spec.abstract)
+    assert restored.progress["data"] == [{"step": 4}, {"step": 4}]
+
+
+# ----------------------------------------------------------------------------- guard
+
+
+def test_nonfinite_guard_skips_then_stops_the_run(tmp_path):
+    config = load_config("cpu-tiny", REGRESSION + [
+        "train.steps=10", "train.max_nonfinite_in_a_row=3", "experiment.nan_steps=[2,4,5,6,7]"])
+    with pytest.raises(NonFiniteLossError, match="step 6: 3 steps in a row"):
+        Trainer(config, build(config), str(tmp_path), console=False).run()
+    steps = _steps(str(tmp_path))
+    assert [r["skipped"] for r in steps] == [0, 1, 0, 1, 1, 1]
+    assert steps[-1]["nonfinite_total"] == 4
+
+
+def test_frozen_reference_is_not_trained(tmp_path):
+    config = load_config("cpu-tiny", REGRESSION + ["train.steps=3"])
+    experiment = build(config)
+    Trainer(config, experiment, str(tmp_path), console=False).run()
+    spec = make_state_spec(config, experiment, _mesh(config))
+    state = Checkpoints(str(tmp_path), read_only=True).restore(3, spec.abstract).state
+    init = experiment.init_fn(spec.init_key)
+    for name in ("hidden", "out"):
+        np.testing.assert_array_equal(state.frozen["reference"][name],
+                                      init["reference"][name].value)
+        assert not np.array_equal(state.params["policy"][name], init["policy"][name].value)
+    assert set(state.params) == {"policy"}
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_bench_train_writes_json_and_markdown(compile_cache, tmp_path, capsys):
+    from experiments.benchmarks.cli import main as bench_main
+
+    out = str(tmp_path / "bench")
+    sets = [a for s in REFERENCE for a in ("--set", s)]
+    assert bench_main(["train", *sets, "--steps", "2", "--warmup", "1", "--rounds", "1",
+                       "--out", out]) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        result = json.load(f)
+    assert result["bare"]["step_time_s"] > 0 and result["trainer"]["step_time_s"] > 0
+    assert result["overhead_ratio"] == pytest.approx(
+        result["trainer"]["step_time_s"] / result["bare"]["step_time_s"])
+    assert 0 <= result["trainer"]["data_wait_fraction"] < 1
+    table = open(os.path.join(out, "results.md")).read()
+    assert "| chorus trainer |" in table and "overhead x" in table
+    assert bench_main(["nope"]) == 2 and "unknown benchmark 'nope'" in capsys.readouterr().err
