@@ -4,33 +4,46 @@
              -> data_pipelines' packed ASR batches (the batch contract of docs/data.md)
     prompt   <asr> <audio>xN <transcript>        N = one placeholder per 80 ms of audio
     target   text ... <eos>                      loss_mask marks exactly these positions
-    loss     next-token cross-entropy on the target positions (+ token accuracy)
-    eval     loss / token accuracy on the validation split
+    loss     next-token cross-entropy on the target positions + lambda/k * sum_j CE_j of the
+             k multi-token-prediction (MTP) heads (`experiment.mtp`)
+    decode   verified multi-token decoding: the MTP heads draft k tokens, one backbone forward
+             verifies them; output identical to greedy decoding (chorus.decoding)
+    rewards  -WER, -CER, exact match (plain callables for chorus.rl)
+    eval     WER / CER on the test and compositional splits, accepted tokens per step,
+             decoder forwards per token, verified-vs-greedy wall-clock at batch 1 and 8, RTF
 
     chorus train --experiment asr --preset cpu-tiny --workdir runs/asr --data DATA_DIR
     chorus eval  --workdir runs/asr
+    chorus transcribe --workdir runs/asr speech.wav
 
-Settings (`--set experiment.<key>=...`): data_dir (`--data`), dataset, train_split,
-eval_split, data_workers, asr_target — see `AsrSettings`.
+Settings (`--set experiment.<key>=...`): see `AsrSettings`.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import os
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from chorus.config import Config, ConfigError
+from chorus.decoding.verified import decode_stats, greedy_decode, verified_decode
+from chorus.eval.text_metrics import error_rates
+from chorus.model import heads as mtp_heads
 from chorus.model.factory import example_batch
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.evaluation import loss_metrics
 from chorus.training.experiment import Experiment
 from chorus.training.flops import backbone_train_flops
-from chorus.training.losses import cross_entropy, token_accuracy
-from chorus.vocab import VocabLayout
+from chorus.vocab import VocabLayout, num_audio_placeholders
 
 # ----------------------------------------------------------------------------- settings
 
@@ -45,6 +58,15 @@ class AsrSettings:
     eval_split: str = "validation"
     data_workers: int = 0  # grain worker processes per host (0 = in the training process)
     asr_target: str = "raw"  # "normalized": train on normalize_text(transcript)
+    # Multi-token prediction: {"design": "sequential"|"parallel", "num_heads": k,
+    # "loss_weight": lambda}; null trains the plain backbone (decoding is then greedy only).
+    mtp: Mapping[str, Any] | None = dataclasses.field(
+        default_factory=lambda: {"design": "sequential", "num_heads": 4, "loss_weight": 0.3})
+    # "joint": backbone + heads; "heads": a second stage on a frozen backbone.
+    mtp_stage: str = "joint"
+    eval_splits: tuple[str, ...] = ("test", "test_compositional")
+    eval_examples: int = 200  # per split
+    speed_examples: int = 32  # utterances timed for greedy-vs-verified wall-clock (0 = skip)
 
     def __post_init__(self):
         if not isinstance(self.data_dir, str) or not self.data_dir:
@@ -60,6 +82,20 @@ class AsrSettings:
         if self.asr_target not in ("raw", "normalized"):
             raise ConfigError(f"experiment.asr_target: expected 'raw' or 'normalized', got "
                               f"{self.asr_target!r}")
+        if self.mtp_stage not in ("joint", "heads"):
+            raise ConfigError(f"experiment.mtp_stage: expected 'joint' or 'heads', got "
+                              f"{self.mtp_stage!r}")
+        if self.mtp_stage == "heads" and self.mtp is None:
+            raise ConfigError("experiment.mtp_stage: 'heads' trains MTP heads, but "
+                              "experiment.mtp is null")
+        if self.eval_examples < 1 or self.speed_examples < 0:
+            raise ConfigError(f"experiment.eval_examples / speed_examples: expected >= 1 / >= 0,"
+                              f" got {self.eval_examples} / {self.speed_examples}")
+        object.__setattr__(self, "eval_splits", tuple(self.eval_splits))
+
+    @property
+    def mtp_config(self) -> mtp_heads.MTPConfig | None:
+        return None if self.mtp is None else mtp_heads.MTPConfig.from_mapping(self.mtp)
 
     @classmethod
     def from_config(cls, extras: Mapping[str, Any]) -> AsrSettings:
@@ -111,33 +147,226 @@ def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
 # ----------------------------------------------------------------------------- model + loss
 
 
-def make_init_fn(model: UnifiedAudioLM, config: Config):
-    """rng -> boxed backbone params (logical axis names on the leaves; the trainer shards)."""
-    b = example_batch(config, 1, 8)
+@dataclasses.dataclass(frozen=True)
+class AsrModel:
+    """The backbone and (optionally) its MTP heads; params = {"backbone", "mtp"?}."""
 
-    def init_fn(rng):
-        return model.init(rng, b["tokens"], b["positions"], b["segment_ids"],
-                          b["audio_features"], b["audio_mask"])["params"]
+    backbone: UnifiedAudioLM
+    heads: Any  # flax module or None
+    mtp: mtp_heads.MTPConfig | None
 
-    return init_fn
+    @classmethod
+    def build(cls, config: Config, settings: AsrSettings) -> AsrModel:
+        mtp = settings.mtp_config
+        heads = None if mtp is None else mtp_heads.build_mtp(config.model, mtp)
+        return cls(UnifiedAudioLM(config), heads, mtp)
+
+    def init_fn(self, config: Config):
+        """rng -> boxed params (logical axis names on the leaves; the trainer shards)."""
+        b = example_batch(config, 1, 8)
+
+        def init_fn(rng):
+            backbone_rng, heads_rng = jax.random.split(rng)
+            params = {"backbone": self.backbone.init(
+                backbone_rng, b["tokens"], b["positions"], b["segment_ids"],
+                b["audio_features"], b["audio_mask"])["params"]}
+            if self.heads is not None:
+                params["mtp"] = mtp_heads.init_boxed(self.heads, config, heads_rng)
+            return params
+
+        return init_fn
+
+    def loss_fn(self, train_backbone: bool = True):
+        """Transcript cross-entropy (+ MTP); metrics include token accuracy per depth."""
+        if self.heads is None:
+            from chorus.training.lm_loss import make_lm_loss
+
+            plain = make_lm_loss(self.backbone)
+            return lambda params, batch, rng: plain(params["backbone"], batch, rng)
+        return mtp_heads.make_mtp_loss(self.backbone, self.heads, self.mtp, train_backbone)
 
 
-def make_loss_fn(model: UnifiedAudioLM):
-    """Cross-entropy of the transcript (+ <eos>) given <asr> and the audio."""
+# ----------------------------------------------------------------------------- rewards
 
-    def loss_fn(params, batch, rng):
-        del rng  # no dropout in the backbone
-        out = model.apply({"params": params}, batch["tokens"], batch["positions"],
-                          batch["segment_ids"], batch["audio_features"], batch["audio_mask"])
-        loss, count = cross_entropy(out["logits"], batch["targets"], batch["loss_mask"])
-        return loss, {
-            "accuracy": token_accuracy(out["logits"], batch["targets"], batch["loss_mask"]),
-            "target_tokens": count,
-            # 0 when the pipeline sized the <audio> placeholders to the clips (it should)
-            "audio_placeholder_excess": abs(out["audio_placeholder_excess"]).sum(),
+
+def neg_wer(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Per-utterance -WER (verifiable reward for chorus.rl)."""
+    return np.array([-error_rates([r], [h])["wer"] for h, r in zip(hypotheses, references,
+                                                                    strict=True)])
+
+
+def neg_cer(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    return np.array([-error_rates([r], [h])["cer"] for h, r in zip(hypotheses, references,
+                                                                    strict=True)])
+
+
+def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    return np.array([error_rates([r], [h])["exact_match"] for h, r in zip(
+        hypotheses, references, strict=True)])
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def asr_prompt(layout: VocabLayout, num_mel_frames: int) -> np.ndarray:
+    """<asr> <audio>xN <transcript> for a clip of `num_mel_frames` log-mel frames."""
+    return np.array([layout.special("<asr>")]
+                    + [layout.audio_placeholder_id] * num_audio_placeholders(num_mel_frames)
+                    + [layout.special("<transcript>")], np.int32)
+
+
+def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int) -> dict:
+    """Right-pads prompts and clips to fixed shapes (one compile per batch size)."""
+    width = 2 + num_audio_placeholders(max_frames)
+    b = len(examples)
+    prompts = np.full((b, width), layout.pad_id, np.int32)
+    lengths = np.zeros((b,), np.int32)
+    feats = np.zeros((b, 1, max_frames, examples[0]["audio_features"].shape[-1]), np.float32)
+    mask = np.zeros((b, 1, max_frames), bool)
+    for i, ex in enumerate(examples):
+        p = np.asarray(ex["prompt_tokens"])
+        prompts[i, : len(p)] = p
+        lengths[i] = len(p)
+        t = min(ex["audio_features"].shape[-2], max_frames)
+        feats[i, 0, :t] = ex["audio_features"].reshape(-1, feats.shape[-1])[:t]
+        mask[i, 0, :t] = np.asarray(ex["audio_mask"]).reshape(-1)[:t]
+    return {"prompts": prompts, "lengths": lengths, "audio_features": feats, "audio_mask": mask}
+
+
+class Transcriber:
+    """Batched transcription with verified decoding (greedy when there are no MTP heads)."""
+
+    def __init__(self, config: Config, asr: AsrModel, params, tokenizer):
+        self.config, self.asr, self.params, self.tokenizer = config, asr, params, tokenizer
+        self.layout = VocabLayout.from_model_config(config.model)
+        k = asr.mtp.num_heads if asr.mtp is not None else 0
+        self.settings = dataclasses.replace(config.decode, temperature=0.0, num_draft_tokens=k)
+
+    def decode(self, request: dict, verified: bool = True):
+        p = self.params
+        args = (jnp.asarray(request["prompts"]), jnp.asarray(request["lengths"]))
+        audio = dict(audio_features=jnp.asarray(request["audio_features"]),
+                     audio_mask=jnp.asarray(request["audio_mask"]))
+        if verified and self.asr.heads is not None:
+            return verified_decode(self.asr.backbone, p["backbone"], self.asr.heads, p["mtp"],
+                                   *args, self.settings, **audio)
+        return greedy_decode(self.asr.backbone, p["backbone"], *args,
+                             max_new_tokens=self.settings.max_new_tokens, **audio)
+
+    def texts(self, result) -> list[str]:
+        tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
+        out = []
+        for row, n in zip(tokens, lengths, strict=True):
+            ids = [int(t) for t in row[:n] if t < self.layout.text_size]  # drops <eos>
+            out.append(self.tokenizer.decode(ids))
+        return out
+
+
+def _timed(fn) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out.tokens)
+    return out, time.perf_counter() - start
+
+
+def _batches(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i: i + size]
+
+
+def decode_eval(config: Config, settings: AsrSettings, asr: AsrModel, params,
+                layout: VocabLayout) -> dict:
+    """WER/CER per split with verified decoding (checked token-identical to greedy), acceptance
+    and forwards per token, and greedy-vs-verified wall-clock at batch 1 and 8."""
+    from data_pipelines import make_eval_iterator
+    from data_pipelines.tokenizer import TextTokenizer
+
+    data_dir = os.path.expanduser(settings.data_dir)
+    tokenizer = TextTokenizer.from_file(os.path.join(data_dir, "tokenizer.model"))
+    transcriber = Transcriber(config, asr, params, tokenizer)
+    max_frames = config.train.max_mel_frames
+    report: dict[str, Any] = {}
+    timing_pool: list[dict] = []
+    for split in settings.eval_splits:
+        examples = list(make_eval_iterator(
+            "asr", data_dir, split, layout, dataset_name=settings.dataset, max_frames=max_frames,
+            seq_len=config.train.seq_len, asr_target=settings.asr_target,
+            max_examples=settings.eval_examples))
+        if not examples:
+            raise ValueError(f"{data_dir}: split {split!r} has no usable ASR example")
+        timing_pool = timing_pool or examples
+        hyps, refs, identical, stats = [], [], 0, []
+        audio_seconds = 0.0
+        for chunk in _batches(examples, 8):
+            request = pad_requests(chunk, layout, max_frames)
+            verified = transcriber.decode(request, verified=True)
+            greedy = transcriber.decode(request, verified=False)
+            same = np.all(np.asarray(verified.tokens) == np.asarray(greedy.tokens), axis=1)
+            identical += int(same.sum())
+            hyps += transcriber.texts(verified)
+            refs += [ex["reference_text"] for ex in chunk]
+            stats.append(decode_stats(verified))
+            audio_seconds += float(request["audio_mask"].sum()) / 100.0
+        rates = error_rates(refs, hyps)
+        report[split] = {
+            **rates,
+            "identical_to_greedy": identical / len(examples),
+            "tokens_per_step": float(np.mean([s["tokens_per_step"] for s in stats])),
+            "forwards_per_token": float(np.mean([s["forwards_per_token"] for s in stats])),
+            "audio_seconds": audio_seconds,
+            "examples": [{"reference": r, "hypothesis": h} for r, h in
+                         list(zip(refs, hyps, strict=True))[:5]],
         }
+    if settings.speed_examples and asr.heads is not None:
+        report["speed"] = speed_eval(transcriber, timing_pool[: settings.speed_examples],
+                                     layout, max_frames)
+    return report
 
-    return loss_fn
+
+def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: VocabLayout,
+               max_frames: int) -> dict:
+    """Greedy vs verified wall-clock on the same utterances, same run, compiled first."""
+    rows = {}
+    for batch_size in (1, 8):
+        requests = [pad_requests(c, layout, max_frames) for c in _batches(examples, batch_size)
+                    if len(c) == batch_size]
+        if not requests:
+            continue
+        times = {}
+        for mode in ("greedy", "verified"):
+            transcriber.decode(requests[0], verified=mode == "verified")  # compile
+            total = 0.0
+            for request in requests:
+                _, seconds = _timed(lambda r=request, m=mode: transcriber.decode(
+                    r, verified=m == "verified"))
+                total += seconds
+            times[mode] = total
+        audio = sum(float(r["audio_mask"].sum()) / 100.0 for r in requests)
+        rows[f"batch_{batch_size}"] = {
+            "greedy_seconds": times["greedy"], "verified_seconds": times["verified"],
+            "speedup": times["greedy"] / times["verified"],
+            "rtf_verified": times["verified"] / audio, "rtf_greedy": times["greedy"] / audio,
+            "utterances": len(requests) * batch_size}
+    return rows
+
+
+def report_markdown(report: dict) -> str:
+    lines = ["| split | WER | CER | exact | tokens/step | forwards/token | = greedy |",
+             "|---|---|---|---|---|---|---|"]
+    for split, r in report.items():
+        if split in ("speed", "loss", "accuracy", "batches") or not isinstance(r, dict):
+            continue
+        lines.append(f"| {split} | {r['wer']:.3f} | {r['cer']:.3f} | {r['exact_match']:.3f} | "
+                     f"{r['tokens_per_step']:.2f} | {r['forwards_per_token']:.3f} | "
+                     f"{r['identical_to_greedy']:.0%} |")
+    if "speed" in report:
+        lines += ["", "| batch | greedy s | verified s | speedup | RTF (verified) |",
+                  "|---|---|---|---|---|"]
+        for name, r in report["speed"].items():
+            lines.append(f"| {name.split('_')[1]} | {r['greedy_seconds']:.2f} | "
+                         f"{r['verified_seconds']:.2f} | {r['speedup']:.2f}x | "
+                         f"{r['rtf_verified']:.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- experiment
@@ -146,19 +375,80 @@ def make_loss_fn(model: UnifiedAudioLM):
 def build(config: Config) -> Experiment:
     settings = AsrSettings.from_config(config.experiment)
     layout = VocabLayout.from_model_config(config.model)
-    model = UnifiedAudioLM(config)
-    loss_fn = make_loss_fn(model)
+    asr = AsrModel.build(config, settings)
+    loss_fn = asr.loss_fn(train_backbone=settings.mtp_stage == "joint")
     train_iterator, eval_iterator = make_data(config, settings, layout)
     t = config.train
 
     def evaluate(params, workdir: str) -> dict:
-        del workdir
-        with eval_iterator(jax.process_index(), jax.process_count(), t.seed) as batches:
-            return loss_metrics(loss_fn, params, batches)
+        from chorus.training.atomic import write_json, write_text
+
+        batches = eval_iterator(jax.process_index(), jax.process_count(), t.seed)
+        result = loss_metrics(loss_fn, params, batches)
+        result.update(decode_eval(config, settings, asr, params, layout))
+        if jax.process_index() == 0:
+            write_json(os.path.join(workdir, "eval", "asr_eval.json"), result)
+            write_text(os.path.join(workdir, "eval", "asr_eval.md"), report_markdown(result))
+        return result
 
     return Experiment(
-        name="asr", init_fn=make_init_fn(model, config), loss_fn=loss_fn,
+        name="asr", init_fn=asr.init_fn(config), loss_fn=loss_fn,
         train_iterator=train_iterator, eval_iterator=eval_iterator, evaluate=evaluate,
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
-        tokens_per_batch=t.batch_size * t.seq_len)
+        tokens_per_batch=t.batch_size * t.seq_len,
+        frozen=("backbone",) if settings.mtp_stage == "heads" else ())
+
+
+# ----------------------------------------------------------------------------- transcribe
+
+
+def transcribe_main(argv: list[str]) -> int:
+    """`chorus transcribe --workdir W FILE...`: any format soundfile/librosa reads."""
+    parser = argparse.ArgumentParser(prog="chorus transcribe", description=transcribe_main.__doc__)
+    parser.add_argument("--workdir", required=True, help="a `chorus train --experiment asr` run")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (latest)")
+    parser.add_argument("--greedy", action="store_true", help="plain greedy decoding")
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+
+    from chorus.training.evaluation import restore_params
+    from chorus.training.run_config import read_run_config
+    from data_pipelines.audio_io import load_wave
+    from data_pipelines.mel import log_mel
+    from data_pipelines.tokenizer import TextTokenizer
+
+    config = read_run_config(args.workdir)
+    settings = AsrSettings.from_config(config.experiment)
+    layout = VocabLayout.from_model_config(config.model)
+    max_frames = config.train.max_mel_frames
+    waves = []
+    for path in args.files:
+        try:
+            wave = load_wave(path, 16_000)
+        except Exception as e:  # noqa: BLE001 - any decoder failure is the user's file
+            print(f"chorus transcribe: {path}: cannot read audio ({e})", file=sys.stderr)
+            return 2
+        frames = log_mel(wave)
+        if frames.shape[0] > max_frames:
+            print(f"chorus transcribe: {path}: {frames.shape[0] / 100:.1f} s of audio; this "
+                  f"model takes at most {max_frames / 100:.1f} s (train.max_mel_frames)",
+                  file=sys.stderr)
+            return 2
+        waves.append((path, wave, frames))
+    experiment = build(config)
+    step, params, _ = restore_params(config, experiment, args.workdir, args.step)
+    asr = AsrModel.build(config, settings)
+    tokenizer = TextTokenizer.from_file(os.path.join(os.path.expanduser(settings.data_dir),
+                                                     "tokenizer.model"))
+    transcriber = Transcriber(config, asr, params, tokenizer)
+    for path, wave, frames in waves:
+        example = {"prompt_tokens": asr_prompt(layout, frames.shape[0]),
+                   "audio_features": frames, "audio_mask": np.ones(frames.shape[0], bool)}
+        request = pad_requests([example], layout, max_frames)
+        result, seconds = _timed(lambda r=request: transcriber.decode(r, not args.greedy))
+        text = transcriber.texts(result)[0]
+        print(json.dumps({"file": path, "text": text, "step": step,
+                          "audio_seconds": len(wave) / 16_000, "decode_seconds": seconds}))
+    return 0
+

@@ -94,8 +94,11 @@ class UnifiedAudioLM(nn.Module):
             out = self.embed.attend(hidden) / jnp.sqrt(m.d_model).astype(hidden.dtype)
         else:
             out = self.lm_head(hidden)
-        out = nn.with_logical_constraint(out, ("activation_batch", "activation_length",
-                                               "activation_vocab"))
+        # hidden may be [B, d] (a decode step), [B, L, d] or [k, B, L, d] (MTP depths).
+        names = (("activation_batch", "activation_vocab") if out.ndim == 2 else
+                 (None,) * (out.ndim - 3) + ("activation_batch", "activation_length",
+                                              "activation_vocab"))
+        out = nn.with_logical_constraint(out, names)
         return out.astype(jnp.float32)
 
     def embed_inputs(self, tokens, audio_features=None, audio_mask=None):

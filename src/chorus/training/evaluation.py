@@ -78,6 +78,24 @@ def loss_metrics(loss_fn: LossFn, params: Any, batches: Iterable[dict],
     return dict(means, batches=count)
 
 
+def restore_params(config: Config, experiment: Experiment, workdir: str,
+                   step: int | None = None, devices=None):
+    """(step, params with frozen trees merged back, mesh) of a checkpoint (default: latest)."""
+    from chorus.training.trainer import make_state_spec
+
+    mesh = sharding.make_mesh(config.mesh, devices)
+    spec = make_state_spec(config, experiment, mesh)
+    ckpts = Checkpoints(workdir, read_only=True)
+    try:
+        step = ckpts.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{ckpts.directory}: no complete checkpoint")
+        restored = ckpts.restore(step, spec.abstract, config)
+    finally:
+        ckpts.close()
+    return step, merge_params(restored.state.params, restored.state.frozen), mesh
+
+
 def evaluate_checkpoint(config: Config, experiment: Experiment, workdir: str,
                         step: int | None = None, max_batches: int | None = None,
                         devices=None) -> dict[str, Any]:
