@@ -19,8 +19,9 @@ def test_error_rates_match_a_plain_edit_distance_reference():
     # Normalization: lower-case, punctuation stripped, digits spelled out.
     norm_refs = ["turn on the lights", "it is five oclock", "hello world"]
     norm_hyps = ["turn the light", "it is five oclock", ""]
-    words = sum(_levenshtein(r.split(), h.split()) for r, h in zip(norm_refs, norm_hyps))
-    chars = sum(_levenshtein(r, h) for r, h in zip(norm_refs, norm_hyps))
+    pairs = list(zip(norm_refs, norm_hyps, strict=True))
+    words = sum(_levenshtein(r.split(), h.split()) for r, h in pairs)
+    chars = sum(_levenshtein(r, h) for r, h in pairs)
     assert got["wer"] == pytest.approx(words / sum(len(r.split()) for r in norm_refs))
     assert got["cer"] == pytest.approx(chars / sum(len(r) for r in norm_refs))
     assert got["exact_match"] == pytest.approx(1 / 3)
