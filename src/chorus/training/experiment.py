@@ -20,6 +20,11 @@ from `train_iterator`.
     flops_per_batch                -> model FLOPs of one train step on the global batch (MFU)
     tokens_per_batch               -> tokens per global batch (throughput); default: the size
                                       of batch["tokens"]
+    policy_sink(params)            -> None; optional, for on-policy RL: called with the current
+                                      (trainable + frozen) params right before each train batch
+                                      is drawn, so the train iterator can sample rollouts from
+                                      them. Batches are then drawn inline (no prefetch thread):
+                                      each depends on the step before it.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class Experiment:
     flops_per_batch: float | None = None
     tokens_per_batch: int | None = None
     frozen: tuple[str, ...] = ()
+    policy_sink: Callable[[Any], None] | None = None
 
     def __post_init__(self):
         where = f"Experiment {self.name!r}"
@@ -72,7 +78,7 @@ class Experiment:
             if not callable(getattr(self, field)):
                 raise ExperimentError(f"{where}.{field}: expected a callable, got "
                                       f"{getattr(self, field)!r}")
-        for field in ("eval_iterator", "evaluate"):
+        for field in ("eval_iterator", "evaluate", "policy_sink"):
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise ExperimentError(f"{where}.{field}: expected a callable or None, got "

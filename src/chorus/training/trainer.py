@@ -28,7 +28,7 @@ from chorus.config import Config
 from chorus.training import distributed
 from chorus.training.checkpointing import Checkpoints
 from chorus.training.evaluation import close_iterator, host_scalars, mean_metrics
-from chorus.training.experiment import Experiment, split_params
+from chorus.training.experiment import Experiment, merge_params, split_params
 from chorus.training.hardware import mfu, peak_flops_per_device
 from chorus.training.interrupts import StopRequests
 from chorus.training.metrics import MetricsLogger, progress_line
@@ -197,8 +197,10 @@ class Trainer:
                                                       cfg.train.seed)
             if data_state is not None:
                 iterator.set_state(data_state)
+            # On-policy batches depend on the latest params: no prefetching ahead of the step.
+            depth = 0 if self.experiment.policy_sink is not None else cfg.train.prefetch_batches
             prefetcher = Prefetcher(iterator, lambda b: distributed.global_batch(b, self.mesh),
-                                    depth=cfg.train.prefetch_batches)
+                                    depth=depth)
             rng = replicated_array(np.asarray(key_data), self.mesh)
             return self._loop(state, spec, rng, prefetcher, ckpts, logger, resumed_from)
         finally:
@@ -258,6 +260,8 @@ class Trainer:
 
         with StopRequests() as stops:
             while step < t.steps:
+                if self.experiment.policy_sink is not None:  # before the state is donated
+                    self.experiment.policy_sink(merge_params(state.params, state.frozen))
                 try:
                     ready, waited = prefetcher.next()
                 except StopIteration:
