@@ -41,7 +41,11 @@ def test_asr_settings_are_validated(tmp_path):
 
 def test_asr_batches_shard_over_hosts_and_evaluate_runs(corpus, tmp_path):
     config = load_config("cpu-tiny", ASR + [f"experiment.data_dir={corpus}",
-                                            "experiment.module=asr"])
+                                            "experiment.module=asr",
+                                            "experiment.eval_examples=3",
+                                            "experiment.speed_examples=0",
+                                            "experiment.mtp.num_heads=2",
+                                            "decode.max_new_tokens=8"])
     experiment = build(config)
     # host 1 of 2 gets half the rows of the global batch, in the batch contract
     batch = next(experiment.train_iterator(1, 2, 0))
@@ -61,3 +65,8 @@ def test_asr_batches_shard_over_hosts_and_evaluate_runs(corpus, tmp_path):
     assert result["audio_placeholder_excess"] == 0
     assert experiment.flops_per_batch > 0 and experiment.tokens_per_batch == 8 * 160
     assert jax.tree.leaves(state.params)[0].dtype == np.float32
+    # decoding eval: per split WER/CER, verified decoding identical to greedy, files written
+    for split in ("test", "test_compositional"):
+        assert 0 <= result[split]["cer"] and result[split]["identical_to_greedy"] == 1.0
+        assert result[split]["tokens_per_step"] >= 1.0
+    assert (tmp_path / "eval" / "asr_eval.md").read_text().startswith("| split | WER")

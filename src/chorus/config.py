@@ -392,6 +392,9 @@ def apply_overrides(config: Config, overrides: Sequence[str] | Mapping[str, Any]
         parts = key.split(".")
         node = data
         for depth, part in enumerate(parts[:-1]):
+            if parts[0] == "experiment" and depth > 0:  # free-form extras: nest as needed
+                node = node.setdefault(part, {})
+                continue
             if part not in node or not isinstance(node[part], dict):
                 known = sorted(k for k, v in node.items() if isinstance(v, dict))
                 where = ".".join(parts[: depth + 1])

@@ -5,8 +5,10 @@ index i predicts token i+j+1. Two designs, chosen by `MTPConfig.design`:
 
   * "sequential" (DeepSeek-V3): depth j combines RMSNorm(h^{j-1}_i) with RMSNorm(Emb(t_{i+j}))
     (concat -> projection), runs one causal transformer block (the backbone's DecoderBlock) and
-    a final RMSNorm; h^0 is the backbone's hidden state. The chain is causal per depth, so a
-    depth's block can keep a KV cache at decode time (see chorus.decoding.drafters).
+    a final RMSNorm; h^0 is the backbone's hidden state. The depths are one scanned
+    definition (params stacked on a leading "layers" axis; `depth_params`, `apply_depth`
+    run one alone). The chain is causal per depth, so a depth's block can keep a KV cache at
+    decode time (see chorus.decoding.drafters).
   * "parallel" (Medusa): head j maps the backbone's last hidden state with one residual SiLU
     block, h_i + SiLU(W_j h_i + b_j); W_j, b_j start at zero so every head starts as a copy of
     the backbone's next-token head.
@@ -94,30 +96,55 @@ class SequentialDepth(nn.Module):
         return x, normed, new_cache
 
 
+class _ChainStep(nn.Module):
+    """One depth as a scan step: carry = the previous depth's output."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, prev_hidden, token_embeds, positions, segment_ids):
+        out, normed, _ = SequentialDepth(self.config, name="depth")(prev_hidden, token_embeds,
+                                                                    positions, segment_ids)
+        return out, normed
+
+
 class SequentialMTP(nn.Module):
+    """k depths scanned over one definition: params are stacked on a leading "layers" axis
+    (like the backbone's scanned layers), so compile time does not grow with k."""
+
     config: ModelConfig
     num_heads: int
 
-    def setup(self):
-        self.depths = [SequentialDepth(self.config) for _ in range(self.num_heads)]
-
+    @nn.compact
     def __call__(self, hidden, token_embeds, positions, segment_ids=None):
         """Teacher-forced chain. token_embeds [k, B, L, d]: depth j's row i embeds t_{i+j}.
 
         Returns head-normed hidden states [k, B, L, d] (depth j at index i -> token i+j+1).
         """
-        outs = []
-        prev = hidden
-        for j in range(1, self.num_heads + 1):
-            prev, normed, _ = self.depth(j, prev, token_embeds[j - 1], positions, segment_ids)
-            outs.append(normed)
-        return jnp.stack(outs)
+        chain = nn.scan(_ChainStep, variable_axes={"params": 0}, split_rngs={"params": True},
+                        in_axes=(0, nn.broadcast, nn.broadcast), length=self.num_heads,
+                        metadata_params={nn.PARTITION_NAME: "layers"})(self.config,
+                                                                       name="depths")
+        _, normed = chain(hidden, token_embeds, positions, segment_ids)
+        return normed
 
-    def depth(self, j, prev_hidden, token_embeds, positions, segment_ids=None, cache=None,
-              cache_lengths=None, prefill=False):
-        """Runs depth j (1-based) alone: training, prefill or a cached decode window."""
-        return self.depths[j - 1](prev_hidden, token_embeds, positions, segment_ids, cache,
-                                  cache_lengths, prefill)
+
+def stacked_depth_params(head_params):
+    """The sequential depths' parameters, stacked on a leading axis of size k."""
+    return head_params["depths"]["depth"]
+
+
+def depth_params(head_params, j):
+    """Depth j's parameters (j is 1-based and may be traced)."""
+    return jax.tree.map(lambda x: x[j - 1], stacked_depth_params(head_params))
+
+
+def apply_depth(heads: SequentialMTP, params_j, prev_hidden, token_embeds, positions,
+                segment_ids=None, cache=None, cache_lengths=None, prefill=False):
+    """Runs one depth alone (training, prefill or a cached decode window) with its params."""
+    return SequentialDepth(heads.config).apply({"params": params_j}, prev_hidden, token_embeds,
+                                               positions, segment_ids, cache, cache_lengths,
+                                               prefill)
 
 
 class ResidualHead(nn.Module):
@@ -275,7 +302,11 @@ def make_mtp_loss(model: UnifiedAudioLM, heads: nn.Module, mtp: MTPConfig,
         extra, metrics = mtp_loss(model, backbone, heads, params["mtp"], out["hidden"], batch,
                                   mtp)
         loss = ce + extra if train_backbone else extra
-        metrics = {**metrics, "ce": jax.lax.stop_gradient(ce), "tokens": count, "loss": loss}
+        accuracy = token_accuracy(out["logits"], batch["targets"], batch["loss_mask"])
+        metrics = {**metrics, "ce": jax.lax.stop_gradient(ce), "tokens": count, "loss": loss,
+                   "accuracy": jax.lax.stop_gradient(accuracy),
+                   # 0 when the data pipeline sized the <audio> placeholders to the clips
+                   "audio_placeholder_excess": abs(out["audio_placeholder_excess"]).sum()}
         return loss, metrics
 
     return loss_fn
