@@ -1,0 +1,112 @@
+"""Greedy vs verified decoding on the trained toy: acceptance and wall-clock, side by side.
+
+    python -m chorus.decoding.bench [--steps 100] [--max-new 64] [--repeats 5] [--json out.json]
+
+Trains the toy backbone with sequential and parallel MTP heads (chorus.decoding.toy), checks
+that verified greedy output equals greedy output, and times each decoder after compilation
+(best of `--repeats` round-robin runs) at batch 1 and 8, greedy and with sampling
+(speculative sampling vs autoregressive sampling, the same loop with k = 0). Numbers are for
+whatever backend JAX runs on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import jax
+import numpy as np
+
+from chorus.config import DecodeConfig, apply_overrides
+from chorus.decoding.toy import TOY_CONFIG, ToyTask, train_toy
+from chorus.decoding.verified import decode_stats, greedy_decode, verified_decode
+from chorus.model.heads import MTPConfig
+
+
+def _best_times(fns: dict, repeats: int) -> dict[str, float]:
+    """Best wall-clock per decoder, timed round-robin so load changes hit all alike."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())  # compile
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def run(steps: int, max_new: int, repeats: int, num_draft: int, temperature: float,
+        num_layers: int = TOY_CONFIG.model.num_layers, batches=(1, 8)) -> list[dict]:
+    task = ToyTask()
+    designs = ("sequential", "parallel")
+    config = apply_overrides(TOY_CONFIG, {"model.num_layers": num_layers})
+    model, params, head_sets, _ = train_toy(
+        config, tuple(MTPConfig(d, num_draft) for d in designs), task, steps=steps)
+    rows = []
+    for batch, temp in [(b, t) for t in (0.0, temperature) for b in batches]:
+        prompts, lengths = task.prompts(np.random.default_rng(batch), batch, 10, num_draft)
+        settings = DecodeConfig(max_new_tokens=max_new, num_draft_tokens=num_draft,
+                                temperature=temp)
+        plain = dataclasses.replace(settings, num_draft_tokens=0)
+        rng = jax.random.key(0)
+        decode = lambda heads, hp, s: verified_decode(model, params, heads, hp, prompts, lengths,
+                                                      s, stop_tokens=(), rng=rng)
+        mode = "greedy" if temp == 0 else f"sampling T={temp:g}"
+        decoders = {f"{mode}: autoregressive": lambda: decode(None, None, plain)}
+        for design, (heads, hp) in zip(designs, head_sets, strict=True):
+            decoders[f"{mode}: verified {design}"] = (
+                lambda heads=heads, hp=hp: decode(heads, hp, settings))
+        reference = greedy_decode(model, params, prompts, lengths, max_new_tokens=max_new,
+                                  stop_tokens=()).tokens
+        times = _best_times(decoders, repeats)
+        base_time = None
+        for name, fn in decoders.items():
+            result = fn()
+            if temp == 0 and not np.array_equal(result.tokens, reference):
+                raise AssertionError(f"{name} output differs from greedy at batch {batch}")
+            seconds = times[name]
+            base_time = base_time or seconds
+            tokens = int(np.sum(result.lengths))
+            rows.append({"batch": batch, "decoder": name, "ms": 1e3 * seconds,
+                         "tokens_per_s": tokens / seconds, "speedup": base_time / seconds,
+                         **decode_stats(result)})
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = ["| batch | decoder | ms / call | tokens/s | speedup | tokens / step | "
+             "forwards / token |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['batch']} | {r['decoder']} | {r['ms']:.1f} | "
+                     f"{r['tokens_per_s']:.0f} | {r['speedup']:.2f}x | "
+                     f"{r['tokens_per_step']:.2f} | {r['forwards_per_token']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=100, help="toy training steps")
+    parser.add_argument("--max-new", type=int, default=64, help="tokens per row")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs (best is kept)")
+    parser.add_argument("--num-draft", type=int, default=3, help="k: MTP heads / drafts")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="temperature of the sampling rows (speculative sampling)")
+    parser.add_argument("--layers", type=int, default=TOY_CONFIG.model.num_layers,
+                        help="backbone layers (the MTP blocks' relative cost shrinks with it)")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args(argv)
+    rows = run(args.steps, args.max_new, args.repeats, args.num_draft, args.temperature,
+               args.layers)
+    print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), "
+          f"backbone layers: {args.layers}")
+    print(to_markdown(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

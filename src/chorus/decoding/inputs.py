@@ -1,0 +1,42 @@
+"""Checks on a decoding request (prompts, lengths, cache capacity) and prompt-end gathering."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def required_capacity(prompt_width: int, max_new_tokens: int, num_draft: int) -> int:
+    """Cache rows a decoder touches: its last window [b, d_1..d_k] starts at most at
+    prompt_width + max_new_tokens - 2 (the base of output token max_new - 1)."""
+    return prompt_width + max_new_tokens - 1 + num_draft
+
+
+def check_request(prompts, lengths, capacity: int | None, max_new_tokens: int,
+                  num_draft: int) -> int:
+    """Validates shapes (and lengths, when concrete); returns the cache capacity to use."""
+    if prompts.ndim != 2:
+        raise ValueError(f"prompts: expected [B, P] token ids, got shape {prompts.shape}")
+    if lengths.shape != prompts.shape[:1]:
+        raise ValueError(f"prompt_lengths: expected shape {prompts.shape[:1]}, got "
+                         f"{lengths.shape}")
+    if not isinstance(lengths, jax.core.Tracer):
+        host = np.asarray(lengths)
+        if host.min() < 1 or host.max() > prompts.shape[1]:
+            raise ValueError(f"prompt_lengths: expected values in [1, {prompts.shape[1]}], got "
+                             f"range [{host.min()}, {host.max()}]")
+    needed = required_capacity(prompts.shape[1], max_new_tokens, num_draft)
+    if capacity is None:
+        return needed
+    if capacity < needed:
+        raise ValueError(f"cache capacity: expected >= {needed} (prompt width "
+                         f"{prompts.shape[1]} + max_new_tokens {max_new_tokens} - 1 + "
+                         f"{num_draft} draft tokens), got {capacity}")
+    return capacity
+
+
+def at_last(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x [B, P, ...] at each row's last prompt position lengths - 1 -> [B, ...]."""
+    idx = (lengths - 1).reshape(-1, *([1] * (x.ndim - 1)))
+    return jnp.take_along_axis(x, idx, axis=1)[:, 0]
