@@ -166,7 +166,11 @@ class Attention(nn.Module):
 
 
 def _write_rows(buffer: jax.Array, rows: jax.Array, starts: jax.Array) -> jax.Array:
-    """Writes rows [B, W, ...] into buffer [B, T, ...] at per-sequence offsets starts [B]."""
+    """Writes rows [B, W, ...] into buffer [B, T, ...] at per-sequence offsets starts [B].
+
+    dynamic_update_slice clamps a start past T - W (it cannot raise under jit), which would
+    overwrite earlier rows: callers must size the cache (chorus.decoding checks capacity).
+    """
 
     def one(buf, new, start):
         idx = (start,) + (0,) * (buf.ndim - 1)
