@@ -31,9 +31,10 @@ class TrainState:
 
     @classmethod
     def create(cls, params, tx: optax.GradientTransformation, frozen=None) -> TrainState:
-        zero = jnp.zeros((), jnp.int32)
-        return cls(step=zero, params=params, opt_state=tx.init(params), nonfinite_in_a_row=zero,
-                   nonfinite_total=zero, frozen={} if frozen is None else frozen)
+        zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers: the state is donated
+        return cls(step=zero(), params=params, opt_state=tx.init(params),
+                   nonfinite_in_a_row=zero(), nonfinite_total=zero(),
+                   frozen={} if frozen is None else frozen)
 
 
 def step_key(rng: jax.Array, step: jax.Array) -> jax.Array:
