@@ -1,0 +1,141 @@
+"""`chorus codec train | encode | decode | eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+USAGE = """usage: chorus codec COMMAND [ARGS...]
+
+commands:
+  train   --preset P --workdir W [--data DIR] [--set KEY=VALUE ...]
+  encode  IN.wav CODES.npy --workdir W
+  decode  CODES.npy OUT.wav --workdir W [--speaker REF.wav | --voice NAME] [--steps N]
+          [--guidance W] [--vocoder neural|griffin-lim] [--stream]
+  eval    --workdir W [--limit N]
+"""
+
+
+def _train(argv: list[str]) -> int:
+    from chorus.codec.config import apply_overrides, get_preset
+    from chorus.codec.train import train_codec
+
+    p = argparse.ArgumentParser(prog="chorus codec train")
+    p.add_argument("--preset", default="cpu-tiny", help="cpu-tiny | gpu-1b | tpu-v5p-64-7b")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--data", default=None, help="a `chorus data synth` folder (shards/) or a "
+                   "folder with manifest.jsonl (default: synthesize with eSpeak NG)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="dotted config override, e.g. flow.train.steps=50")
+    a = p.parse_args(argv)
+    if a.data and not os.path.isdir(a.data):
+        raise FileNotFoundError(f"--data {a.data}: expected a folder, got no such folder")
+    cfg = apply_overrides(get_preset(a.preset), a.overrides)
+    summary = train_codec(cfg, a.workdir, a.data)
+    print(json.dumps(summary["seconds"]))
+    return 0
+
+
+def _encode(argv: list[str]) -> int:
+    from chorus.codec import atomic
+    from chorus.codec.audio import read_wav
+    from chorus.codec.pipeline import Codec
+
+    p = argparse.ArgumentParser(prog="chorus codec encode")
+    p.add_argument("wav")
+    p.add_argument("codes")
+    p.add_argument("--workdir", required=True)
+    a = p.parse_args(argv)
+    codec = Codec.load(a.workdir)
+    wave = read_wav(a.wav, codec.cfg.mel.sample_rate, codec.min_samples)
+    codes = codec.encode(wave)
+    atomic.write_npy(a.codes, codes)
+    rate = codes.size / (wave.size / codec.cfg.mel.sample_rate)
+    print(f"{a.codes}: {codes.size} codes ({rate:.2f} codes/s), transcript: "
+          f"{codec.transcribe_codes(codes)!r}")
+    return 0
+
+
+def _load_codes(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: expected a .npy file of codes, got no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"{path}: expected a .npy array of integer codes, got: {e}") from None
+
+
+def _decode(argv: list[str]) -> int:
+    from chorus.codec.audio import read_wav, write_wav
+    from chorus.codec.pipeline import Codec
+
+    p = argparse.ArgumentParser(prog="chorus codec decode")
+    p.add_argument("codes")
+    p.add_argument("wav")
+    p.add_argument("--workdir", required=True)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--speaker", default=None, help="reference WAV whose voice to use")
+    who.add_argument("--voice", default=None, help="a training voice name (see voices.json)")
+    p.add_argument("--steps", type=int, default=None, help="Euler steps (default: config)")
+    p.add_argument("--guidance", type=float, default=None, help="CFG weight (default: config)")
+    p.add_argument("--vocoder", choices=("neural", "griffin-lim"), default="neural")
+    p.add_argument("--stream", action="store_true", help="decode chunk by chunk")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    codec = Codec.load(a.workdir)
+    codes = codec.check_codes(_load_codes(a.codes), a.codes)
+    speaker = a.voice
+    if a.speaker:
+        speaker = codec.speaker_embedding(read_wav(a.speaker, codec.cfg.mel.sample_rate,
+                                                   codec.min_samples))
+    if a.stream:
+        if a.vocoder != "neural":
+            raise ValueError("--stream: expected the neural vocoder, got --vocoder griffin-lim")
+        stream = codec.stream(speaker, a.steps, a.guidance, a.seed)
+        chunk = codec.cfg.streaming.chunk_codes
+        parts = [stream.push(codes[i:i + chunk]) for i in range(0, codes.size, chunk)]
+        wave = np.concatenate([*parts, stream.flush()])
+    else:
+        wave = codec.decode(codes, speaker, a.steps, a.guidance, a.seed, a.vocoder)
+    write_wav(a.wav, wave, codec.cfg.mel.sample_rate)
+    print(f"{a.wav}: {wave.size / codec.cfg.mel.sample_rate:.2f} s from {codes.size} codes")
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    from chorus.codec.evaluate import evaluate_codec, to_markdown
+
+    p = argparse.ArgumentParser(prog="chorus codec eval")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--limit", type=int, default=None, help="at most N eval utterances")
+    a = p.parse_args(argv)
+    if a.limit is not None and a.limit < 1:
+        raise ValueError(f"--limit: expected a positive number, got {a.limit}")
+    results = evaluate_codec(a.workdir, a.limit)
+    print(to_markdown(results, results.get("preset", "")))
+    return 0
+
+
+COMMANDS = {"train": _train, "encode": _encode, "decode": _decode, "eval": _eval}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"chorus codec: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    from chorus.codec.audio import AudioError
+    from chorus.codec.config import ConfigError
+
+    try:
+        return COMMANDS[name](rest)
+    except (AudioError, ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"chorus codec {name}: error: {e}", file=sys.stderr)
+        return 2
