@@ -78,9 +78,9 @@ def loss_metrics(loss_fn: LossFn, params: Any, batches: Iterable[dict],
     return dict(means, batches=count)
 
 
-def restore_params(config: Config, experiment: Experiment, workdir: str,
-                   step: int | None = None, devices=None):
-    """(step, params with frozen trees merged back, mesh) of a checkpoint (default: latest)."""
+def _restore(config: Config, experiment: Experiment, workdir: str, step: int | None,
+             devices):
+    """(mesh, state spec, step, Restored) of a checkpoint (default: the latest complete one)."""
     from chorus.training.trainer import make_state_spec
 
     mesh = sharding.make_mesh(config.mesh, devices)
@@ -93,6 +93,13 @@ def restore_params(config: Config, experiment: Experiment, workdir: str,
         restored = ckpts.restore(step, spec.abstract, config)
     finally:
         ckpts.close()
+    return mesh, spec, step, restored
+
+
+def restore_params(config: Config, experiment: Experiment, workdir: str,
+                   step: int | None = None, devices=None):
+    """(step, params with frozen trees merged back, mesh) of a checkpoint (default: latest)."""
+    mesh, _, step, restored = _restore(config, experiment, workdir, step, devices)
     return step, merge_params(restored.state.params, restored.state.frozen), mesh
 
 
@@ -102,18 +109,9 @@ def evaluate_checkpoint(config: Config, experiment: Experiment, workdir: str,
     """Restores a checkpoint (default: the latest) and evaluates it; writes
     `workdir/eval/step_<N>.json`. Uses `experiment.evaluate` when the experiment has one,
     else the eval loop over `experiment.eval_iterator`."""
-    from chorus.training.trainer import make_state_spec, replicated_array
+    from chorus.training.trainer import replicated_array
 
-    mesh = sharding.make_mesh(config.mesh, devices)
-    spec = make_state_spec(config, experiment, mesh)
-    ckpts = Checkpoints(workdir, read_only=True)
-    try:
-        step = ckpts.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{ckpts.directory}: no complete checkpoint to evaluate")
-        restored = ckpts.restore(step, spec.abstract, config)
-    finally:
-        ckpts.close()
+    mesh, spec, step, restored = _restore(config, experiment, workdir, step, devices)
     state = restored.state
     result: dict[str, Any] = {"step": step, "experiment": experiment.name}
     if experiment.evaluate is not None:
