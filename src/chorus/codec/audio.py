@@ -8,7 +8,7 @@ import os
 import numpy as np
 import soundfile as sf
 
-from chorus.codec.atomic import atomic_output
+from chorus.codec.atomic import atomic_path
 
 
 class AudioError(ValueError):
@@ -60,6 +60,6 @@ def read_wav(path: str, sample_rate: int, min_samples: int) -> np.ndarray:
 def write_wav(path: str, wave: np.ndarray, sample_rate: int) -> None:
     """Writes 16-bit PCM atomically (temp file in the same folder, then os.replace)."""
     wave = check_wave(np.asarray(wave), f"{path} (to write)", 1)
-    with atomic_output(path, suffix=".wav") as tmp:
+    with atomic_path(path) as tmp:  # temp name ends with the basename: keeps ".wav"
         sf.write(tmp, np.clip(wave, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
 
