@@ -107,7 +107,7 @@ class SymbolTask:
                    self.layout.special("<assistant>")]
             out[i, :len(ids)], lengths[i] = ids, len(ids)
             refs.append(self.transform(s))
-        return out, lengths, refs
+        return out, lengths, refs, None  # text-only prompts
 
     def answers(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         out = np.full((len(texts), self.answer_width), self.layout.pad_id, np.int32)

@@ -22,7 +22,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +32,7 @@ from chorus.model.unified import UnifiedAudioLM
 from chorus.rl import rollout, value_head
 from chorus.rl.dpo import DPOConfig, dpo_loss, preference_loss
 from chorus.rl.grpo import GRPOConfig, group_advantages, grpo_loss
+from chorus.rl.init_from import with_values
 from chorus.rl.logprobs import completion_logps, sequence_logprobs
 from chorus.rl.masked import masked_mean
 from chorus.rl.ppo import PPOConfig, kl_shaped_rewards, ppo_advantages, ppo_loss
@@ -44,7 +44,8 @@ from chorus.vocab import VocabLayout
 
 
 class Task(Protocol):
-    """A verifiable task: prompts with reference answers, a decoder, preference pairs.
+    """A verifiable task: prompts (optionally with audio clips) with reference answers, a
+    decoder, preference pairs.
 
     Arrays are right-padded int32; `split` is "train" or "eval" (held-out, disjoint)."""
 
@@ -52,7 +53,9 @@ class Task(Protocol):
     answer_width: int  # max answer tokens, <eos> included
 
     def prompts(self, split: str, rng: np.random.Generator, n: int
-                ) -> tuple[np.ndarray, np.ndarray, list[str]]: ...
+                ) -> tuple[np.ndarray, np.ndarray, list[str], dict | None]:
+        """(prompts [n, P], lengths [n], references, audio): audio is None for text-only
+        tasks, else {"audio_features" [n, A, T, mels], "audio_mask" [n, A, T]}."""
 
     def answers(self, references: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -133,11 +136,13 @@ class Builder:
 
     def sample_and_reward(self, policy, split: str, rng: np.random.Generator, n: int,
                           key: jax.Array, settings, group: int):
-        prompts, lengths, refs = self.task.prompts(split, rng, n)
-        out = rollout.sample(self.model, policy, prompts, lengths, key, settings, group)
+        prompts, lengths, refs, audio = self.task.prompts(split, rng, n)
+        out = rollout.sample(self.model, policy, prompts, lengths, key, settings, group,
+                             audio=audio)
         rows = rollout.pack_rows(np.repeat(prompts, group, 0), np.repeat(lengths, group),
                                  np.asarray(out.tokens), np.asarray(out.lengths),
                                  self.width(prompts.shape[1]), self.pad_id)
+        rows.update(rollout.audio_rows(audio, group))
         texts = [self.task.decode(t, n_) for t, n_ in zip(np.asarray(out.tokens),
                                                           np.asarray(out.lengths), strict=True)]
         prompt_texts = _repeat([self.task.decode(p, n_) for p, n_ in zip(prompts, lengths,
@@ -176,13 +181,14 @@ class Builder:
     def pair_rows(self, split: str, rng: np.random.Generator, n: int) -> dict:
         """Chosen (the reference answer) vs rejected (a corrupted one) rows, `chosen_*` and
         `rejected_*` keys, sharing each prompt."""
-        prompts, lengths, refs = self.task.prompts(split, rng, n)
+        prompts, lengths, refs, audio = self.task.prompts(split, rng, n)
         width = self.width(prompts.shape[1])
         out = {}
         for name, texts in (("chosen", refs), ("rejected", self.task.corrupt(refs, rng))):
             answers, answer_lengths = self.task.answers(texts)
             rows = rollout.pack_rows(prompts, lengths, answers, answer_lengths, width,
                                      self.pad_id)
+            rows.update(rollout.audio_rows(audio))
             out.update({f"{name}_{k}": v for k, v in rows.items()})
         return out
 
@@ -195,11 +201,12 @@ class Builder:
         return rows
 
     def sft_batch(self, index: int) -> dict:
-        prompts, lengths, refs = self.task.prompts(
+        prompts, lengths, refs, audio = self.task.prompts(
             "train", _np_rng(self.config.train.seed, 3, index), self.num_prompts)
         answers, answer_lengths = self.task.answers(refs)
-        return rollout.pack_rows(prompts, lengths, answers, answer_lengths,
+        rows = rollout.pack_rows(prompts, lengths, answers, answer_lengths,
                                  self.width(prompts.shape[1]), self.pad_id)
+        return {**rows, **rollout.audio_rows(audio)}
 
     # ------------------------------------------------------------------ held-out evaluation
 
@@ -296,17 +303,6 @@ def _backbone_init(model: UnifiedAudioLM, config: Config):
     return init
 
 
-def _with_values(boxed, values):
-    """The boxed tree (logical axis names kept) holding `values` (a plain tree)."""
-    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
-    try:
-        return jax.tree.map(lambda box, v: box.replace_boxed(jnp.asarray(v)) if is_box(box)
-                            else jnp.asarray(v), boxed, values, is_leaf=is_box)
-    except ValueError as e:
-        raise ConfigError(f"experiment.init_from: the checkpoint's params do not match this "
-                          f"model config ({e})") from None
-
-
 def build_rl_experiment(config: Config, task: Task, name: str) -> Experiment:
     settings, _ = RLSettings.split(config.experiment)
     if jax.process_count() > 1 and settings.algo != "sft":
@@ -322,7 +318,7 @@ def build_rl_experiment(config: Config, task: Task, name: str) -> Experiment:
 
     def init_policy(rng):
         boxed = backbone(rng)
-        return boxed if pretrained is None else _with_values(boxed, pretrained)
+        return boxed if pretrained is None else with_values(boxed, pretrained)
 
     loss_fn = make_loss_fn(model, settings, builder.algo_config)
     tokens_per_batch = config.train.batch_size * builder.width(1)

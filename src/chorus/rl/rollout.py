@@ -32,15 +32,25 @@ ROW_KEYS = ("tokens", "targets", "positions", "segment_ids", "mask")
 
 def sample(model: UnifiedAudioLM, params, prompts, prompt_lengths, rng: jax.Array,
            settings: DecodeConfig, num_samples: int = 1,
-           stop_tokens: tuple[int, ...] | None = None) -> Rollout:
+           stop_tokens: tuple[int, ...] | None = None, audio: dict | None = None) -> Rollout:
     """`num_samples` completions per prompt; rows i*G .. i*G+G-1 continue prompt i.
 
-    params: the backbone's (unboxed) params. Returns tokens, per-token logps under the
-    sampling distribution and under the temperature-1 policy, and masks (see `Rollout`).
+    params: the backbone's (unboxed) params; audio: None or the prompts' clips
+    {"audio_features", "audio_mask"} (encoded once per prompt). Returns tokens, per-token
+    logps under the sampling distribution and under the temperature-1 policy, and masks.
     """
+    audio = {} if audio is None else {k: jnp.asarray(v) for k, v in audio.items()}
     return generate(model, params, jnp.asarray(prompts, jnp.int32),
                     jnp.asarray(prompt_lengths, jnp.int32), rng, settings,
-                    num_samples=num_samples, stop_tokens=stop_tokens)
+                    num_samples=num_samples, stop_tokens=stop_tokens, **audio)
+
+
+def audio_rows(audio: dict | None, repeat: int = 1) -> dict[str, np.ndarray]:
+    """The prompts' audio for packed rows (each prompt's clips repeated for its G rows)."""
+    if audio is None:
+        return {}
+    return {k: np.repeat(np.asarray(audio[k]), repeat, axis=0)
+            for k in ("audio_features", "audio_mask")}
 
 
 def pack_rows(prompts: np.ndarray, prompt_lengths: np.ndarray, completions: np.ndarray,
@@ -75,9 +85,11 @@ def pack_rows(prompts: np.ndarray, prompt_lengths: np.ndarray, completions: np.n
 
 
 def forward(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> dict:
-    """Teacher-forced backbone forward over packed rows ({prefix}tokens, ...)."""
-    get = lambda k: rows[prefix + k]
-    return model.apply({"params": params}, get("tokens"), get("positions"), get("segment_ids"))
+    """Teacher-forced backbone forward over packed rows ({prefix}tokens, ..., and the
+    {prefix}audio_features / audio_mask of audio prompts when present)."""
+    get = lambda k: rows.get(prefix + k)
+    return model.apply({"params": params}, get("tokens"), get("positions"), get("segment_ids"),
+                       get("audio_features"), get("audio_mask"))
 
 
 def token_logps(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> jax.Array:
