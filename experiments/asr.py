@@ -5,7 +5,8 @@
     prompt   <asr> <audio>xN <transcript>        N = one placeholder per 80 ms of audio
     target   text ... <eos>                      loss_mask marks exactly these positions
     loss     next-token cross-entropy on the target positions + lambda/k * sum_j CE_j of the
-             k multi-token-prediction (MTP) heads (`experiment.mtp`)
+             k multi-token-prediction (MTP) heads (`experiment.mtp`) + ctc_weight * CTC of
+             the transcript over the audio adaptor frames (`experiment.ctc_weight`)
     decode   verified multi-token decoding: the MTP heads draft k tokens, one backbone forward
              verifies them; output identical to greedy decoding (chorus.decoding)
     rewards  -WER, -CER, exact match (plain callables for chorus.rl)
@@ -38,14 +39,19 @@ from chorus.config import Config, ConfigError
 from chorus.decoding.verified import decode_stats, greedy_decode, verified_decode
 from chorus.eval.text_metrics import error_rates
 from chorus.model import heads as mtp_heads
+from chorus.model.ctc import CtcHead, clip_transcripts, ctc_loss
 from chorus.model.factory import example_batch
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.evaluation import loss_metrics
 from chorus.training.experiment import Experiment
 from chorus.training.flops import backbone_train_flops
+from chorus.training.losses import cross_entropy, token_accuracy
 from chorus.vocab import VocabLayout, num_audio_placeholders
 
 # ----------------------------------------------------------------------------- settings
+
+
+DEFAULT_MTP = {"design": "parallel", "num_heads": 4, "loss_weight": 0.3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +64,23 @@ class AsrSettings:
     eval_split: str = "validation"
     data_workers: int = 0  # grain worker processes per host (0 = in the training process)
     asr_target: str = "raw"  # "normalized": train on normalize_text(transcript)
-    # Multi-token prediction: {"design": "sequential"|"parallel", "num_heads": k,
-    # "loss_weight": lambda}; null trains the plain backbone (decoding is then greedy only).
-    mtp: Mapping[str, Any] | None = dataclasses.field(
-        default_factory=lambda: {"design": "sequential", "num_heads": 4, "loss_weight": 0.3})
+    # Multi-token prediction: {"design": "parallel"|"sequential", "num_heads": k,
+    # "loss_weight": lambda}, each key over DEFAULT_MTP (so `--set experiment.mtp.num_heads=2`
+    # keeps the design); null trains the plain backbone (decoding is then greedy only).
+    mtp: Mapping[str, Any] | None = dataclasses.field(default_factory=dict)
+    # SpecAugment of the training log-mel (data_pipelines.features_jax.SpecAugmentConfig
+    # fields); null = off. Evaluation never augments.
+    spec_augment: Mapping[str, Any] | None = dataclasses.field(
+        default_factory=lambda: {"num_freq_masks": 2, "max_freq_width": 16,
+                                 "num_time_masks": 2, "max_time_fraction": 0.08})
+    # Weight of the CTC loss over the audio adaptor frames (chorus.model.ctc); 0 = off.
+    # Without it the from-scratch cpu-tiny model learns to ignore the audio.
+    ctc_weight: float = 1.0
     # "joint": backbone + heads; "heads": a second stage on a frozen backbone.
     mtp_stage: str = "joint"
+    # A run directory whose latest checkpoint initializes the backbone (an ASR run: its
+    # "backbone"; an RL run: its policy). The heads stage needs one.
+    backbone_from: str = ""
     eval_splits: tuple[str, ...] = ("test", "test_compositional")
     eval_examples: int = 200  # per split
     speed_examples: int = 32  # utterances timed for greedy-vs-verified wall-clock (0 = skip)
@@ -82,9 +99,26 @@ class AsrSettings:
         if self.asr_target not in ("raw", "normalized"):
             raise ConfigError(f"experiment.asr_target: expected 'raw' or 'normalized', got "
                               f"{self.asr_target!r}")
+        if not isinstance(self.ctc_weight, int | float) or self.ctc_weight < 0:
+            raise ConfigError(f"experiment.ctc_weight: expected a number >= 0, got "
+                              f"{self.ctc_weight!r}")
+        if self.spec_augment is not None:
+            try:
+                _ = self.spec_augment_config
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"experiment.spec_augment: expected a mapping of "
+                                  f"SpecAugmentConfig fields or null, got "
+                                  f"{self.spec_augment!r} ({e})") from None
         if self.mtp_stage not in ("joint", "heads"):
             raise ConfigError(f"experiment.mtp_stage: expected 'joint' or 'heads', got "
                               f"{self.mtp_stage!r}")
+        if self.mtp_stage == "heads" and not self.backbone_from:
+            raise ConfigError("experiment.backbone_from: expected the run directory of the "
+                              "trained backbone for mtp_stage='heads', got ''")
+        if self.mtp is not None and not isinstance(self.mtp, Mapping):
+            raise ConfigError(f"experiment.mtp: expected a mapping of MTP fields or null, got "
+                              f"{self.mtp!r}")
+        _ = self.mtp_config  # validates the merged fields now
         if self.mtp_stage == "heads" and self.mtp is None:
             raise ConfigError("experiment.mtp_stage: 'heads' trains MTP heads, but "
                               "experiment.mtp is null")
@@ -94,8 +128,16 @@ class AsrSettings:
         object.__setattr__(self, "eval_splits", tuple(self.eval_splits))
 
     @property
+    def spec_augment_config(self):
+        from data_pipelines.features_jax import SpecAugmentConfig
+
+        return None if self.spec_augment is None else SpecAugmentConfig(**self.spec_augment)
+
+    @property
     def mtp_config(self) -> mtp_heads.MTPConfig | None:
-        return None if self.mtp is None else mtp_heads.MTPConfig.from_mapping(self.mtp)
+        if self.mtp is None:
+            return None
+        return mtp_heads.MTPConfig.from_mapping({**DEFAULT_MTP, **self.mtp})
 
     @classmethod
     def from_config(cls, extras: Mapping[str, Any]) -> AsrSettings:
@@ -149,41 +191,87 @@ def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
 
 @dataclasses.dataclass(frozen=True)
 class AsrModel:
-    """The backbone and (optionally) its MTP heads; params = {"backbone", "mtp"?}."""
+    """The backbone, its MTP heads and CTC head (each optional beyond the backbone);
+    params = {"backbone", "mtp"?, "ctc"?}."""
 
     backbone: UnifiedAudioLM
     heads: Any  # flax module or None
     mtp: mtp_heads.MTPConfig | None
+    ctc_head: CtcHead | None = None
+    ctc_weight: float = 0.0
+    spec_augment: Any = None  # SpecAugmentConfig applied by loss_fn(augment=True)
 
     @classmethod
     def build(cls, config: Config, settings: AsrSettings) -> AsrModel:
         mtp = settings.mtp_config
         heads = None if mtp is None else mtp_heads.build_mtp(config.model, mtp)
-        return cls(UnifiedAudioLM(config), heads, mtp)
+        ctc_head = CtcHead(config.model.text_vocab_size) if settings.ctc_weight > 0 else None
+        return cls(UnifiedAudioLM(config), heads, mtp, ctc_head, settings.ctc_weight,
+                   settings.spec_augment_config)
 
     def init_fn(self, config: Config):
         """rng -> boxed params (logical axis names on the leaves; the trainer shards)."""
         b = example_batch(config, 1, 8)
 
         def init_fn(rng):
-            backbone_rng, heads_rng = jax.random.split(rng)
+            backbone_rng, heads_rng, ctc_rng = jax.random.split(rng, 3)
             params = {"backbone": self.backbone.init(
                 backbone_rng, b["tokens"], b["positions"], b["segment_ids"],
                 b["audio_features"], b["audio_mask"])["params"]}
             if self.heads is not None:
                 params["mtp"] = mtp_heads.init_boxed(self.heads, config, heads_rng)
+            if self.ctc_head is not None:
+                params["ctc"] = self.ctc_head.init(
+                    ctc_rng, jnp.zeros((1, 8, config.model.d_model)))["params"]
             return params
 
         return init_fn
 
-    def loss_fn(self, train_backbone: bool = True):
-        """Transcript cross-entropy (+ MTP); metrics include token accuracy per depth."""
-        if self.heads is None:
-            from chorus.training.lm_loss import make_lm_loss
+    def loss_fn(self, train_backbone: bool = True, augment: bool = False):
+        """Transcript CE + MTP (lambda/k * sum_j CE_j) + ctc_weight * CTC over the adaptor
+        frames. train_backbone=False (second-stage heads): the backbone is a constant and the
+        loss is the MTP loss alone. augment: SpecAugment the log-mel with the step's rng (the
+        training loss; evaluation uses augment=False). Metrics include token accuracy per
+        depth."""
+        from data_pipelines.features_jax import spec_augment
 
-            plain = make_lm_loss(self.backbone)
-            return lambda params, batch, rng: plain(params["backbone"], batch, rng)
-        return mtp_heads.make_mtp_loss(self.backbone, self.heads, self.mtp, train_backbone)
+        layout = VocabLayout.from_model_config(self.backbone.config.model)
+
+        def loss_fn(params, batch, rng):
+            if augment and self.spec_augment is not None:
+                b, a, t, n = batch["audio_features"].shape
+                feats = spec_augment(rng, batch["audio_features"].reshape(b * a, t, n),
+                                     batch["audio_mask"].reshape(b * a, t), self.spec_augment)
+                batch = {**batch, "audio_features": feats.reshape(b, a, t, n)}
+            backbone = params["backbone"]
+            if not train_backbone:
+                backbone = jax.lax.stop_gradient(backbone)
+            out = self.backbone.apply({"params": backbone}, batch["tokens"], batch["positions"],
+                                      batch["segment_ids"], batch["audio_features"],
+                                      batch["audio_mask"])
+            ce, count = cross_entropy(out["logits"], batch["targets"], batch["loss_mask"])
+            metrics = {"ce": jax.lax.stop_gradient(ce), "tokens": count,
+                       "accuracy": jax.lax.stop_gradient(token_accuracy(
+                           out["logits"], batch["targets"], batch["loss_mask"])),
+                       # 0 when the data pipeline sized the <audio> placeholders to the clips
+                       "audio_placeholder_excess": abs(out["audio_placeholder_excess"]).sum()}
+            loss = ce if train_backbone else 0.0
+            if self.heads is not None:
+                extra, mtp_metrics = mtp_heads.mtp_loss(self.backbone, backbone, self.heads,
+                                                        params["mtp"], out["hidden"], batch,
+                                                        self.mtp)
+                loss, metrics = loss + extra, {**metrics, **mtp_metrics}
+            if self.ctc_head is not None and train_backbone:
+                labels = clip_transcripts(
+                    batch["tokens"], batch["targets"], batch["loss_mask"], batch["segment_ids"],
+                    out["audio_frame_mask"], placeholder_id=layout.audio_placeholder_id,
+                    text_size=layout.text_size)
+                logits = self.ctc_head.apply({"params": params["ctc"]}, out["audio_frames"])
+                ctc, ctc_metrics = ctc_loss(logits, out["audio_frame_mask"], labels)
+                loss, metrics = loss + self.ctc_weight * ctc, {**metrics, **ctc_metrics}
+            return loss, {**metrics, "loss": loss}
+
+        return loss_fn
 
 
 # ----------------------------------------------------------------------------- rewards
@@ -242,16 +330,21 @@ class Transcriber:
         k = asr.mtp.num_heads if asr.mtp is not None else 0
         self.settings = dataclasses.replace(config.decode, temperature=0.0, num_draft_tokens=k)
 
-    def decode(self, request: dict, verified: bool = True):
+    def decode(self, request: dict, mode: str = "verified"):
+        """mode: "verified" (greedy when there are no heads), "greedy", or "prefill" (encoder,
+        prompt prefill and the first token only: the part both decoders share)."""
         p = self.params
         args = (jnp.asarray(request["prompts"]), jnp.asarray(request["lengths"]))
         audio = dict(audio_features=jnp.asarray(request["audio_features"]),
                      audio_mask=jnp.asarray(request["audio_mask"]))
-        if verified and self.asr.heads is not None:
+        if mode == "verified" and self.asr.heads is not None:
             return verified_decode(self.asr.backbone, p["backbone"], self.asr.heads, p["mtp"],
                                    *args, self.settings, **audio)
+        if mode not in ("verified", "greedy", "prefill"):
+            raise ValueError(f"mode: expected 'verified', 'greedy' or 'prefill', got {mode!r}")
         return greedy_decode(self.asr.backbone, p["backbone"], *args,
-                             max_new_tokens=self.settings.max_new_tokens, **audio)
+                             max_new_tokens=1 if mode == "prefill" else
+                             self.settings.max_new_tokens, **audio)
 
     def texts(self, result) -> list[str]:
         tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
@@ -299,8 +392,8 @@ def decode_eval(config: Config, settings: AsrSettings, asr: AsrModel, params,
         audio_seconds = 0.0
         for chunk in _batches(examples, 8):
             request = pad_requests(chunk, layout, max_frames)
-            verified = transcriber.decode(request, verified=True)
-            greedy = transcriber.decode(request, verified=False)
+            verified = transcriber.decode(request, mode="verified")
+            greedy = transcriber.decode(request, mode="greedy")
             same = np.all(np.asarray(verified.tokens) == np.asarray(greedy.tokens), axis=1)
             identical += int(same.sum())
             hyps += transcriber.texts(verified)
@@ -323,9 +416,16 @@ def decode_eval(config: Config, settings: AsrSettings, asr: AsrModel, params,
     return report
 
 
+SPEED_REPEATS = 3  # timed passes per mode; the fastest counts (CPU timings are noisy)
+
+
 def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: VocabLayout,
                max_frames: int) -> dict:
-    """Greedy vs verified wall-clock on the same utterances, same run, compiled first."""
+    """Greedy vs verified wall-clock on the same utterances, same run, compiled first.
+
+    Also times the shared part alone (audio encoder + prompt prefill + first token:
+    `mode="prefill"`), so the decode phase's own speedup is reported beside the end-to-end one.
+    """
     rows = {}
     for batch_size in (1, 8):
         requests = [pad_requests(c, layout, max_frames) for c in _batches(examples, batch_size)
@@ -333,18 +433,21 @@ def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: Vocab
         if not requests:
             continue
         times = {}
-        for mode in ("greedy", "verified"):
-            transcriber.decode(requests[0], verified=mode == "verified")  # compile
-            total = 0.0
-            for request in requests:
-                _, seconds = _timed(lambda r=request, m=mode: transcriber.decode(
-                    r, verified=m == "verified"))
-                total += seconds
-            times[mode] = total
+        for mode in ("prefill", "greedy", "verified"):
+            transcriber.decode(requests[0], mode=mode)  # compile
+            passes = []
+            for _ in range(SPEED_REPEATS):
+                passes.append(sum(_timed(lambda r=request, m=mode: transcriber.decode(
+                    r, mode=m))[1] for request in requests))
+            times[mode] = min(passes)
         audio = sum(float(r["audio_mask"].sum()) / 100.0 for r in requests)
+        decode_greedy = max(times["greedy"] - times["prefill"], 1e-9)
+        decode_verified = max(times["verified"] - times["prefill"], 1e-9)
         rows[f"batch_{batch_size}"] = {
+            "prefill_seconds": times["prefill"],
             "greedy_seconds": times["greedy"], "verified_seconds": times["verified"],
             "speedup": times["greedy"] / times["verified"],
+            "decode_phase_speedup": decode_greedy / decode_verified,
             "rtf_verified": times["verified"] / audio, "rtf_greedy": times["greedy"] / audio,
             "utterances": len(requests) * batch_size}
     return rows
@@ -360,11 +463,12 @@ def report_markdown(report: dict) -> str:
                      f"{r['tokens_per_step']:.2f} | {r['forwards_per_token']:.3f} | "
                      f"{r['identical_to_greedy']:.0%} |")
     if "speed" in report:
-        lines += ["", "| batch | greedy s | verified s | speedup | RTF (verified) |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "| batch | encoder + prefill s | greedy s | verified s | speedup | "
+                  "decode-phase speedup | RTF (verified) |", "|---|---|---|---|---|---|---|"]
         for name, r in report["speed"].items():
-            lines.append(f"| {name.split('_')[1]} | {r['greedy_seconds']:.2f} | "
-                         f"{r['verified_seconds']:.2f} | {r['speedup']:.2f}x | "
+            lines.append(f"| {name.split('_')[1]} | {r['prefill_seconds']:.2f} | "
+                         f"{r['greedy_seconds']:.2f} | {r['verified_seconds']:.2f} | "
+                         f"{r['speedup']:.2f}x | {r['decode_phase_speedup']:.2f}x | "
                          f"{r['rtf_verified']:.4f} |")
     return "\n".join(lines) + "\n"
 
@@ -373,18 +477,32 @@ def report_markdown(report: dict) -> str:
 
 
 def build(config: Config) -> Experiment:
+    if "algo" in config.experiment:  # set by `chorus rl`
+        return build_rl(config)
     settings = AsrSettings.from_config(config.experiment)
     layout = VocabLayout.from_model_config(config.model)
     asr = AsrModel.build(config, settings)
-    loss_fn = asr.loss_fn(train_backbone=settings.mtp_stage == "joint")
+    loss_fn = asr.loss_fn(train_backbone=settings.mtp_stage == "joint", augment=True)
+    eval_loss_fn = asr.loss_fn(train_backbone=settings.mtp_stage == "joint")
     train_iterator, eval_iterator = make_data(config, settings, layout)
     t = config.train
+    init_fn = asr.init_fn(config)
+    if settings.backbone_from:
+        from chorus.rl.init_from import load_policy_params, with_values
+
+        pretrained = load_policy_params(settings.backbone_from, "experiment.backbone_from")
+        fresh = init_fn
+
+        def init_fn(rng):
+            params = fresh(rng)
+            return {**params, "backbone": with_values(params["backbone"], pretrained,
+                                                       "experiment.backbone_from")}
 
     def evaluate(params, workdir: str) -> dict:
         from chorus.training.atomic import write_json, write_text
 
         batches = eval_iterator(jax.process_index(), jax.process_count(), t.seed)
-        result = loss_metrics(loss_fn, params, batches)
+        result = loss_metrics(eval_loss_fn, params, batches)
         result.update(decode_eval(config, settings, asr, params, layout))
         if jax.process_index() == 0:
             write_json(os.path.join(workdir, "eval", "asr_eval.json"), result)
@@ -392,12 +510,110 @@ def build(config: Config) -> Experiment:
         return result
 
     return Experiment(
-        name="asr", init_fn=asr.init_fn(config), loss_fn=loss_fn,
+        name="asr", init_fn=init_fn, loss_fn=loss_fn, eval_loss_fn=eval_loss_fn,
         train_iterator=train_iterator, eval_iterator=eval_iterator, evaluate=evaluate,
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
         tokens_per_batch=t.batch_size * t.seq_len,
-        frozen=("backbone",) if settings.mtp_stage == "heads" else ())
+        # A second-stage heads run trains "mtp" only (the CTC head needs the backbone).
+        frozen=tuple(name for name in ("backbone", "ctc") if name == "backbone"
+                     or asr.ctc_head is not None) if settings.mtp_stage == "heads" else ())
+
+
+# ----------------------------------------------------------------------------- RL
+
+
+class AsrTask:
+    """The chorus.rl Task: utterances of the corpus as audio prompts, transcripts as answers.
+
+    "train" draws from the first `rl_train_pool` examples of the train split, "eval" from the
+    first `rl_eval_pool` of `eval_splits[0]` (held out). Rewards (`experiment.rewards`, e.g.
+    {neg_wer: 1.0}) compare the decoded text with the reference after the one normalization.
+    """
+
+    name = "asr"
+
+    def __init__(self, config: Config, settings: AsrSettings, rl_train_pool: int = 512,
+                 rl_eval_pool: int = 256):
+        from data_pipelines import make_eval_iterator
+        from data_pipelines.tokenizer import TextTokenizer
+
+        self.layout = VocabLayout.from_model_config(config.model)
+        self.max_frames = config.train.max_mel_frames
+        self.answer_width = config.decode.max_new_tokens  # <eos> included
+        data_dir = os.path.expanduser(settings.data_dir)
+        self.tokenizer = TextTokenizer.from_file(os.path.join(data_dir, "tokenizer.model"))
+
+        def pool(split: str, n: int) -> list[dict]:
+            examples = list(make_eval_iterator(
+                "asr", data_dir, split, self.layout, dataset_name=settings.dataset,
+                max_frames=self.max_frames, seq_len=config.train.seq_len,
+                asr_target=settings.asr_target, max_examples=n))
+            if not examples:
+                raise ConfigError(f"{data_dir}: split {split!r} has no usable ASR example")
+            return examples
+
+        self.pools = {"train": pool(settings.train_split, rl_train_pool),
+                      "eval": pool(settings.eval_splits[0], rl_eval_pool)}
+
+    def prompts(self, split: str, rng: np.random.Generator, n: int):
+        pool = self.pools[split]
+        chosen = [pool[int(i)] for i in rng.choice(len(pool), n, replace=len(pool) < n)]
+        request = pad_requests(chosen, self.layout, self.max_frames)
+        audio = {k: request[k] for k in ("audio_features", "audio_mask")}
+        return (request["prompts"], request["lengths"],
+                [ex["reference_text"] for ex in chosen], audio)
+
+    def answers(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        out = np.full((len(texts), self.answer_width), self.layout.pad_id, np.int32)
+        lengths = np.zeros((len(texts),), np.int32)
+        for i, text in enumerate(texts):
+            ids = [*self.tokenizer.encode(text).tolist()[:self.answer_width - 1],
+                   self.layout.eos_id]
+            out[i, :len(ids)], lengths[i] = ids, len(ids)
+        return out, lengths
+
+    def corrupt(self, texts: list[str], rng: np.random.Generator) -> list[str]:
+        """DPO's rejected transcripts: one word dropped (or one added to a one-word text)."""
+        out = []
+        for text in texts:
+            words = text.split()
+            if len(words) > 1:
+                del words[int(rng.integers(len(words)))]
+            else:
+                words.append("the")
+            out.append(" ".join(words))
+        return out
+
+    def decode(self, ids: np.ndarray, length: int) -> str:
+        """Text tokens up to the first <eos> (audio prompts decode to "")."""
+        text = []
+        for tok in np.asarray(ids)[:length]:
+            if int(tok) == self.layout.eos_id:
+                break
+            if int(tok) < self.layout.text_size:
+                text.append(int(tok))
+        return self.tokenizer.decode(text)
+
+
+def build_rl(config: Config) -> Experiment:
+    """`chorus rl --experiment asr --algo grpo|dpo|ppo`: RL of the backbone on ASR rewards.
+
+    The policy is the backbone alone (MTP / CTC heads are not trained by RL). data_dir
+    defaults to the `--init-from` run's.
+    """
+    from chorus.rl.experiment import build_rl_experiment
+    from chorus.rl.settings import RLSettings
+
+    rl_settings, task_keys = RLSettings.split(config.experiment)
+    pools = {k: task_keys.pop(k) for k in ("rl_train_pool", "rl_eval_pool") if k in task_keys}
+    if not task_keys.get("data_dir") and rl_settings.init_from:
+        from chorus.training.run_config import read_run_config
+
+        task_keys["data_dir"] = read_run_config(rl_settings.init_from).experiment.get(
+            "data_dir", "")
+    settings = AsrSettings.from_config(task_keys)
+    return build_rl_experiment(config, AsrTask(config, settings, **pools), name="asr_rl")
 
 
 # ----------------------------------------------------------------------------- transcribe
@@ -446,7 +662,8 @@ def transcribe_main(argv: list[str]) -> int:
         example = {"prompt_tokens": asr_prompt(layout, frames.shape[0]),
                    "audio_features": frames, "audio_mask": np.ones(frames.shape[0], bool)}
         request = pad_requests([example], layout, max_frames)
-        result, seconds = _timed(lambda r=request: transcriber.decode(r, not args.greedy))
+        result, seconds = _timed(lambda r=request: transcriber.decode(
+            r, "greedy" if args.greedy else "verified"))
         text = transcriber.texts(result)[0]
         print(json.dumps({"file": path, "text": text, "step": step,
                           "audio_seconds": len(wave) / 16_000, "decode_seconds": seconds}))

@@ -57,6 +57,13 @@ def test_asr_batches_shard_over_hosts_and_evaluate_runs(corpus, tmp_path):
     mesh = sharding.make_mesh(config.mesh)
     spec = make_state_spec(config, experiment, mesh)
     state = init_state(spec, experiment, mesh)
+    # SpecAugment is in the training loss only: it depends on the step rng, eval does not
+    full = next(experiment.train_iterator(0, 1, 0))
+    train_loss = jax.jit(lambda key: experiment.loss_fn(state.params, full, key)[0])
+    eval_loss = jax.jit(lambda key: experiment.eval_loss_fn(state.params, full, key)[0])
+    keys = jax.random.key(1), jax.random.key(2)
+    assert float(train_loss(keys[0])) != float(train_loss(keys[1]))
+    assert float(eval_loss(keys[0])) == float(eval_loss(keys[1]))
     with sharding.activate(mesh):
         result = experiment.evaluate(state.params, str(tmp_path))
     assert result["batches"] >= 1

@@ -110,10 +110,15 @@ class AudioEncoderConfig:
     # 0 = bidirectional; N > 0 = chunked-causal with chunks of N encoder frames (streaming).
     chunk_size: int = 0
     adaptor_dim: int = 256
+    # Fixed affine input normalization (x - mel_mean) / mel_std: frame-local, so it keeps
+    # streaming causal and padding-invariant. The defaults centre the natural-log mel of
+    # data_pipelines.mel on speech at a typical level (measured: mean -8.3, std 4.1).
+    mel_mean: float = -8.0
+    mel_std: float = 4.0
 
     def __post_init__(self):
         _positive(self, "n_mels", "d_model", "num_layers", "num_heads", "mlp_dim", "max_frames",
-                  "adaptor_dim")
+                  "adaptor_dim", "mel_std")
         _check(self.d_model % self.num_heads == 0, "audio.d_model",
                f"a multiple of audio.num_heads={self.num_heads}", self.d_model)
         _check(self.chunk_size >= 0, "audio.chunk_size", "0 (bidirectional) or a positive size",

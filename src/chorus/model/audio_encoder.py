@@ -87,7 +87,7 @@ class AudioEncoder(nn.Module):
         if mel.shape[1] % (ENCODER_STRIDE * ADAPTOR_STRIDE):
             raise ValueError(f"audio_features: expected a frame count divisible by "
                              f"{ENCODER_STRIDE * ADAPTOR_STRIDE}, got shape {mel.shape}")
-        x = mel.astype(dtype)
+        x = ((mel - cfg.mel_mean) / cfg.mel_std).astype(dtype)
         conv_names = ("conv_width", "conv_in", "embed")
         causal = cfg.chunk_size > 0
         x, mask = _Conv(cfg.d_model, 2, conv_names, causal, dtype, pdtype, name="conv1")(x, mask)

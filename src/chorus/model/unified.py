@@ -101,29 +101,39 @@ class UnifiedAudioLM(nn.Module):
         out = nn.with_logical_constraint(out, names)
         return out.astype(jnp.float32)
 
+    def encode_audio(self, audio_features, audio_mask):
+        """[B, A, T, n_mels] clips + [B, A, T] mask -> adaptor frames [B, A, F, d] + mask."""
+        b, a, t, n = audio_features.shape
+        frames, fmask = self.audio_encoder(audio_features.reshape(b * a, t, n),
+                                           audio_mask.reshape(b * a, t))
+        return frames.reshape(b, a, *frames.shape[1:]), fmask.reshape(b, a, -1)
+
     def embed_inputs(self, tokens, audio_features=None, audio_mask=None):
+        """(embeddings [B, L, d], placeholder excess [B], adaptor frames + mask or None)."""
         x = self.embed_tokens(tokens)
         excess = jnp.zeros(tokens.shape[:1], jnp.int32)
+        audio = None
         if audio_features is not None:
-            b, a, t, n = audio_features.shape
-            frames, fmask = self.audio_encoder(audio_features.reshape(b * a, t, n),
-                                               audio_mask.reshape(b * a, t))
-            frames = frames.reshape(b, a, *frames.shape[1:])
-            fmask = fmask.reshape(b, a, -1)
-            x, excess = splice_audio(x, tokens, self.layout.audio_placeholder_id, frames, fmask)
+            audio = self.encode_audio(audio_features, audio_mask)
+            x, excess = splice_audio(x, tokens, self.layout.audio_placeholder_id, *audio)
         x = nn.with_logical_constraint(x, ("activation_batch", "activation_length",
                                            "activation_embed"))
-        return x, excess
+        return x, excess, audio
 
     # -- entry points ---------------------------------------------------------------------
 
     def __call__(self, tokens, positions, segment_ids=None, audio_features=None,
                  audio_mask=None):
-        """Training / scoring forward. Returns logits [B, L, V] (fp32) and hidden [B, L, d]."""
-        x, excess = self.embed_inputs(tokens, audio_features, audio_mask)
+        """Training / scoring forward. Returns logits [B, L, V] (fp32), hidden [B, L, d] and,
+        with audio, the adaptor frames [B, A, F, d] + mask [B, A, F] that were spliced in
+        (auxiliary audio objectives such as CTC read them)."""
+        x, excess, audio = self.embed_inputs(tokens, audio_features, audio_mask)
         hidden, _ = self.decoder(x, positions, segment_ids)
-        return {"logits": self.logits(hidden), "hidden": hidden,
-                "audio_placeholder_excess": excess}
+        out = {"logits": self.logits(hidden), "hidden": hidden,
+               "audio_placeholder_excess": excess}
+        if audio is not None:
+            out["audio_frames"], out["audio_frame_mask"] = audio
+        return out
 
     def prefill(self, tokens, lengths, cache: KVCache, audio_features=None, audio_mask=None):
         """Runs right-padded prompts [B, P] (valid lengths [B]) and fills cache rows [0, P).
@@ -131,7 +141,7 @@ class UnifiedAudioLM(nn.Module):
         Rows past a prompt's length hold padding and are masked by `lengths` afterwards.
         """
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        x, _ = self.embed_inputs(tokens, audio_features, audio_mask)
+        x, _, _ = self.embed_inputs(tokens, audio_features, audio_mask)
         hidden, kv = self.decoder(x, positions, None, {"k": cache.k, "v": cache.v},
                                   jnp.zeros_like(lengths), prefill=True)
         return self.logits(hidden), hidden, KVCache(kv["k"], kv["v"], lengths)

@@ -129,7 +129,8 @@ def evaluate_checkpoint(config: Config, experiment: Experiment, workdir: str,
         def run_batch(batch):
             nonlocal eval_fn
             if eval_fn is None:
-                eval_fn = jit_eval_step(experiment.loss_fn, spec.shardings, mesh, batch)
+                eval_fn = jit_eval_step(experiment.loss_fn_for_eval, spec.shardings, mesh,
+                                        batch)
             return eval_fn(state, batch, rng)
 
         try:

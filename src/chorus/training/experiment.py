@@ -10,6 +10,9 @@ from `train_iterator`.
                                       in `frozen` get no gradients and no optimizer state (an RL
                                       reference policy); `loss_fn` sees all keys.
     loss_fn(params, batch, rng)    -> (scalar loss, {name: scalar metric})
+    eval_loss_fn                   -> same signature, for the eval loop (optional; default
+                                      loss_fn): the loss without training-only randomness
+                                      such as SpecAugment
     train_iterator(shard_index, shard_count, seed)
                                    -> iterator of this host's share of the global batch
                                       (train.batch_size // shard_count rows), with
@@ -71,6 +74,11 @@ class Experiment:
     tokens_per_batch: int | None = None
     frozen: tuple[str, ...] = ()
     policy_sink: Callable[[Any], None] | None = None
+    eval_loss_fn: LossFn | None = None
+
+    @property
+    def loss_fn_for_eval(self) -> LossFn:
+        return self.eval_loss_fn or self.loss_fn
 
     def __post_init__(self):
         where = f"Experiment {self.name!r}"
@@ -78,7 +86,7 @@ class Experiment:
             if not callable(getattr(self, field)):
                 raise ExperimentError(f"{where}.{field}: expected a callable, got "
                                       f"{getattr(self, field)!r}")
-        for field in ("eval_iterator", "evaluate", "policy_sink"):
+        for field in ("eval_iterator", "evaluate", "policy_sink", "eval_loss_fn"):
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise ExperimentError(f"{where}.{field}: expected a callable or None, got "

@@ -343,8 +343,8 @@ class Trainer:
         def run_batch(batch):
             nonlocal eval_fn
             if eval_fn is None:
-                eval_fn = jit_eval_step(self.experiment.loss_fn, spec.shardings, self.mesh,
-                                        batch)
+                eval_fn = jit_eval_step(self.experiment.loss_fn_for_eval, spec.shardings,
+                                        self.mesh, batch)
             return eval_fn(state, batch, rng)
 
         try:

@@ -1,0 +1,150 @@
+"""The ASR mode through the `chorus` CLI on a tiny synthesized corpus: a short `chorus train
+--experiment asr` run, then `chorus transcribe` (any format / rate, clear errors) and
+`chorus rl --experiment asr --algo grpo` initialized from it (audio prompts, WER rewards)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile
+from test_training_asr import ASR
+
+from chorus.config import load_config
+from chorus.rl import cli as rl_cli
+from chorus.training.cli import train_main
+from experiments import asr
+
+RUN = [*ASR, "experiment.mtp.num_heads=2", "experiment.speed_examples=0",
+       "experiment.eval_examples=2", "decode.max_new_tokens=8", "train.log_every=1",
+       "train.checkpoint_every=1000"]
+
+
+def _sets(*overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from data_pipelines.corpus_plan import CorpusConfig
+    from data_pipelines.synth_corpus import synth_corpus
+
+    out = str(tmp_path_factory.mktemp("corpus"))
+    synth_corpus(out, CorpusConfig(seed=0, hours=0.02, shard_size=10), workers=1,
+                 vocab_size=128, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("asr")
+    assert train_main(["--experiment", "asr", "--workdir", str(workdir), "--data", corpus,
+                       "--quiet", *_sets(*RUN, "train.steps=3")]) == 0
+    with open(workdir / "metrics.jsonl") as f:
+        steps = [json.loads(line) for line in f if '"event"' not in line]
+    # the hybrid loss: transcript CE + MTP + CTC over the adaptor frames
+    assert all(np.isfinite(r["ctc/loss"]) and r["ctc/clips"] > 0 for r in steps)
+    return workdir
+
+
+def test_transcribe_reads_other_rates_and_formats_and_rejects_bad_files(trained, tmp_path,
+                                                                         capsys):
+    from data_pipelines.synthesis import synthesize
+
+    wave, _ = synthesize("turn off the lights", voice="en-gb-scotland+f2", rate=115, pitch=85)
+    flac = tmp_path / "speech_22k.flac"
+    import librosa
+
+    soundfile.write(flac, librosa.resample(wave, orig_sr=16_000, target_sr=22_050), 22_050)
+    capsys.readouterr()
+    assert asr.transcribe_main(["--workdir", str(trained), str(flac)]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["file"] == str(flac) and isinstance(line["text"], str) and line["step"] == 3
+    assert line["audio_seconds"] == pytest.approx(len(wave) / 16_000, abs=0.01)
+
+    junk = tmp_path / "notes.wav"
+    junk.write_text("not audio")
+    assert asr.transcribe_main(["--workdir", str(trained), str(junk)]) == 2
+    assert f"{junk}: cannot read audio" in capsys.readouterr().err
+
+
+def test_rl_batches_carry_each_prompts_audio(corpus):
+    import jax
+
+    from chorus import sharding
+    from chorus.training.experiment import merge_params
+    from chorus.training.trainer import init_state, make_state_spec
+
+    config = load_config("cpu-tiny", [*RUN, f"experiment.data_dir={corpus}",
+                                      "experiment.module=asr", "experiment.algo=grpo",
+                                      "experiment.group_size=2", "train.batch_size=4",
+                                      "experiment.rl_train_pool=6", "experiment.rl_eval_pool=2",
+                                      "experiment.eval_prompts=2",
+                                      "experiment.rewards={neg_wer: 1.0}"])
+    experiment = asr.build(config)
+
+    mesh = sharding.make_mesh(config.mesh)
+    state = init_state(make_state_spec(config, experiment, mesh), experiment, mesh)
+    params = merge_params(state.params, state.frozen)
+    experiment.policy_sink(params)
+    batch = next(experiment.train_iterator(0, 1, 0))
+    feats, mask = batch["audio_features"], batch["audio_mask"]
+    assert feats.shape[:2] == (4, 1) and mask.any(axis=(1, 2)).all()
+    # rows 2i, 2i+1 are two samples of prompt i: same clip; the two prompts differ
+    np.testing.assert_array_equal(feats[0], feats[1])
+    assert not np.array_equal(feats[0], feats[2])
+    assert batch["mask"].sum() > 0 and np.isfinite(batch["reward/neg_wer"]).all()
+    loss, metrics = jax.jit(experiment.loss_fn)(params, batch, jax.random.key(0))
+    assert np.isfinite(float(loss))
+
+
+def test_rl_grpo_from_the_asr_checkpoint(trained, tmp_path):
+    workdir = tmp_path / "grpo"
+    argv = ["--experiment", "asr", "--algo", "grpo", "--workdir", str(workdir), "--quiet",
+            "--init-from", str(trained),
+            *_sets(*RUN, "train.steps=2", "experiment.group_size=4",
+                   "experiment.rl_train_pool=6", "experiment.rl_eval_pool=2",
+                   "experiment.eval_prompts=2", "experiment.rewards={neg_wer: 1.0}")]
+    assert rl_cli.main(argv) == 0  # data_dir comes from the --init-from run
+    with open(workdir / "final_metrics.json") as f:
+        final = json.load(f)
+    for when in ("initial", "final"):
+        assert -10 < final[f"{when}/heldout/greedy/reward/neg_wer"] <= 0
+    assert os.path.exists(workdir / "DONE")
+
+
+def test_heads_stage_trains_sequential_heads_on_the_frozen_backbone(trained, corpus, tmp_path):
+    from chorus.training.evaluation import restore_params
+    from chorus.training.run_config import read_run_config
+
+    workdir = tmp_path / "heads"
+    assert train_main(["--experiment", "asr", "--workdir", str(workdir), "--data", corpus,
+                       "--quiet", *_sets(*RUN, "train.steps=2", "experiment.mtp_stage=heads",
+                                         "experiment.mtp.design=sequential",
+                                         f"experiment.backbone_from={trained}")]) == 0
+    params = {}
+    for name, run in (("base", trained), ("heads", workdir)):
+        config = read_run_config(str(run))
+        params[name] = restore_params(config, asr.build(config), str(run))[1]
+    same = jax_tree_equal(params["base"]["backbone"], params["heads"]["backbone"])
+    assert same, "the heads stage changed the backbone"
+    import jax
+
+    # the sequential modules (a transformer block per depth), not the base run's parallel heads
+    assert (jax.tree.structure(params["heads"]["mtp"])
+            != jax.tree.structure(params["base"]["mtp"]))
+
+
+def jax_tree_equal(a, b) -> bool:
+    import jax
+
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
+                                                     strict=True))
+
+
+def test_heads_stage_needs_a_backbone(corpus):
+    from chorus.config import ConfigError
+
+    with pytest.raises(ConfigError, match="experiment.backbone_from: expected the run dir"):
+        asr.build(load_config("cpu-tiny", [*RUN, f"experiment.data_dir={corpus}",
+                                           "experiment.mtp_stage=heads"]))
