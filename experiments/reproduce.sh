@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default corpus (`make reproduce`):
-#   1. synthesize the eSpeak NG corpus (2 h of speech, resumable) + its SentencePiece tokenizer
+#   1. synthesize the eSpeak NG corpus (6 h of speech, resumable) + its SentencePiece tokenizer
 #   2. train the cpu-tiny ASR model with multi-token prediction heads
 #   3. evaluate: WER/CER on test + compositional splits with verified decoding, acceptance,
 #      and verified-vs-greedy wall-clock, printed as a table
@@ -9,12 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-runs/reproduce}
-STEPS=${STEPS:-600}
+STEPS=${STEPS:-800}
 CHORUS=.venv/bin/chorus
 PY=.venv/bin/python
 export JAX_PLATFORMS=cpu
 
-$CHORUS data synth --out "$RUN_DIR/corpus" --hours 2 --seed 0
+$CHORUS data synth --out "$RUN_DIR/corpus" --hours 6 --seed 0
 $CHORUS train --experiment asr --preset cpu-tiny --workdir "$RUN_DIR/asr" \
   --data "$RUN_DIR/corpus" --set train.steps="$STEPS" --set train.eval_every=200 \
   --set train.checkpoint_every=100 --set train.log_every=25 --quiet

@@ -7,3 +7,17 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_asr_corpus(tmp_path_factory):
+    """A 0.02 h synthesized corpus (128-piece tokenizer) shared by the ASR tests."""
+    from data_pipelines.corpus_plan import CorpusConfig
+    from data_pipelines.synth_corpus import synth_corpus
+
+    out = str(tmp_path_factory.mktemp("asr_corpus"))
+    synth_corpus(out, CorpusConfig(seed=0, hours=0.02, shard_size=10), workers=1,
+                 vocab_size=128, progress=False)
+    return out

@@ -25,14 +25,8 @@ def _sets(*overrides):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from data_pipelines.corpus_plan import CorpusConfig
-    from data_pipelines.synth_corpus import synth_corpus
-
-    out = str(tmp_path_factory.mktemp("corpus"))
-    synth_corpus(out, CorpusConfig(seed=0, hours=0.02, shard_size=10), workers=1,
-                 vocab_size=128, progress=False)
-    return out
+def corpus(tiny_asr_corpus):
+    return tiny_asr_corpus
 
 
 @pytest.fixture(scope="module")
