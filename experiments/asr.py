@@ -333,6 +333,8 @@ class Transcriber:
     def decode(self, request: dict, mode: str = "verified"):
         """mode: "verified" (greedy when there are no heads), "greedy", or "prefill" (encoder,
         prompt prefill and the first token only: the part both decoders share)."""
+        if mode not in ("verified", "greedy", "prefill"):
+            raise ValueError(f"mode: expected 'verified', 'greedy' or 'prefill', got {mode!r}")
         p = self.params
         args = (jnp.asarray(request["prompts"]), jnp.asarray(request["lengths"]))
         audio = dict(audio_features=jnp.asarray(request["audio_features"]),
@@ -340,8 +342,6 @@ class Transcriber:
         if mode == "verified" and self.asr.heads is not None:
             return verified_decode(self.asr.backbone, p["backbone"], self.asr.heads, p["mtp"],
                                    *args, self.settings, **audio)
-        if mode not in ("verified", "greedy", "prefill"):
-            raise ValueError(f"mode: expected 'verified', 'greedy' or 'prefill', got {mode!r}")
         return greedy_decode(self.asr.backbone, p["backbone"], *args,
                              max_new_tokens=1 if mode == "prefill" else
                              self.settings.max_new_tokens, **audio)
@@ -538,6 +538,9 @@ class AsrTask:
         from data_pipelines import make_eval_iterator
         from data_pipelines.tokenizer import TextTokenizer
 
+        for name, value in (("rl_train_pool", rl_train_pool), ("rl_eval_pool", rl_eval_pool)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"experiment.{name}: expected an int >= 1, got {value!r}")
         self.layout = VocabLayout.from_model_config(config.model)
         self.max_frames = config.train.max_mel_frames
         self.answer_width = config.decode.max_new_tokens  # <eos> included

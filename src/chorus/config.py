@@ -26,20 +26,24 @@ def _fail(field: str, expected: str, got: Any) -> typing.NoReturn:
     raise ConfigError(f"{field}: expected {expected}, got {got!r}")
 
 
-def _check(cond: bool, field: str, expected: str, got: Any) -> None:
+# The validation and (de)serialization helpers below are shared by every config module
+# (chorus.codec.config too): one wording of "field: expected ..., got ...".
+
+
+def check(cond: bool, field: str, expected: str, got: Any) -> None:
     if not cond:
         _fail(field, expected, got)
 
 
-def _positive(obj: Any, *names: str) -> None:
+def positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        _check(value > 0, f"{obj._prefix}.{name}", "a positive number", value)
+        check(value > 0, f"{obj._prefix}.{name}", "a positive number", value)
 
 
 def _one_of(obj: Any, name: str, choices: Sequence[str]) -> None:
     value = getattr(obj, name)
-    _check(value in choices, f"{obj._prefix}.{name}", f"one of {list(choices)}", value)
+    check(value in choices, f"{obj._prefix}.{name}", f"one of {list(choices)}", value)
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -75,25 +79,25 @@ class ModelConfig:
     attention_block_kv: int = 128
 
     def __post_init__(self):
-        _positive(self, "text_vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads",
-                  "head_dim", "mlp_dim", "max_seq_len", "rope_theta", "attention_block_q",
-                  "attention_block_kv")
-        _check(self.num_audio_codes >= 0, "model.num_audio_codes", "a number >= 0",
-               self.num_audio_codes)
-        _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads",
-               f"a multiple of model.num_kv_heads={self.num_kv_heads}", self.num_heads)
-        _check(self.head_dim % 2 == 0, "model.head_dim", "an even number (RoPE rotates pairs)",
-               self.head_dim)
+        positive(self, "text_vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads",
+                 "head_dim", "mlp_dim", "max_seq_len", "rope_theta", "attention_block_q",
+                 "attention_block_kv")
+        check(self.num_audio_codes >= 0, "model.num_audio_codes", "a number >= 0",
+              self.num_audio_codes)
+        check(self.num_heads % self.num_kv_heads == 0, "model.num_heads",
+              f"a multiple of model.num_kv_heads={self.num_kv_heads}", self.num_heads)
+        check(self.head_dim % 2 == 0, "model.head_dim", "an even number (RoPE rotates pairs)",
+              self.head_dim)
         _one_of(self, "remat_policy", REMAT_POLICIES)
         _one_of(self, "dtype", DTYPES)
         _one_of(self, "param_dtype", DTYPES)
         _one_of(self, "attention_impl", ATTENTION_IMPLS)
         if self.logit_soft_cap is not None:
-            _check(self.logit_soft_cap > 0, "model.logit_soft_cap", "a positive number or None",
-                   self.logit_soft_cap)
+            check(self.logit_soft_cap > 0, "model.logit_soft_cap", "a positive number or None",
+                  self.logit_soft_cap)
         if self.sliding_window is not None:
-            _check(self.sliding_window > 0, "model.sliding_window", "a positive number or None",
-                   self.sliding_window)
+            check(self.sliding_window > 0, "model.sliding_window", "a positive number or None",
+                  self.sliding_window)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,12 +121,12 @@ class AudioEncoderConfig:
     mel_std: float = 4.0
 
     def __post_init__(self):
-        _positive(self, "n_mels", "d_model", "num_layers", "num_heads", "mlp_dim", "max_frames",
-                  "adaptor_dim", "mel_std")
-        _check(self.d_model % self.num_heads == 0, "audio.d_model",
-               f"a multiple of audio.num_heads={self.num_heads}", self.d_model)
-        _check(self.chunk_size >= 0, "audio.chunk_size", "0 (bidirectional) or a positive size",
-               self.chunk_size)
+        positive(self, "n_mels", "d_model", "num_layers", "num_heads", "mlp_dim", "max_frames",
+                 "adaptor_dim", "mel_std")
+        check(self.d_model % self.num_heads == 0, "audio.d_model",
+              f"a multiple of audio.num_heads={self.num_heads}", self.d_model)
+        check(self.chunk_size >= 0, "audio.chunk_size", "0 (bidirectional) or a positive size",
+              self.chunk_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,22 +141,22 @@ class MeshConfig:
     target_devices: int = 0
 
     def __post_init__(self):
-        _check(self.target_devices >= 0, "mesh.target_devices", "a number >= 0",
-               self.target_devices)
+        check(self.target_devices >= 0, "mesh.target_devices", "a number >= 0",
+              self.target_devices)
         sizes = (self.data, self.fsdp, self.tensor)
         for name, size in zip(("data", "fsdp", "tensor"), sizes, strict=True):
-            _check(size == -1 or size >= 1, f"mesh.{name}", "-1 or a positive size", size)
-        _check(sizes.count(-1) <= 1, "mesh", "at most one axis set to -1", sizes)
+            check(size == -1 or size >= 1, f"mesh.{name}", "-1 or a positive size", size)
+        check(sizes.count(-1) <= 1, "mesh", "at most one axis set to -1", sizes)
 
     def resolve(self, num_devices: int) -> tuple[int, int, int]:
         sizes = [self.data, self.fsdp, self.tensor]
         known = math.prod(s for s in sizes if s != -1)
         if -1 in sizes:
-            _check(num_devices % known == 0, "mesh",
-                   f"fixed axes whose product divides {num_devices} devices", sizes)
+            check(num_devices % known == 0, "mesh",
+                  f"fixed axes whose product divides {num_devices} devices", sizes)
             sizes[sizes.index(-1)] = num_devices // known
-        _check(math.prod(sizes) == num_devices, "mesh",
-               f"axis sizes whose product is the device count {num_devices}", sizes)
+        check(math.prod(sizes) == num_devices, "mesh",
+              f"axis sizes whose product is the device count {num_devices}", sizes)
         return tuple(sizes)
 
 
@@ -173,16 +177,16 @@ class OptimizerConfig:
     grad_accum_steps: int = 1
 
     def __post_init__(self):
-        _positive(self, "learning_rate", "eps", "grad_accum_steps")
-        _check(self.warmup_steps >= 0, "optim.warmup_steps", "a number >= 0", self.warmup_steps)
-        _check(self.decay_steps >= 0, "optim.decay_steps", "a number >= 0", self.decay_steps)
-        _check(0 <= self.end_lr_ratio <= 1, "optim.end_lr_ratio", "a ratio in [0, 1]",
-               self.end_lr_ratio)
-        _check(0 <= self.b1 < 1, "optim.b1", "a value in [0, 1)", self.b1)
-        _check(0 <= self.b2 < 1, "optim.b2", "a value in [0, 1)", self.b2)
-        _check(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
-        _check(self.clip_norm >= 0, "optim.clip_norm", "a number >= 0 (0 disables)",
-               self.clip_norm)
+        positive(self, "learning_rate", "eps", "grad_accum_steps")
+        check(self.warmup_steps >= 0, "optim.warmup_steps", "a number >= 0", self.warmup_steps)
+        check(self.decay_steps >= 0, "optim.decay_steps", "a number >= 0", self.decay_steps)
+        check(0 <= self.end_lr_ratio <= 1, "optim.end_lr_ratio", "a ratio in [0, 1]",
+              self.end_lr_ratio)
+        check(0 <= self.b1 < 1, "optim.b1", "a value in [0, 1)", self.b1)
+        check(0 <= self.b2 < 1, "optim.b2", "a value in [0, 1)", self.b2)
+        check(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
+        check(self.clip_norm >= 0, "optim.clip_norm", "a number >= 0 (0 disables)",
+              self.clip_norm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,27 +216,27 @@ class TrainConfig:
     process_id: int = -1
 
     def __post_init__(self):
-        _check(self.max_mel_frames % 8 == 0 and self.max_mel_frames > 0, "train.max_mel_frames",
-               "a positive multiple of 8 (one <audio> placeholder per 8 mel frames)",
-               self.max_mel_frames)
-        _positive(self, "steps", "batch_size", "seq_len", "max_audio_clips", "log_every",
-                  "eval_every", "eval_steps", "checkpoint_every", "keep_checkpoints",
-                  "max_nonfinite_in_a_row")
-        _check(self.prefetch_batches >= 0, "train.prefetch_batches", "a number >= 0",
-               self.prefetch_batches)
-        _check(self.peak_flops_per_device >= 0, "train.peak_flops_per_device",
-               "a number >= 0 (0 = by device kind)", self.peak_flops_per_device)
-        _check(self.num_processes >= 0, "train.num_processes", "a number >= 0 (0 = from env)",
-               self.num_processes)
-        _check(self.process_id >= -1, "train.process_id", "a number >= -1 (-1 = from env)",
-               self.process_id)
+        check(self.max_mel_frames % 8 == 0 and self.max_mel_frames > 0, "train.max_mel_frames",
+              "a positive multiple of 8 (one <audio> placeholder per 8 mel frames)",
+              self.max_mel_frames)
+        positive(self, "steps", "batch_size", "seq_len", "max_audio_clips", "log_every",
+                 "eval_every", "eval_steps", "checkpoint_every", "keep_checkpoints",
+                 "max_nonfinite_in_a_row")
+        check(self.prefetch_batches >= 0, "train.prefetch_batches", "a number >= 0",
+              self.prefetch_batches)
+        check(self.peak_flops_per_device >= 0, "train.peak_flops_per_device",
+              "a number >= 0 (0 = by device kind)", self.peak_flops_per_device)
+        check(self.num_processes >= 0, "train.num_processes", "a number >= 0 (0 = from env)",
+              self.num_processes)
+        check(self.process_id >= -1, "train.process_id", "a number >= -1 (-1 = from env)",
+              self.process_id)
         if self.num_processes and self.process_id >= 0:
-            _check(self.process_id < self.num_processes, "train.process_id",
-                   f"a number < train.num_processes={self.num_processes}", self.process_id)
+            check(self.process_id < self.num_processes, "train.process_id",
+                  f"a number < train.num_processes={self.num_processes}", self.process_id)
         if self.coordinator_address:
             host, _, port = self.coordinator_address.rpartition(":")
-            _check(bool(host) and port.isdigit(), "train.coordinator_address",
-                   "'host:port'", self.coordinator_address)
+            check(bool(host) and port.isdigit(), "train.coordinator_address",
+                  "'host:port'", self.coordinator_address)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,12 +249,12 @@ class DecodeConfig:
     num_draft_tokens: int = 4  # k of verified multi-token decoding
 
     def __post_init__(self):
-        _positive(self, "max_new_tokens")
-        _check(self.temperature >= 0, "decode.temperature", "a number >= 0", self.temperature)
-        _check(self.top_k >= 0, "decode.top_k", "a number >= 0", self.top_k)
-        _check(0 < self.top_p <= 1, "decode.top_p", "a value in (0, 1]", self.top_p)
-        _check(0 <= self.num_draft_tokens <= 15, "decode.num_draft_tokens",
-               "0..15 (the verify window is at most 16)", self.num_draft_tokens)
+        positive(self, "max_new_tokens")
+        check(self.temperature >= 0, "decode.temperature", "a number >= 0", self.temperature)
+        check(self.top_k >= 0, "decode.top_k", "a number >= 0", self.top_k)
+        check(0 < self.top_p <= 1, "decode.top_p", "a value in (0, 1]", self.top_p)
+        check(0 <= self.num_draft_tokens <= 15, "decode.num_draft_tokens",
+              "0..15 (the verify window is at most 16)", self.num_draft_tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,7 +273,7 @@ class Config:
 
     def __post_init__(self):
         for key, value in self.experiment.items():
-            _check(isinstance(key, str), "experiment", "string keys", key)
+            check(isinstance(key, str), "experiment", "string keys", key)
             try:
                 json.dumps(value)
             except TypeError:
@@ -281,25 +285,25 @@ class Config:
         return hash(self.to_json())
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        return dataclass_to_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
-        return _from_dict(cls, data, prefix="")
+        return dataclass_from_dict(cls, data, prefix="")
 
     @classmethod
     def from_json(cls, text: str) -> Config:
         return cls.from_dict(json.loads(text))
 
 
-def _to_dict(obj: Any) -> Any:
+def dataclass_to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: dataclass_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
-        return {k: _to_dict(v) for k, v in obj.items()}
+        return {k: dataclass_to_dict(v) for k, v in obj.items()}
     if isinstance(obj, tuple):
         return list(obj)
     return obj
@@ -327,32 +331,32 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
     if tp is Any:
         return value
     if tp is bool:
-        _check(isinstance(value, bool), field, "a bool", value)
+        check(isinstance(value, bool), field, "a bool", value)
         return value
     if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), field, "an int", value)
+        check(isinstance(value, int) and not isinstance(value, bool), field, "an int", value)
         return value
     if tp is float:
-        _check(isinstance(value, int | float) and not isinstance(value, bool), field, "a number",
-               value)
+        check(isinstance(value, int | float) and not isinstance(value, bool), field, "a number",
+              value)
         return float(value)
     if tp is str:
-        _check(isinstance(value, str), field, "a string", value)
+        check(isinstance(value, str), field, "a string", value)
         return value
     if origin is tuple:
-        _check(isinstance(value, list | tuple), field, "a list", value)
+        check(isinstance(value, list | tuple), field, "a list", value)
         (elem,) = typing.get_args(tp)[:1]
         return tuple(_coerce(v, elem, f"{field}[{i}]") for i, v in enumerate(value))
     if origin in (Mapping, dict) or tp in (dict, Mapping):
-        _check(isinstance(value, Mapping), field, "a mapping", value)
+        check(isinstance(value, Mapping), field, "a mapping", value)
         return dict(value)
     if dataclasses.is_dataclass(tp):
-        _check(isinstance(value, Mapping), field, "a mapping", value)
-        return _from_dict(tp, value, prefix=field)
+        check(isinstance(value, Mapping), field, "a mapping", value)
+        return dataclass_from_dict(tp, value, prefix=field)
     return value
 
 
-def _from_dict(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+def dataclass_from_dict(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

@@ -15,25 +15,21 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from chorus.config import ConfigError, _from_dict, _to_dict, parse_override
+from chorus.config import (
+    ConfigError,
+    check,
+    dataclass_from_dict,
+    dataclass_to_dict,
+    parse_override,
+    positive,
+)
 from chorus.vocab import CODEC_FRAMES_PER_SECOND, MEL_FRAMES_PER_SECOND
-
-
-def _check(cond: bool, field: str, expected: str, got: Any) -> None:
-    if not cond:
-        raise ConfigError(f"{field}: expected {expected}, got {got!r}")
-
-
-def _positive(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        _check(value > 0, f"{obj._prefix}.{name}", "a positive number", value)
 
 
 def _in_unit(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        _check(0 <= value < 1, f"{obj._prefix}.{name}", "a value in [0, 1)", value)
+        check(0 <= value < 1, f"{obj._prefix}.{name}", "a value in [0, 1)", value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +48,10 @@ class MelConfig:
 
         for name, value in (("sample_rate", features.SAMPLE_RATE),
                             ("hop_length", features.HOP_LENGTH), ("n_mels", features.N_MELS)):
-            _check(getattr(self, name) == value, f"mel.{name}",
-                   f"{value} (the data_pipelines.mel feature definition)", getattr(self, name))
-        _check(self.sample_rate == self.hop_length * MEL_FRAMES_PER_SECOND, "mel.hop_length",
-               f"sample_rate / {MEL_FRAMES_PER_SECOND}", self.hop_length)
+            check(getattr(self, name) == value, f"mel.{name}",
+                  f"{value} (the data_pipelines.mel feature definition)", getattr(self, name))
+        check(self.sample_rate == self.hop_length * MEL_FRAMES_PER_SECOND, "mel.hop_length",
+              f"sample_rate / {MEL_FRAMES_PER_SECOND}", self.hop_length)
 
     @property
     def frames_per_code(self) -> int:
@@ -74,11 +70,11 @@ class FSQConfig:
     levels: tuple[int, ...] = (8, 5, 5, 5)
 
     def __post_init__(self):
-        _check(len(self.levels) >= 1, "fsq.levels", "a non-empty list of levels", self.levels)
+        check(len(self.levels) >= 1, "fsq.levels", "a non-empty list of levels", self.levels)
         for i, level in enumerate(self.levels):
-            _check(isinstance(level, int) and level >= 2, f"fsq.levels[{i}]", "an int >= 2",
-                   level)
-        _check(self.num_codes < 2**31, "fsq.levels", "a product below 2**31", self.levels)
+            check(isinstance(level, int) and level >= 2, f"fsq.levels[{i}]", "an int >= 2",
+                  level)
+        check(self.num_codes < 2**31, "fsq.levels", "a product below 2**31", self.levels)
 
     @property
     def num_codes(self) -> int:
@@ -105,13 +101,13 @@ class StageTrainConfig:
     checkpoint_every: int = 200
 
     def __post_init__(self):
-        _positive(self, "steps", "batch_size", "learning_rate", "log_every", "checkpoint_every")
-        _check(self.warmup_steps >= 0, "train.warmup_steps", "a number >= 0", self.warmup_steps)
-        _check(0 <= self.end_lr_ratio <= 1, "train.end_lr_ratio", "a ratio in [0, 1]",
-               self.end_lr_ratio)
-        _check(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
-        _check(self.clip_norm >= 0, "train.clip_norm", "a number >= 0 (0 disables)",
-               self.clip_norm)
+        positive(self, "steps", "batch_size", "learning_rate", "log_every", "checkpoint_every")
+        check(self.warmup_steps >= 0, "train.warmup_steps", "a number >= 0", self.warmup_steps)
+        check(0 <= self.end_lr_ratio <= 1, "train.end_lr_ratio", "a ratio in [0, 1]",
+              self.end_lr_ratio)
+        check(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
+        check(self.clip_norm >= 0, "train.clip_norm", "a number >= 0 (0 disables)",
+              self.clip_norm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,16 +126,16 @@ class TokenizerConfig:
     train: StageTrainConfig = StageTrainConfig(steps=800, learning_rate=2e-3)
 
     def __post_init__(self):
-        _positive(self, "dim", "mlp_ratio", "encoder_blocks", "decoder_blocks", "kernel_size",
-                  "max_frames")
-        _check(self.kernel_size % 2 == 1, "tokenizer.kernel_size", "an odd number",
-               self.kernel_size)
-        _check(len(self.dilations) > 0 and min(self.dilations) >= 1, "tokenizer.dilations",
-               "a non-empty list of ints >= 1", self.dilations)
-        _check(self.reconstruction_weight >= 0, "tokenizer.reconstruction_weight",
-               "a number >= 0", self.reconstruction_weight)
-        _check(self.max_frames % 4 == 0, "tokenizer.max_frames", "a multiple of 4",
-               self.max_frames)
+        positive(self, "dim", "mlp_ratio", "encoder_blocks", "decoder_blocks", "kernel_size",
+                 "max_frames")
+        check(self.kernel_size % 2 == 1, "tokenizer.kernel_size", "an odd number",
+              self.kernel_size)
+        check(len(self.dilations) > 0 and min(self.dilations) >= 1, "tokenizer.dilations",
+              "a non-empty list of ints >= 1", self.dilations)
+        check(self.reconstruction_weight >= 0, "tokenizer.reconstruction_weight",
+              "a number >= 0", self.reconstruction_weight)
+        check(self.max_frames % 4 == 0, "tokenizer.max_frames", "a multiple of 4",
+              self.max_frames)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,28 +169,28 @@ class FlowConfig:
     train: StageTrainConfig = StageTrainConfig(steps=1000, learning_rate=2e-3)
 
     def __post_init__(self):
-        _positive(self, "dim", "mlp_ratio", "cond_blocks", "cond_kernel_size",
-                  "frame_kernel_size", "kernel_size", "sample_steps", "crop_frames")
+        positive(self, "dim", "mlp_ratio", "cond_blocks", "cond_kernel_size",
+                 "frame_kernel_size", "kernel_size", "sample_steps", "crop_frames")
         for name in ("cond_kernel_size", "frame_kernel_size"):
-            _check(getattr(self, name) % 2 == 1, f"flow.{name}", "an odd number",
-                   getattr(self, name))
-        _check(self.prior_weight >= 0, "flow.prior_weight", "a number >= 0", self.prior_weight)
-        _check(self.noise_scale > 0, "flow.noise_scale", "a positive number", self.noise_scale)
-        _check(not self.prior_start or self.prior_weight > 0, "flow.prior_weight",
-               "> 0 when flow.prior_start (the prior must be trained)", self.prior_weight)
-        _check(len(self.dilations) > 0 and min(self.dilations) >= 1, "flow.dilations",
-               "a non-empty list of ints >= 1", self.dilations)
-        _check(0 <= self.sigma_min < 0.1, "flow.sigma_min", "a value in [0, 0.1)",
+            check(getattr(self, name) % 2 == 1, f"flow.{name}", "an odd number",
+                  getattr(self, name))
+        check(self.prior_weight >= 0, "flow.prior_weight", "a number >= 0", self.prior_weight)
+        check(self.noise_scale > 0, "flow.noise_scale", "a positive number", self.noise_scale)
+        check(not self.prior_start or self.prior_weight > 0, "flow.prior_weight",
+              "> 0 when flow.prior_start (the prior must be trained)", self.prior_weight)
+        check(len(self.dilations) > 0 and min(self.dilations) >= 1, "flow.dilations",
+              "a non-empty list of ints >= 1", self.dilations)
+        check(0 <= self.sigma_min < 0.1, "flow.sigma_min", "a value in [0, 0.1)",
                self.sigma_min)
         _in_unit(self, "cond_dropout")
-        _check(self.guidance >= 0, "flow.guidance", "a number >= 0", self.guidance)
-        _check(self.time_schedule in ("cosine", "linear"), "flow.time_schedule",
-               "one of ['cosine', 'linear']", self.time_schedule)
-        _check(self.crop_frames % 4 == 0, "flow.crop_frames", "a multiple of 4",
-               self.crop_frames)
-        _check(self.guidance == 0 or self.cond_dropout > 0, "flow.cond_dropout",
-               "> 0 when flow.guidance > 0 (the unconditional field must be trained)",
-               self.cond_dropout)
+        check(self.guidance >= 0, "flow.guidance", "a number >= 0", self.guidance)
+        check(self.time_schedule in ("cosine", "linear"), "flow.time_schedule",
+              "one of ['cosine', 'linear']", self.time_schedule)
+        check(self.crop_frames % 4 == 0, "flow.crop_frames", "a multiple of 4",
+              self.crop_frames)
+        check(self.guidance == 0 or self.cond_dropout > 0, "flow.cond_dropout",
+              "> 0 when flow.guidance > 0 (the unconditional field must be trained)",
+              self.cond_dropout)
 
     @property
     def lookahead_codes(self) -> int:
@@ -230,14 +226,14 @@ class VocoderConfig:
     train: StageTrainConfig = StageTrainConfig(steps=1000, learning_rate=2e-3, batch_size=16)
 
     def __post_init__(self):
-        _positive(self, "dim", "mlp_ratio", "blocks", "kernel_size", "n_fft", "segment_frames",
-                  "griffin_lim_iters")
-        _check(self.kernel_size % 2 == 1, "vocoder.kernel_size", "an odd number",
-               self.kernel_size)
-        _check(self.mel_weight >= 0 and self.stft_weight >= 0, "vocoder.mel_weight",
-               "non-negative loss weights", (self.mel_weight, self.stft_weight))
-        _check(len(self.stft_resolutions) > 0, "vocoder.stft_resolutions", "a non-empty list",
-               self.stft_resolutions)
+        positive(self, "dim", "mlp_ratio", "blocks", "kernel_size", "n_fft", "segment_frames",
+                 "griffin_lim_iters")
+        check(self.kernel_size % 2 == 1, "vocoder.kernel_size", "an odd number",
+              self.kernel_size)
+        check(self.mel_weight >= 0 and self.stft_weight >= 0, "vocoder.mel_weight",
+              "non-negative loss weights", (self.mel_weight, self.stft_weight))
+        check(len(self.stft_resolutions) > 0, "vocoder.stft_resolutions", "a non-empty list",
+              self.stft_resolutions)
 
     @property
     def receptive_frames(self) -> int:
@@ -262,11 +258,11 @@ class SpeakerConfig:
     train: StageTrainConfig = StageTrainConfig(steps=250, learning_rate=2e-3, batch_size=32)
 
     def __post_init__(self):
-        _positive(self, "dim", "mlp_ratio", "blocks", "kernel_size", "embed_dim", "scale",
-                  "crop_frames")
-        _check(0 <= self.margin < 1, "speaker.margin", "a value in [0, 1)", self.margin)
-        _check(len(self.dilations) > 0 and min(self.dilations) >= 1, "speaker.dilations",
-               "a non-empty list of ints >= 1", self.dilations)
+        positive(self, "dim", "mlp_ratio", "blocks", "kernel_size", "embed_dim", "scale",
+                 "crop_frames")
+        check(0 <= self.margin < 1, "speaker.margin", "a value in [0, 1)", self.margin)
+        check(len(self.dilations) > 0 and min(self.dilations) >= 1, "speaker.dilations",
+              "a non-empty list of ints >= 1", self.dilations)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,20 +285,20 @@ class CorpusConfig:
     def __post_init__(self):
         from data_pipelines.voices import VOICES  # the synthesis catalog (plain data)
 
-        _check(len(self.voices) >= 2, "corpus.voices", "at least two voices", self.voices)
+        check(len(self.voices) >= 2, "corpus.voices", "at least two voices", self.voices)
         known = {v.name for v in VOICES}
         for field in ("voices", "heldout_voices"):
             for i, name in enumerate(getattr(self, field)):
-                _check(name in known, f"corpus.{field}[{i}]",
-                       "a data_pipelines.voices name such as 'en-gb+f3'", name)
-        _check(len(set(self.voices) | set(self.heldout_voices))
-               == len(self.voices) + len(self.heldout_voices), "corpus.heldout_voices",
-               "voices distinct from corpus.voices", self.heldout_voices)
-        _positive(self, "train_utterances_per_voice", "eval_sentences", "min_words")
-        _check(self.max_words >= self.min_words, "corpus.max_words",
-               f">= corpus.min_words={self.min_words}", self.max_words)
-        _check(len(self.rate_wpm) == 2 and 80 <= self.rate_wpm[0] <= self.rate_wpm[1] <= 450,
-               "corpus.rate_wpm", "[low, high] words per minute within 80..450", self.rate_wpm)
+                check(name in known, f"corpus.{field}[{i}]",
+                      "a data_pipelines.voices name such as 'en-gb+f3'", name)
+        check(len(set(self.voices) | set(self.heldout_voices))
+              == len(self.voices) + len(self.heldout_voices), "corpus.heldout_voices",
+              "voices distinct from corpus.voices", self.heldout_voices)
+        positive(self, "train_utterances_per_voice", "eval_sentences", "min_words")
+        check(self.max_words >= self.min_words, "corpus.max_words",
+              f">= corpus.min_words={self.min_words}", self.max_words)
+        check(len(self.rate_wpm) == 2 and 80 <= self.rate_wpm[0] <= self.rate_wpm[1] <= 450,
+              "corpus.rate_wpm", "[low, high] words per minute within 80..450", self.rate_wpm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,13 +314,13 @@ class StreamingConfig:
     crossfade_samples: int = 160
 
     def __post_init__(self):
-        _positive(self, "chunk_codes")
-        _check(self.vocoder_context_frames >= 0, "streaming.vocoder_context_frames",
-               "a number >= 0", self.vocoder_context_frames)
-        _check(self.vocoder_lookahead_frames >= 0, "streaming.vocoder_lookahead_frames",
-               "a number >= 0", self.vocoder_lookahead_frames)
-        _check(self.crossfade_samples >= 0, "streaming.crossfade_samples", "a number >= 0",
-               self.crossfade_samples)
+        positive(self, "chunk_codes")
+        check(self.vocoder_context_frames >= 0, "streaming.vocoder_context_frames",
+              "a number >= 0", self.vocoder_context_frames)
+        check(self.vocoder_lookahead_frames >= 0, "streaming.vocoder_lookahead_frames",
+              "a number >= 0", self.vocoder_lookahead_frames)
+        check(self.crossfade_samples >= 0, "streaming.crossfade_samples", "a number >= 0",
+              self.crossfade_samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,26 +338,26 @@ class CodecConfig:
     streaming: StreamingConfig = StreamingConfig()
 
     def __post_init__(self):
-        _check(self.vocoder.n_fft % self.mel.hop_length == 0, "vocoder.n_fft",
-               f"a multiple of mel.hop_length={self.mel.hop_length} (overlap-add by reshape)",
-               self.vocoder.n_fft)
-        _check(self.streaming.crossfade_samples <= self.streaming.chunk_codes
-               * self.mel.samples_per_code, "streaming.crossfade_samples",
-               "at most one chunk of samples", self.streaming.crossfade_samples)
-        _check(self.vocoder.segment_frames > 2 * self.vocoder.receptive_frames,
-               "vocoder.segment_frames",
-               f"> twice the vocoder receptive field ({2 * self.vocoder.receptive_frames})",
-               self.vocoder.segment_frames)
+        check(self.vocoder.n_fft % self.mel.hop_length == 0, "vocoder.n_fft",
+              f"a multiple of mel.hop_length={self.mel.hop_length} (overlap-add by reshape)",
+              self.vocoder.n_fft)
+        check(self.streaming.crossfade_samples <= self.streaming.chunk_codes
+              * self.mel.samples_per_code, "streaming.crossfade_samples",
+              "at most one chunk of samples", self.streaming.crossfade_samples)
+        check(self.vocoder.segment_frames > 2 * self.vocoder.receptive_frames,
+              "vocoder.segment_frames",
+              f"> twice the vocoder receptive field ({2 * self.vocoder.receptive_frames})",
+              self.vocoder.segment_frames)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        return dataclass_to_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CodecConfig:
-        return _from_dict(cls, data, prefix="codec")
+        return dataclass_from_dict(cls, data, prefix="codec")
 
     @classmethod
     def from_json(cls, text: str) -> CodecConfig:

@@ -87,9 +87,10 @@ def pack_rows(prompts: np.ndarray, prompt_lengths: np.ndarray, completions: np.n
 def forward(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> dict:
     """Teacher-forced backbone forward over packed rows ({prefix}tokens, ..., and the
     {prefix}audio_features / audio_mask of audio prompts when present)."""
-    get = lambda k: rows.get(prefix + k)
+    get = lambda k: rows[prefix + k]
+    audio = [rows.get(prefix + k) for k in ("audio_features", "audio_mask")]  # None: text-only
     return model.apply({"params": params}, get("tokens"), get("positions"), get("segment_ids"),
-                       get("audio_features"), get("audio_mask"))
+                       *audio)
 
 
 def token_logps(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> jax.Array:
