@@ -22,7 +22,7 @@ _EXPORTS = {
     "make_train_iterator": "data_pipelines.pipeline",
     "make_eval_iterator": "data_pipelines.pipeline",
     "synthesize": "data_pipelines.synthesis",
-    "normalize_text": "data_pipelines.normalize",
+    "normalize_text": "chorus.audio.text",
     "FieldMap": "data_pipelines.sources",
     "LIBRISPEECH_FIELDS": "data_pipelines.sources",
     "EnergyCodes": "data_pipelines.codes",

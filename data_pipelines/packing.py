@@ -17,7 +17,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from data_pipelines.audio_io import SKIP_REASONS
+from data_pipelines.records import SKIP_REASONS
 
 SKIP_KEY = "skip"  # an upstream element {"skip": reason} is a skipped example
 SKIPPED_KEY = "skipped"  # int64 [len(SKIP_REASONS)] counts carried by each batch

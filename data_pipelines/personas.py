@@ -18,8 +18,8 @@ import dataclasses
 
 import numpy as np
 
+from chorus.audio.text import normalize_text
 from data_pipelines.lexicon import DEFAULT_LEXICON, Lexicon
-from data_pipelines.normalize import normalize_text
 
 QUESTION_KINDS = ("name", "age", "home", "job", "likes")
 

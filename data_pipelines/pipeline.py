@@ -22,13 +22,14 @@ from typing import Any
 import grain
 import numpy as np
 
+from chorus.audio import mel
+from chorus.audio.resample import SAMPLE_RATE
+from chorus.audio.text import normalize_text
 from chorus.vocab import VocabLayout
-from data_pipelines import mel, streams
-from data_pipelines.audio_io import SKIP_REASONS, AudioLimits, Record, Skip, read_record
+from data_pipelines import streams
 from data_pipelines.augment import NO_AUGMENT, AugmentConfig, augment
-from data_pipelines.normalize import normalize_text
 from data_pipelines.packing import SKIP_KEY, SKIPPED_KEY, BatchShape, PackAndBatchIterDataset
-from data_pipelines.resample import SAMPLE_RATE
+from data_pipelines.records import SKIP_REASONS, AudioLimits, Record, Skip, read_record
 from data_pipelines.sources import DEFAULT_FIELDS, FieldMap, field_names, open_source
 from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer
 

@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from data_pipelines.atomic import atomic_path
+from chorus.atomic import atomic_path
+from chorus.audio.io import to_int16
 from data_pipelines.corpus_plan import CorpusConfig, spec_stream
 from data_pipelines.synthesis import SAMPLE_RATE, synthesize_segments
 from data_pipelines.text_generator import stable_unit
@@ -41,7 +42,7 @@ def synthesize_shard(config: CorpusConfig, split: str, index: int) -> list[dict]
         if not config.min_seconds <= duration <= config.max_seconds:
             continue
         meta = spec.metadata() | {"duration": duration, "seed": seed}
-        records.append({"audio": np.round(wave * 32767).astype(np.int16), "meta": meta})
+        records.append({"audio": to_int16(wave), "meta": meta})
     raise RuntimeError(f"shard {split}/{index}: fewer than {config.shard_size} utterances within "
                        f"[{config.min_seconds}, {config.max_seconds}] s after "
                        f"{config.shard_size * _MAX_ATTEMPTS_PER_UTTERANCE} attempts; widen "

@@ -6,7 +6,7 @@ import collections
 
 import numpy as np
 
-from data_pipelines.audio_io import load_wave
+from chorus.audio.io import load_wave
 from data_pipelines.sources import DEFAULT_FIELDS, FieldMap, SourceError, open_source
 from data_pipelines.text_generator import SPLITS
 

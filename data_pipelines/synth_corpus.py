@@ -22,8 +22,8 @@ import os
 import shutil
 import time
 
+from chorus.atomic import write_json
 from data_pipelines import shards, tfds_builder
-from data_pipelines.atomic import write_json
 from data_pipelines.corpus_plan import CorpusConfig
 from data_pipelines.text_generator import SPLITS, SentenceGenerator
 from data_pipelines.tokenizer import TOKENIZER_FILENAME, train_tokenizer

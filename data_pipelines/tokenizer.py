@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 import sentencepiece as spm
 
-from data_pipelines.atomic import atomic_path
+from chorus.atomic import atomic_path
 
 TOKENIZER_FILENAME = "tokenizer.model"
 # Printable ASCII except whitespace (the space is always a piece, as "▁").

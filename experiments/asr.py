@@ -41,11 +41,11 @@ from chorus.eval.text_metrics import error_rates
 from chorus.model import heads as mtp_heads
 from chorus.model.ctc import CtcHead, clip_transcripts, ctc_loss
 from chorus.model.factory import example_batch
+from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.evaluation import loss_metrics
 from chorus.training.experiment import Experiment
 from chorus.training.flops import backbone_train_flops
-from chorus.training.losses import cross_entropy, token_accuracy
 from chorus.vocab import VocabLayout, num_audio_placeholders
 
 # ----------------------------------------------------------------------------- settings
@@ -68,7 +68,7 @@ class AsrSettings:
     # "loss_weight": lambda}, each key over DEFAULT_MTP (so `--set experiment.mtp.num_heads=2`
     # keeps the design); null trains the plain backbone (decoding is then greedy only).
     mtp: Mapping[str, Any] | None = dataclasses.field(default_factory=dict)
-    # SpecAugment of the training log-mel (data_pipelines.features_jax.SpecAugmentConfig
+    # SpecAugment of the training log-mel (chorus.audio.spec_augment.SpecAugmentConfig
     # fields); null = off. Evaluation never augments.
     spec_augment: Mapping[str, Any] | None = dataclasses.field(
         default_factory=lambda: {"num_freq_masks": 2, "max_freq_width": 16,
@@ -129,7 +129,7 @@ class AsrSettings:
 
     @property
     def spec_augment_config(self):
-        from data_pipelines.features_jax import SpecAugmentConfig
+        from chorus.audio.spec_augment import SpecAugmentConfig
 
         return None if self.spec_augment is None else SpecAugmentConfig(**self.spec_augment)
 
@@ -233,7 +233,7 @@ class AsrModel:
         loss is the MTP loss alone. augment: SpecAugment the log-mel with the step's rng (the
         training loss; evaluation uses augment=False). Metrics include token accuracy per
         depth."""
-        from data_pipelines.features_jax import spec_augment
+        from chorus.audio.spec_augment import spec_augment
 
         layout = VocabLayout.from_model_config(self.backbone.config.model)
 
@@ -499,7 +499,7 @@ def build(config: Config) -> Experiment:
                                                        "experiment.backbone_from")}
 
     def evaluate(params, workdir: str) -> dict:
-        from chorus.training.atomic import write_json, write_text
+        from chorus.atomic import write_json, write_text
 
         batches = eval_iterator(jax.process_index(), jax.process_count(), t.seed)
         result = loss_metrics(eval_loss_fn, params, batches)
@@ -631,10 +631,10 @@ def transcribe_main(argv: list[str]) -> int:
     parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
 
+    from chorus.audio.io import load_wave
+    from chorus.audio.mel import log_mel
     from chorus.training.evaluation import restore_params
     from chorus.training.run_config import read_run_config
-    from data_pipelines.audio_io import load_wave
-    from data_pipelines.mel import log_mel
     from data_pipelines.tokenizer import TextTokenizer
 
     config = read_run_config(args.workdir)

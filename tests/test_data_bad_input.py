@@ -7,8 +7,8 @@ import pytest
 import soundfile
 
 from chorus.vocab import VocabLayout
-from data_pipelines.audio_io import AudioLimits, Skip, read_record
 from data_pipelines.pipeline import make_train_iterator
+from data_pipelines.records import AudioLimits, Skip, read_record
 from data_pipelines.sources import FieldMap
 from data_pipelines.tokenizer import train_tokenizer
 

@@ -6,7 +6,8 @@ import librosa
 import numpy as np
 import pytest
 
-from data_pipelines import augment, features_jax, mel
+from chorus.audio import mel, mel_jax, spec_augment
+from data_pipelines import augment
 
 # Max |difference| of log-mel values (natural log, floor 1e-6) against librosa in fp32.
 LOG_MEL_ATOL = 5e-4
@@ -42,7 +43,7 @@ def test_numpy_log_mel_matches_librosa():
 
 def test_jax_log_mel_matches_librosa_and_numpy_under_jit():
     waves = np.stack([_test_wave(seed=0), _test_wave(seed=1)])  # batched: (2, N)
-    feats = np.asarray(jax.jit(features_jax.log_mel)(waves))
+    feats = np.asarray(jax.jit(mel_jax.log_mel)(waves))
     assert feats.shape == (2, waves.shape[1] // 160, 128)
     for i in range(2):
         np.testing.assert_allclose(feats[i], _librosa_log_mel(waves[i]), atol=LOG_MEL_ATOL,
@@ -54,8 +55,8 @@ def test_padded_batch_features_equal_unpadded_on_valid_frames():
     short = _test_wave(seconds=0.8)
     padded = np.zeros(16000, np.float32)
     padded[: len(short)] = short
-    feats = np.asarray(features_jax.log_mel(padded[None]))[0]
-    mask = np.asarray(features_jax.frame_mask(np.array([len(short)]), feats.shape[0]))[0]
+    feats = np.asarray(mel_jax.log_mel(padded[None]))[0]
+    mask = np.asarray(mel_jax.frame_mask(np.array([len(short)]), feats.shape[0]))[0]
     assert mask.sum() == len(short) // 160 and mask[: mask.sum()].all()
     np.testing.assert_allclose(feats[mask], mel.log_mel(short), atol=LOG_MEL_ATOL, rtol=0)
 
@@ -64,9 +65,9 @@ def test_spec_augment_masks_only_valid_frames():
     feats = jnp.asarray(np.random.default_rng(0).standard_normal((3, 2, 96, 128)), jnp.float32)
     lengths = np.array([[96, 40], [10, 0], [64, 96]])
     mask = jnp.arange(96) < jnp.asarray(lengths)[..., None]
-    config = features_jax.SpecAugmentConfig(num_freq_masks=2, max_freq_width=20,
+    config = spec_augment.SpecAugmentConfig(num_freq_masks=2, max_freq_width=20,
                                             num_time_masks=2, max_time_fraction=0.2)
-    augment_fn = jax.jit(features_jax.spec_augment, static_argnums=3)
+    augment_fn = jax.jit(spec_augment.spec_augment, static_argnums=3)
     out = np.asarray(augment_fn(jax.random.key(1), feats, mask, config))
     again = np.asarray(augment_fn(jax.random.key(1), feats, mask, config))
     np.testing.assert_array_equal(out, again)  # deterministic in the key
@@ -94,8 +95,8 @@ def test_spec_augment_masks_only_valid_frames():
 def test_spec_augment_without_masks_is_identity():
     feats = jnp.ones((2, 16, 128))
     mask = jnp.ones((2, 16), bool)
-    config = features_jax.SpecAugmentConfig(num_freq_masks=0, num_time_masks=0)
-    np.testing.assert_array_equal(features_jax.spec_augment(jax.random.key(0), feats, mask,
+    config = spec_augment.SpecAugmentConfig(num_freq_masks=0, num_time_masks=0)
+    np.testing.assert_array_equal(spec_augment.spec_augment(jax.random.key(0), feats, mask,
                                                             config), feats)
 
 

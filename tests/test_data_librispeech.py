@@ -18,8 +18,8 @@ from google.protobuf import json_format
 from tensorflow_datasets.core.proto import feature_pb2
 from tensorflow_datasets.proto import tf_example_pb2, tf_feature_pb2
 
+from chorus.audio import mel
 from chorus.vocab import VocabLayout
-from data_pipelines import mel
 from data_pipelines.pipeline import make_eval_iterator, make_train_iterator
 from data_pipelines.sources import (
     LIBRISPEECH_FIELDS,

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from chorus.audio import mel
 from chorus.vocab import VocabLayout, num_audio_placeholders
-from data_pipelines import mel
 from data_pipelines.codes import EnergyCodes
 from data_pipelines.corpus_plan import describe_controls
 from data_pipelines.personas import sample_exchange

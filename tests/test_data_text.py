@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
+from chorus.audio.text import normalize_text, number_to_words
 from data_pipelines import personas
-from data_pipelines.normalize import normalize_text, number_to_words
 from data_pipelines.text_generator import (
     CATEGORIES,
     COMPOSITIONAL_PAIRS,

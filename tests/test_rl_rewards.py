@@ -4,6 +4,7 @@ import jiwer
 import numpy as np
 import pytest
 
+from chorus.audio.text import normalize_text
 from chorus.config import ConfigError
 from chorus.rl.rewards import (
     RewardMixConfig,
@@ -13,7 +14,6 @@ from chorus.rl.rewards import (
     get_reward,
     register_reward,
 )
-from data_pipelines.normalize import normalize_text
 
 
 @register_reward("test_len")

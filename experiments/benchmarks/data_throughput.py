@@ -16,7 +16,7 @@ import platform
 import tempfile
 import time
 
-from data_pipelines.atomic import write_json, write_text
+from chorus.atomic import write_json, write_text
 
 
 def measure(data_dir: str, task: str, split: str, num_workers: int, batches: int,

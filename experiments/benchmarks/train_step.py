@@ -36,10 +36,10 @@ import numpy as np
 import optax
 
 from chorus import sharding
+from chorus.atomic import write_json, write_text
 from chorus.commands.common import add_config_args, config_from_args
 from chorus.config import Config, apply_overrides
 from chorus.training import distributed
-from chorus.training.atomic import write_json, write_text
 from chorus.training.experiment import Experiment
 from chorus.training.synthetic import SyntheticBatches, synthetic_experiment
 from chorus.training.trainer import Trainer, init_state, make_state_spec

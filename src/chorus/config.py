@@ -116,7 +116,7 @@ class AudioEncoderConfig:
     adaptor_dim: int = 256
     # Fixed affine input normalization (x - mel_mean) / mel_std: frame-local, so it keeps
     # streaming causal and padding-invariant. The defaults centre the natural-log mel of
-    # data_pipelines.mel on speech at a typical level (measured: mean -8.3, std 4.1).
+    # chorus.audio.mel on speech at a typical level (measured: mean -8.3, std 4.1).
     mel_mean: float = -8.0
     mel_std: float = 4.0
 

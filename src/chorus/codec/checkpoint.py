@@ -8,7 +8,7 @@ from typing import Any
 import flax.serialization
 import jax
 
-from chorus.codec import atomic
+from chorus import atomic
 
 
 def save(path: str, tree: Any) -> None:

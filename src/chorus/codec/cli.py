@@ -41,8 +41,8 @@ def _train(argv: list[str]) -> int:
 
 
 def _encode(argv: list[str]) -> int:
-    from chorus.codec import atomic
-    from chorus.codec.audio import read_wav
+    from chorus import atomic
+    from chorus.audio.io import load_wave
     from chorus.codec.pipeline import Codec
 
     p = argparse.ArgumentParser(prog="chorus codec encode")
@@ -51,7 +51,7 @@ def _encode(argv: list[str]) -> int:
     p.add_argument("--workdir", required=True)
     a = p.parse_args(argv)
     codec = Codec.load(a.workdir)
-    wave = read_wav(a.wav, codec.cfg.mel.sample_rate, codec.min_samples)
+    wave = load_wave(a.wav, min_samples=codec.min_samples)
     codes = codec.encode(wave)
     atomic.write_npy(a.codes, codes)
     rate = codes.size / (wave.size / codec.cfg.mel.sample_rate)
@@ -70,7 +70,7 @@ def _load_codes(path: str) -> np.ndarray:
 
 
 def _decode(argv: list[str]) -> int:
-    from chorus.codec.audio import read_wav, write_wav
+    from chorus.audio.io import load_wave, write_wav
     from chorus.codec.pipeline import Codec
 
     p = argparse.ArgumentParser(prog="chorus codec decode")
@@ -90,8 +90,7 @@ def _decode(argv: list[str]) -> int:
     codes = codec.check_codes(_load_codes(a.codes), a.codes)
     speaker = a.voice
     if a.speaker:
-        speaker = codec.speaker_embedding(read_wav(a.speaker, codec.cfg.mel.sample_rate,
-                                                   codec.min_samples))
+        speaker = codec.speaker_embedding(load_wave(a.speaker, min_samples=codec.min_samples))
     if a.stream:
         if a.vocoder != "neural":
             raise ValueError("--stream: expected the neural vocoder, got --vocoder griffin-lim")
@@ -131,7 +130,7 @@ def main(argv: list[str]) -> int:
     if name not in COMMANDS:
         print(f"chorus codec: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    from chorus.codec.audio import AudioError
+    from chorus.audio.io import AudioError
     from chorus.codec.config import ConfigError
 
     try:

@@ -44,7 +44,7 @@ class MelConfig:
     n_mels: int = 128
 
     def __post_init__(self):
-        from data_pipelines import mel as features  # numpy only: cheap to import
+        from chorus.audio import mel as features  # numpy only: cheap to import
 
         for name, value in (("sample_rate", features.SAMPLE_RATE),
                             ("hop_length", features.HOP_LENGTH), ("n_mels", features.N_MELS)):

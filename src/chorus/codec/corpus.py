@@ -23,8 +23,8 @@ import os
 
 import numpy as np
 
-from chorus.codec import atomic
-from chorus.codec.audio import AudioError, read_wav
+from chorus import atomic
+from chorus.audio.io import AudioError, from_int16, load_wave, to_int16
 from chorus.codec.config import CorpusConfig
 from chorus.codec.sentences import distinct_sentences
 
@@ -53,7 +53,7 @@ class Corpus:
     def save(self, path: str) -> None:
         lengths = np.asarray([w.size for w in self.waves], np.int64)
         audio = np.concatenate(self.waves) if self.waves else np.zeros((0,), np.float32)
-        pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        pcm = to_int16(audio)
         meta = json.dumps({"texts": self.texts, "speakers": self.speakers,
                            "sample_rate": self.sample_rate})
         atomic.write_npz(path, pcm=pcm, lengths=lengths, meta=np.asarray(meta))
@@ -62,7 +62,7 @@ class Corpus:
     def load(cls, path: str) -> Corpus:
         with np.load(path) as data:
             meta = json.loads(str(data["meta"]))
-            audio = data["pcm"].astype(np.float32) / 32767.0
+            audio = from_int16(data["pcm"])
             bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
         waves = [audio[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return cls(waves, meta["texts"], meta["speakers"], meta["sample_rate"])
@@ -113,7 +113,7 @@ def read_shards_dir(data_dir: str, sample_rate: int, min_samples: int) -> dict[s
             continue  # e.g. test_compositional: not needed by the codec
         for record in read_shard(path):
             meta = record["meta"]
-            wave = record["audio"].astype(np.float32) / 32767.0
+            wave = from_int16(record["audio"])
             if wave.size < min_samples or not meta.get("text", "").strip():
                 continue
             splits[split].waves.append(wave)
@@ -152,7 +152,7 @@ def read_manifest_dir(data_dir: str, sample_rate: int, min_samples: int) -> dict
                                  f"got {split!r}")
             audio_path = os.path.join(data_dir, row["audio"])
             try:
-                wave = read_wav(audio_path, sample_rate, min_samples)
+                wave = load_wave(audio_path, min_samples=min_samples)
             except AudioError as e:
                 raise ValueError(f"{where}: {e}") from None
             splits[split].waves.append(wave)

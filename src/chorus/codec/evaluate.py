@@ -21,12 +21,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from chorus.codec import atomic, text
+from chorus import atomic
 from chorus.codec.corpus import Corpus
 from chorus.codec.features import round_up
-from chorus.codec.mel import mel_cepstral_distortion
 from chorus.codec.pipeline import CODES_PER_BUCKET, Codec, codec_dir
 from chorus.codec.speaker import cosine, equal_error_rate, trial_scores
+from chorus.eval.audio_metrics import mel_cepstral_distortion
+from chorus.eval.text_metrics import error_rates
 
 VOCODERS = ("neural", "griffin-lim")
 
@@ -106,7 +107,7 @@ def evaluate_codec(workdir: str, limit: int | None = None, vocoders=VOCODERS,
         "audio_seconds": round(audio, 2),
         "codes_per_second": round(total_codes / audio, 3),
         "num_codes": codec.cfg.fsq.num_codes,
-        "cer_original": round(text.character_error_rate(refs, orig_hyps), 4),
+        "cer_original": round(error_rates(refs, orig_hyps)["cer"], 4),
         "rtf_encode": round(seconds["encode"] / audio, 4),
         "resynthesis": {},
     }
@@ -114,7 +115,7 @@ def evaluate_codec(workdir: str, limit: int | None = None, vocoders=VOCODERS,
         entry = {"mel_l1": round(float(np.mean(row["mel_l1"])), 4),
                  "mcd_db": round(float(np.mean(row["mcd"])), 3),
                  "speaker_similarity": round(float(np.mean(row["sim"])), 4),
-                 "cer": round(text.character_error_rate(refs, row["hyp"]), 4)}
+                 "cer": round(error_rates(refs, row["hyp"])["cer"], 4)}
         if name in vocoders:
             entry["rtf_decode"] = round((seconds["flow"] + seconds[name]) / audio, 4)
         results["resynthesis"][name] = entry

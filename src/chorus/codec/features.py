@@ -1,6 +1,6 @@
 """Log-mel features of clips, their per-bin normalization, and length bucketing.
 
-The feature definition is the project's (`data_pipelines.features_jax.log_mel`).
+The feature definition is the project's (`chorus.audio.mel_jax.log_mel`).
 Bucketing: clips are zero-padded to a multiple of `bucket` samples before the (jitted) log-mel
 so only a few shapes are compiled; frames of a padded clip equal those of the unpadded clip
 because framing already pads with zeros.
@@ -14,10 +14,10 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-from chorus.codec import atomic
+from chorus import atomic
+from chorus.audio.mel_jax import log_mel
 from chorus.codec.compile import jit
 from chorus.codec.config import MelConfig
-from chorus.codec.mel import log_mel, num_frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,8 @@ class MelStats:
 
 @functools.lru_cache(maxsize=8)
 def _jitted_log_mel(cfg: MelConfig):
-    return jit(lambda w: log_mel(w, cfg))
+    del cfg  # validated against the one definition when the config was built
+    return jit(log_mel)
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -62,7 +63,7 @@ def clip_log_mel(wave: np.ndarray, cfg: MelConfig, bucket: int | None = None) ->
     bucket = bucket or cfg.sample_rate
     padded = np.zeros(round_up(max(wave.size, 1), bucket), np.float32)
     padded[:wave.size] = wave
-    frames = num_frames(wave.size, cfg.hop_length)
+    frames = wave.size // cfg.hop_length
     return np.asarray(_jitted_log_mel(cfg)(jnp.asarray(padded)))[:frames]
 
 

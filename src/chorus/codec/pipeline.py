@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chorus.audio.io import check_wave
 from chorus.codec import checkpoint, flow, text
-from chorus.codec.audio import check_wave
 from chorus.codec.compile import jit
 from chorus.codec.config import CodecConfig
 from chorus.codec.features import MelStats, clip_log_mel, round_up
@@ -257,7 +257,7 @@ class AudioToCodes:
         return {"workdir": self.workdir, "_codec": None}
 
     def __call__(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        from chorus.codec.audio import resample
+        from chorus.audio.resample import resample
 
         if self._codec is None:
             self._codec = Codec.load(self.workdir)

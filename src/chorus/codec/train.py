@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chorus.codec import atomic, text
+from chorus import atomic
+from chorus.codec import text
 from chorus.codec.config import CodecConfig, ConfigError
 from chorus.codec.corpus import prepare_corpus
 from chorus.codec.features import MelStats, clip_log_mel, pad_batch, round_up

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chorus.codec import mel as melspec
+from chorus.audio import mel_jax
 from chorus.codec.config import MelConfig, VocoderConfig
 from chorus.codec.layers import ConvNeXtBlock
 
@@ -39,20 +39,20 @@ class Vocoder(nn.Module):
         # Why the clip: exp of an untrained head can overflow; 1e2 is far above speech levels.
         mag = jnp.minimum(jnp.exp(log_mag), 1e2)
         spec = mag * jnp.cos(phase) + 1j * (mag * jnp.sin(phase))
-        return melspec.istft(spec, c.n_fft, self.hop_length, frame_mask=mask)
+        return mel_jax.istft(spec, c.n_fft, self.hop_length, frame_mask=mask)
 
 
 def vocoder_loss(model: Vocoder, params, batch: dict, mel_cfg: MelConfig, mel_mean, mel_std):
     """Log-mel L1 + multi-resolution STFT (spectral convergence + log magnitude) on a crop."""
     wave = batch["wave"]
-    target_mel = melspec.log_mel(wave, mel_cfg)
+    target_mel = mel_jax.log_mel(wave)
     mask = jnp.ones(target_mel.shape[:2])
     pred = model.apply({"params": params}, (target_mel - mel_mean) / mel_std, mask)
-    mel_l1 = jnp.mean(jnp.abs(melspec.log_mel(pred, mel_cfg) - target_mel))
+    mel_l1 = jnp.mean(jnp.abs(mel_jax.log_mel(pred) - target_mel))
     sc_total, mag_total = 0.0, 0.0
     for n_fft in model.cfg.stft_resolutions:
-        ref = jnp.abs(melspec.stft(wave, n_fft, n_fft // 4))
-        hyp = jnp.abs(melspec.stft(pred, n_fft, n_fft // 4))
+        ref = jnp.abs(mel_jax.stft(wave, n_fft, n_fft // 4))
+        hyp = jnp.abs(mel_jax.stft(pred, n_fft, n_fft // 4))
         sc_total += jnp.sqrt(jnp.sum((ref - hyp) ** 2) / jnp.maximum(jnp.sum(ref**2), 1e-8))
         mag_total += jnp.mean(jnp.abs(jnp.log(jnp.maximum(ref, 1e-5))
                                       - jnp.log(jnp.maximum(hyp, 1e-5))))
@@ -66,7 +66,7 @@ def griffin_lim(log_mel_frames: np.ndarray, cfg: MelConfig, n_iter: int) -> np.n
     """Baseline: pseudo-inverse of the mel filterbank, then Griffin-Lim phase recovery."""
     import librosa
 
-    from data_pipelines import mel as features
+    from chorus.audio import mel as features
 
     power_mel = np.exp(np.asarray(log_mel_frames, np.float64)).T
     wave = librosa.feature.inverse.mel_to_audio(

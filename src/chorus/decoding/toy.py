@@ -20,7 +20,7 @@ import optax
 from chorus.config import Config, load_config
 from chorus.model.factory import init_params
 from chorus.model.heads import MTPConfig, init_mtp_params, mtp_loss
-from chorus.training.losses import cross_entropy
+from chorus.model.losses import cross_entropy
 from chorus.vocab import VocabLayout
 
 # A small backbone (vocab 128) that learns the task in ~100 steps on CPU.

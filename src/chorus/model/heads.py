@@ -33,8 +33,8 @@ from chorus import sharding
 from chorus.config import Config, ConfigError, ModelConfig
 from chorus.model.decoder import DecoderBlock
 from chorus.model.layers import Projection, RMSNorm, dtype_of
+from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
-from chorus.training.losses import cross_entropy, token_accuracy
 
 DESIGNS = ("sequential", "parallel")
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from chorus.config import Config, ConfigError
 from chorus.model.factory import example_batch
+from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
 from chorus.rl import rollout, value_head
 from chorus.rl.dpo import DPOConfig, dpo_loss, preference_loss
@@ -39,7 +40,6 @@ from chorus.rl.ppo import PPOConfig, kl_shaped_rewards, ppo_advantages, ppo_loss
 from chorus.rl.rewards import compute_rewards
 from chorus.rl.settings import RLSettings
 from chorus.training.experiment import Experiment
-from chorus.training.losses import cross_entropy, token_accuracy
 from chorus.vocab import VocabLayout
 
 

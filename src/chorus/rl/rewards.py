@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from chorus.audio.text import normalize_text
+from chorus.eval.text_metrics import utterance_error_rates
 from chorus.rl.checks import fail, require, require_one_of
-from data_pipelines.normalize import normalize_text
 
 RewardFn = Callable[..., np.ndarray]
 NORMALIZATIONS = ("none", "batch", "group")
@@ -175,46 +176,34 @@ def _texts(reward: str, field: str, values: Sequence[Any] | None, batch: int) ->
     return values
 
 
-def _pairs(reward: str, completions, references, normalize) -> list[tuple[str, str]]:
-    """(normalized reference, normalized hypothesis) per completion."""
-    # Default: the data pipelines' canonical WER/CER normalization (lower-case, apostrophes
-    # dropped, digits to words, other punctuation to spaces), so rewards agree with eval.
-    norm = normalize or normalize_text
+def _checked(reward: str, completions, references) -> tuple[list[str], list[str]]:
     hyps = _texts(reward, "completions", completions, len(completions))
-    refs = _texts(reward, "references", references, len(completions))
-    return [(norm(r), norm(h)) for r, h in zip(refs, hyps, strict=True)]
-
-
-def _error_rate(kind: str, ref: str, hyp: str) -> float:
-    import jiwer  # lazy: only text rewards need it
-
-    if not ref:  # jiwer counts insertions against an empty reference; keep rewards bounded
-        return 0.0 if not hyp else 1.0
-    return float(jiwer.cer(ref, hyp) if kind == "cer" else jiwer.wer(ref, hyp))
+    return hyps, _texts(reward, "references", references, len(completions))
 
 
 @register_reward("exact_match")
 def exact_match(prompts, completions, *, references=None, normalize: TextNormalizer | None = None,
                 **_) -> np.ndarray:
     """1.0 where the normalized completion equals the normalized reference, else 0.0."""
-    pairs = _pairs("exact_match", completions, references, normalize)
-    return np.array([float(r == h) for r, h in pairs])
+    hyps, refs = _checked("exact_match", completions, references)
+    norm = normalize or normalize_text
+    return np.array([float(norm(r) == norm(h)) for r, h in zip(refs, hyps, strict=True)])
 
 
 @register_reward("neg_cer")
 def neg_cer(prompts, completions, *, references=None, normalize: TextNormalizer | None = None,
             **_) -> np.ndarray:
     """−CER of each completion against its reference (after normalization)."""
-    pairs = _pairs("neg_cer", completions, references, normalize)
-    return np.array([-_error_rate("cer", r, h) for r, h in pairs])
+    hyps, refs = _checked("neg_cer", completions, references)
+    return -utterance_error_rates(refs, hyps, "cer", normalize)
 
 
 @register_reward("neg_wer")
 def neg_wer(prompts, completions, *, references=None, normalize: TextNormalizer | None = None,
             **_) -> np.ndarray:
     """−WER of each completion against its reference (after normalization)."""
-    pairs = _pairs("neg_wer", completions, references, normalize)
-    return np.array([-_error_rate("wer", r, h) for r, h in pairs])
+    hyps, refs = _checked("neg_wer", completions, references)
+    return -utterance_error_rates(refs, hyps, "wer", normalize)
 
 
 @register_reward("length_penalty")

@@ -13,9 +13,9 @@ import jax
 import numpy as np
 
 from chorus import sharding
+from chorus.atomic import write_json
 from chorus.config import Config
 from chorus.training import distributed
-from chorus.training.atomic import write_json
 from chorus.training.checkpointing import Checkpoints
 from chorus.training.experiment import Experiment, LossFn, merge_params
 from chorus.training.step import step_key

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chorus.training.losses import cross_entropy, token_accuracy
+from chorus.model.losses import cross_entropy, token_accuracy
 
 
 def make_lm_loss(model):

@@ -14,8 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from chorus.atomic import write_json
 from chorus.config import Config
-from chorus.training.atomic import write_json
 
 CONFIG_NAME = "config.json"
 

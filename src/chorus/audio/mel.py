@@ -1,4 +1,4 @@
-"""128-bin log-mel features on the host (NumPy); `features_jax.py` is the jit-able twin.
+"""128-bin log-mel features on the host (NumPy); `mel_jax.py` is the jit-able twin.
 
 Definition (the model's audio input):
   16 kHz mono, 25 ms periodic-Hann window (400 samples), 10 ms hop (160), n_fft = 400,
@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from data_pipelines.resample import SAMPLE_RATE
+from chorus.audio.resample import SAMPLE_RATE
 
 N_FFT = 400
 WIN_LENGTH = 400
@@ -60,11 +60,11 @@ def mel_filterbank() -> np.ndarray:
     return np.ascontiguousarray(weights.T, dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def hann_window() -> np.ndarray:
-    """Periodic Hann of WIN_LENGTH (== N_FFT here), librosa's `get_window("hann", fftbins=True)`."""
-    n = np.arange(WIN_LENGTH)
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / WIN_LENGTH)).astype(np.float32)
+@functools.lru_cache(maxsize=16)
+def hann_window(length: int = WIN_LENGTH) -> np.ndarray:
+    """Periodic Hann of `length` samples, librosa's `get_window("hann", fftbins=True)`."""
+    n = np.arange(length)
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,23 +11,22 @@ counts the reason. Reasons:
   missing_field      the record lacks the audio or text field
   empty_text         transcript (or a required text) empty after stripping
   non_ascii_text     a text the tokenizer cannot round-trip (non-ASCII or undecodable)
-Other sample rates are resampled, multi-channel audio is averaged to mono.
+Audio is read by the one reader, `chorus.audio.io.load_wave` (other sample rates resampled,
+multi-channel audio averaged to mono).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
-import struct
 
 import numpy as np
 
-from data_pipelines.resample import SAMPLE_RATE, resample_to_16k
+from chorus.audio.io import REASONS as AUDIO_REASONS
+from chorus.audio.io import AudioError, load_wave
+from chorus.audio.resample import SAMPLE_RATE
 from data_pipelines.sources import FieldMap
 
-SKIP_REASONS = ("unreadable_audio", "truncated_audio", "empty_audio", "non_finite_audio",
-                "silent_audio", "too_long_audio", "missing_field", "empty_text",
+SKIP_REASONS = (*AUDIO_REASONS, "silent_audio", "too_long_audio", "missing_field", "empty_text",
                 "non_ascii_text", "too_long_for_seq_len")
 
 
@@ -66,79 +65,6 @@ class Record:
     answer: str
 
 
-class _BadAudio(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-
-
-def _wav_data_shortfall(data: bytes) -> int:
-    """Bytes missing from a RIFF/WAVE file's data chunk (0 if complete or not a WAV)."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return 0
-    pos = 12
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        if chunk_id == b"data":
-            return max(0, size - (len(data) - pos - 8))
-        pos += 8 + size + (size & 1)
-    return 0
-
-
-def _decode_file_bytes(data: bytes) -> tuple[np.ndarray, int]:
-    import soundfile
-
-    try:
-        with soundfile.SoundFile(io.BytesIO(data)) as f:
-            wave = f.read(dtype="float32", always_2d=True)
-            sample_rate = f.samplerate
-    except Exception as e:  # libsndfile raises several types for corrupt input
-        raise _BadAudio("unreadable_audio", f"{type(e).__name__}: {e}") from None
-    missing = _wav_data_shortfall(data)
-    if missing:
-        raise _BadAudio("truncated_audio", f"WAV data chunk is {missing} bytes short")
-    return wave, sample_rate
-
-
-def _to_float(samples: np.ndarray) -> np.ndarray:
-    if samples.dtype == np.int16:
-        return samples.astype(np.float32) / 32768.0
-    if samples.dtype == np.int32:
-        return (samples.astype(np.float64) / 2**31).astype(np.float32)
-    if samples.dtype == np.uint8:
-        return (samples.astype(np.float32) - 128.0) / 128.0
-    if np.issubdtype(samples.dtype, np.integer):  # int64 storage of int16 samples
-        return samples.astype(np.float32) / 32768.0
-    return samples.astype(np.float32)
-
-
-def load_wave(value, default_sample_rate: int) -> np.ndarray:
-    """Any stored audio (sample array, encoded file bytes, or a file path) -> mono 16 kHz."""
-    if isinstance(value, str | os.PathLike):
-        try:
-            with open(value, "rb") as f:
-                value = f.read()
-        except OSError as e:
-            raise _BadAudio("unreadable_audio", f"{value}: {e}") from None
-    if isinstance(value, bytes | bytearray | memoryview):
-        wave, sample_rate = _decode_file_bytes(bytes(value))
-    else:
-        wave, sample_rate = _to_float(np.asarray(value)), default_sample_rate
-    if wave.ndim == 2:
-        # (samples, channels) as soundfile/TFDS store it; a (channels, samples) array is
-        # recognized by having fewer rows than columns.
-        channel_axis = 1 if wave.shape[0] >= wave.shape[1] else 0
-        wave = wave.mean(axis=channel_axis)
-    if wave.ndim != 1:
-        raise _BadAudio("unreadable_audio", f"expected 1-D or 2-D audio, got {wave.shape}")
-    if wave.size == 0:
-        raise _BadAudio("empty_audio", "0 samples")
-    if not np.all(np.isfinite(wave)):
-        raise _BadAudio("non_finite_audio", f"{int(np.sum(~np.isfinite(wave)))} NaN/Inf samples")
-    wave = resample_to_16k(wave, int(sample_rate))
-    return np.clip(wave, -1.0, 1.0).astype(np.float32)
-
-
 def _text(record: dict, field: str | None) -> str:
     if field is None or field not in record:
         return ""
@@ -167,8 +93,8 @@ def read_record(record: dict, fields: FieldMap, limits: AudioLimits,
         if name not in record:
             return Skip("missing_field", f"no field {name!r}; record has {sorted(record)}")
     try:
-        wave = load_wave(record[fields.audio], fields.sample_rate)
-    except _BadAudio as e:
+        wave = load_wave(record[fields.audio], fields.sample_rate, source=f"field {fields.audio!r}")
+    except AudioError as e:
         return Skip(e.reason, str(e))
     if float(np.max(np.abs(wave))) < limits.silence_peak:
         return Skip("silent_audio", f"peak {float(np.max(np.abs(wave))):.2e}")

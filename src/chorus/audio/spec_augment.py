@@ -1,6 +1,5 @@
-"""Log-mel and SpecAugment in JAX, usable inside jit (same definition as `mel.py`).
+"""SpecAugment of log-mel features in JAX (frequency and time masks inside each clip).
 
-    feats = log_mel(waves)                      # (..., N) -> (..., N // 160, 128)
     feats = spec_augment(rng, feats, mask)      # masks inside each clip's valid frames
 """
 
@@ -10,26 +9,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-
-from data_pipelines import mel
-
-
-def log_mel(waves: jax.Array) -> jax.Array:
-    """(..., N) float 16 kHz -> (..., N // 160, 128) float32; N must be static."""
-    waves = jnp.asarray(waves, jnp.float32)
-    num_samples = waves.shape[-1]
-    pad = [(0, 0)] * (waves.ndim - 1) + [(mel.N_FFT // 2, mel.N_FFT // 2)]
-    padded = jnp.pad(waves, pad)
-    frames = padded[..., mel.frame_indices(num_samples)] * mel.hann_window()
-    spectrum = jnp.fft.rfft(frames, n=mel.N_FFT, axis=-1)
-    power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
-    mels = jnp.matmul(power, mel.mel_filterbank(), precision=jax.lax.Precision.HIGHEST)
-    return jnp.log(jnp.maximum(mels, mel.LOG_FLOOR))
-
-
-def frame_mask(num_samples: jax.Array, num_frames: int) -> jax.Array:
-    """(...,) valid sample counts -> (..., num_frames) bool: frames inside each clip."""
-    return jnp.arange(num_frames) < (jnp.asarray(num_samples) // mel.HOP_LENGTH)[..., None]
 
 
 @dataclasses.dataclass(frozen=True)
