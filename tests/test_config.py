@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import typing
 
 import pytest
 
@@ -12,6 +13,7 @@ from chorus.config import (
     apply_overrides,
     get_preset,
     load_config,
+    settings_from,
 )
 
 
@@ -79,3 +81,37 @@ def test_apply_overrides_from_mapping():
 def test_direct_construction_validates():
     with pytest.raises(ConfigError, match="model.head_dim: expected an even number"):
         ModelConfig(head_dim=31)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    design: typing.Literal["parallel", "sequential"] = "sequential"
+    num_heads: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    data_dir: str = ""
+    weight: float = 1.0
+    inner: _Inner | None = _Inner(design="parallel", num_heads=4)
+    splits: tuple[str, ...] = ("test",)
+
+
+def test_settings_from_coerces_merges_over_field_defaults_and_names_bad_keys():
+    s = settings_from(_Settings, {"module": "asr", "weight": 2, "inner": {"num_heads": 3},
+                                  "splits": ["a", "b"]})
+    assert s == _Settings(weight=2.0, inner=_Inner("parallel", 3), splits=("a", "b"))
+    assert isinstance(s.weight, float)
+    assert settings_from(_Settings, {"inner": None}).inner is None
+    with pytest.raises(ConfigError, match=r"experiment: unknown field\(s\) \['wieght'\]"):
+        settings_from(_Settings, {"wieght": 1})
+    with pytest.raises(ConfigError, match=r"experiment.inner.design: expected one of "
+                                          r"\['parallel', 'sequential'\], got 'medusa'"):
+        settings_from(_Settings, {"inner": {"design": "medusa"}})
+    with pytest.raises(ConfigError, match=r"experiment.weight: expected a number, got 'x'"):
+        settings_from(_Settings, {"weight": "x"})
+
+
+def test_overrides_of_nested_experiment_settings_merge_over_defaults():
+    config = apply_overrides(get_preset("cpu-tiny"), ["experiment.inner.num_heads=5"])
+    assert settings_from(_Settings, config.experiment).inner == _Inner("parallel", 5)

@@ -313,22 +313,41 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(value: Any, tp: Any, field: str) -> Any:
-    """Checks `value` against the annotation `tp`, allowing int -> float and list -> tuple."""
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, tp: Any, field: str, default: Any = dataclasses.MISSING) -> Any:
+    """Checks `value` against the annotation `tp`, allowing int -> float and list -> tuple.
+
+    A mapping given for a dataclass-typed field is merged over the field's `default` when that
+    is a dataclass instance, so `--set experiment.mtp.num_heads=2` keeps the other MTP fields
+    of the default (not of the class)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        candidates = [arg for arg in args if arg is not type(None)]
+        if len(candidates) == 1:  # Optional[X]: X's own error names the nested field
+            return _coerce(value, candidates[0], field, default)
+        for arg in candidates:
             try:
-                return _coerce(value, arg, field)
+                return _coerce(value, arg, field, default)
             except ConfigError:
                 continue
         _fail(field, f"a value of type {tp}", value)
     if tp is Any:
+        return value
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        check(value in choices, field, f"one of {list(choices)}", value)
         return value
     if tp is bool:
         check(isinstance(value, bool), field, "a bool", value)
@@ -351,23 +370,57 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
         check(isinstance(value, Mapping), field, "a mapping", value)
         return dict(value)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
         check(isinstance(value, Mapping), field, "a mapping", value)
+        if isinstance(default, tp):
+            value = _deep_merge(dataclass_to_dict(default), value)
         return dataclass_from_dict(tp, value, prefix=field)
     return value
 
 
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
 def dataclass_from_dict(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    """Builds (and so validates) `cls` from plain JSON-like data: every value is coerced to its
+    field's annotation, unknown keys fail naming the field, missing keys take the defaults,
+    and partial mappings for nested dataclass fields merge over the field's default."""
+    if not isinstance(data, Mapping):
+        _fail(prefix or "config", "a mapping", data)
     hints = _field_types(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         where = prefix or "config"
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; expected some of "
+                          f"{sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
         field = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], field)
-    return cls(**kwargs)
+        kwargs[name] = _coerce(value, hints[name], field, _default_of(fields[name]))
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field without a value
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+
+
+# Keys under `experiment` that the commands record for themselves (not a mode's settings).
+RESERVED_EXPERIMENT_KEYS = ("module",)
+
+
+def settings_from(cls: type, experiment: Mapping[str, Any], prefix: str = "experiment") -> Any:
+    """A mode's typed settings from `config.experiment` (the commands' own keys left out).
+
+    The one way an experiment reads its settings: `--set experiment.<field>=...` values are
+    coerced and validated by `cls`, an unknown key fails naming it and the known fields."""
+    data = {k: v for k, v in experiment.items() if k not in RESERVED_EXPERIMENT_KEYS}
+    return dataclass_from_dict(cls, data, prefix=prefix)
 
 
 # ----------------------------------------------------------------------------- overrides
