@@ -12,7 +12,7 @@ RUN_DIR=${RUN_DIR:-runs/reproduce}
 STEPS=${STEPS:-800}
 CHORUS=.venv/bin/chorus
 PY=.venv/bin/python
-export JAX_PLATFORMS=cpu
+
 
 $CHORUS data synth --out "$RUN_DIR/corpus" --hours 6 --seed 0
 $CHORUS train --experiment asr --preset cpu-tiny --workdir "$RUN_DIR/asr" \

@@ -23,6 +23,13 @@ def test_info_counts_add_up_and_shard_per_device():
     assert 4 < ratio <= 8
 
 
+def test_info_reports_the_platform_and_devices_jax_sees():
+    runtime = info(load_config("cpu-tiny"))["runtime"]
+    # tests/conftest.py gives this process 8 CPU devices; nothing in chorus chose them.
+    assert runtime["platform"] == "cpu" and runtime["device_count"] == 8
+    assert runtime["device_kinds"] == {"cpu": 8} and len(runtime["devices"]) == 8
+
+
 def test_info_seven_b_is_seven_b_class():
     out = info(load_config("tpu-v5p-64-7b"))
     assert 7.0e9 < out["parameters"]["decoder"] + out["parameters"]["embeddings"] < 8.0e9

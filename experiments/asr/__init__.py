@@ -41,12 +41,15 @@ from chorus.eval.text_metrics import error_rates
 from chorus.model import heads as mtp_heads
 from chorus.model.ctc import CtcHead, clip_transcripts, ctc_loss
 from chorus.model.factory import example_batch
+from chorus.model.flops import backbone_train_flops
 from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.evaluation import loss_metrics
 from chorus.training.experiment import Experiment
-from chorus.training.flops import backbone_train_flops
 from chorus.vocab import VocabLayout, num_audio_placeholders
+
+# The verbs this mode adds to the `chorus` command (read by chorus.cli without importing us).
+COMMANDS = {"transcribe": ("experiments.asr:transcribe_main", "transcribe audio files")}
 
 # ----------------------------------------------------------------------------- settings
 

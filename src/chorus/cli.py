@@ -1,59 +1,137 @@
-"""The `chorus` command. Each subcommand lives in the module that owns its job.
+"""The `chorus` command: one table of core commands, plus the commands each mode contributes.
 
-    chorus info      --preset P                 parameter counts, FLOPs/token, bytes per device
+    chorus info      --preset P                 platform, devices, parameter counts, FLOPs/token
     chorus compile   --preset P --topology T    AOT-compile the sharded train step for a TPU pod
-    chorus train     --experiment E ...         train (SFT) through the shared trainer
+    chorus train     --experiment E ...         train an experiment (all its stages)
     chorus eval      --experiment E ...         evaluate the latest checkpoint
-    chorus transcribe --workdir W FILE...       ASR on audio files
     chorus rl        --experiment E --algo A    RLHF (dpo | grpo | ppo)
     chorus ablate    --experiment E --sweep S   reward-design / algorithm sweeps
     chorus data      synth | stats | tokenizer  the offline corpus
-    chorus codec     train | encode | decode | eval
-    chorus bench     attention | data | train   benchmarks (JSON + markdown)
+    chorus bench     attention | data | train | decoding   benchmarks (JSON + markdown)
+    ...              the verbs of the modes (`chorus --help` lists them)
+
+A mode contributes verbs with a module-level literal in its experiment module (a file
+`experiments/<name>.py` or package `experiments/<name>/__init__.py`):
+
+    COMMANDS = {"transcribe": ("experiments.asr.cli:main", "transcribe audio files")}
+
+The table is read from the source without importing the module (so `chorus --help` stays
+fast and a broken mode cannot break the other commands); the target is imported only when
+its verb runs. A target `module:function` takes argv (list[str]) and returns an exit code.
+
+The platform is the user's: nothing here chooses one. JAX runs on what it finds (set
+JAX_PLATFORMS=cpu on a CPU host that has libtpu installed to skip its TPU probe; the Makefile
+and the tests do).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import os
 import sys
 
-# subcommand -> "module:function"; a function takes argv (list[str]) and returns an exit code.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("chorus.commands.info:main", "parameter counts, FLOPs per token, bytes per device"),
+# subcommand -> ("module:function", help)
+CORE_COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("chorus.commands.info:main", "platform, devices, parameter counts, FLOPs"),
     "compile": ("chorus.commands.compile:main", "AOT-compile the sharded train step for TPU"),
-    "train": ("chorus.training.cli:train_main", "train an experiment"),
+    "train": ("chorus.training.cli:train_main", "train an experiment (all its stages)"),
     "eval": ("chorus.training.cli:eval_main", "evaluate the latest checkpoint"),
-    "transcribe": ("experiments.asr:transcribe_main", "transcribe audio files"),
     "rl": ("chorus.rl.cli:main", "RLHF: dpo | grpo | ppo"),
     "ablate": ("chorus.rl.ablate:main", "reward-design / algorithm sweeps"),
     "data": ("data_pipelines.cli:main", "offline corpus: synth | stats | tokenizer"),
-    "codec": ("chorus.codec.cli:main", "speech tokenizer / detokenizer"),
-    "bench": ("experiments.benchmarks.cli:main", "benchmarks: attention | data | train"),
+    "bench": ("experiments.benchmarks.cli:main", "benchmarks (JSON + markdown)"),
 }
+MODES_PACKAGE = "experiments"
 
 
-def _usage() -> str:
+class CommandTableError(RuntimeError):
+    """A mode's COMMANDS literal is malformed or clashes with another command."""
+
+
+def _experiment_sources(package: str) -> list[tuple[str, str]]:
+    """(module name, source path) of each experiment module, found without importing any."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    found = []
+    for folder in spec.submodule_search_locations:
+        for entry in sorted(os.listdir(folder)):
+            path = os.path.join(folder, entry)
+            if entry.endswith(".py") and entry != "__init__.py":
+                found.append((f"{package}.{entry[:-3]}", path))
+            elif os.path.isfile(os.path.join(path, "__init__.py")):
+                found.append((f"{package}.{entry}", os.path.join(path, "__init__.py")))
+    return found
+
+
+def _declared_commands(path: str) -> dict | None:
+    """The literal value of a top-level `COMMANDS = {...}` in `path`, or None."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
+        if any(isinstance(t, ast.Name) and t.id == "COMMANDS" for t in targets):
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                raise CommandTableError(f"{path}: COMMANDS: expected a literal dict of "
+                                        "name -> ('module:function', help)") from None
+    return None
+
+
+def mode_commands(package: str = MODES_PACKAGE) -> dict[str, tuple[str, str]]:
+    """Verb -> ("module:function", help) contributed by the experiment modules."""
+    table: dict[str, tuple[str, str]] = {}
+    owner: dict[str, str] = {}
+    for module, path in _experiment_sources(package):
+        declared = _declared_commands(path)
+        if declared is None:
+            continue
+        if not isinstance(declared, dict):
+            raise CommandTableError(f"{path}: COMMANDS: expected a dict, got "
+                                    f"{type(declared).__name__}")
+        for name, value in declared.items():
+            ok = (isinstance(name, str) and isinstance(value, tuple) and len(value) == 2
+                  and all(isinstance(v, str) for v in value) and value[0].count(":") == 1)
+            if not ok:
+                raise CommandTableError(f"{path}: COMMANDS[{name!r}]: expected "
+                                        f"('module:function', help), got {value!r}")
+            clash = "the core commands" if name in CORE_COMMANDS else owner.get(name)
+            if clash:
+                raise CommandTableError(f"{path}: command {name!r} is already defined by "
+                                        f"{clash}")
+            table[name], owner[name] = value, module
+    return table
+
+
+def all_commands() -> dict[str, tuple[str, str]]:
+    return {**CORE_COMMANDS, **mode_commands()}
+
+
+def _usage(commands: dict[str, tuple[str, str]]) -> str:
     lines = ["usage: chorus COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in commands.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        commands = all_commands()
+    except CommandTableError as e:
+        print(f"chorus: {e}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_usage())
+        print(_usage(commands))
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"chorus: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+    if name not in commands:
+        print(f"chorus: unknown command {name!r}\n\n{_usage(commands)}", file=sys.stderr)
         return 2
-    # libtpu is installed for AOT compiles; CPU runs should not probe for a TPU runtime.
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    # Several processes may load libtpu for AOT compiles at once (tests, benchmarks).
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    target, _ = COMMANDS[name]
-    module_name, func_name = target.split(":")
+    module_name, func_name = commands[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(rest) or 0)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 
@@ -17,9 +18,9 @@ import jax
 import pallas_kernels
 from chorus import sharding
 from chorus.commands.common import add_config_args, config_from_args
-from chorus.commands.info import flops_per_token, parameter_counts
 from chorus.config import Config
 from chorus.model.factory import abstract_params
+from chorus.model.flops import flops_per_token, parameter_counts
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.lm_loss import make_lm_loss
 from chorus.training.optimizer import make_optimizer
@@ -33,6 +34,9 @@ def tpu_topology(name: str):
     """Describes a TPU topology like 'v5p:4x4x4' or 'v5e:2x2' without attaching to it."""
     from jax.experimental import topologies
 
+    # Several processes may load libtpu for AOT compiles at once (tests, benchmarks); libtpu
+    # reads this when the topology is first described, not at `import jax`.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     generation, _, shape = name.partition(":")
     dims = [int(d) for d in shape.split("x")] if shape else []
     if generation not in HBM_PER_CHIP_GIB or not dims:

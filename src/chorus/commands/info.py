@@ -1,4 +1,5 @@
-"""`chorus info --preset P`: parameter counts, FLOPs per token, bytes per device."""
+"""`chorus info --preset P`: the platform and devices JAX sees, parameter counts, FLOPs per
+token, bytes per device."""
 
 from __future__ import annotations
 
@@ -12,35 +13,9 @@ import numpy as np
 from chorus.commands.common import add_config_args, config_from_args
 from chorus.config import Config
 from chorus.model.factory import abstract_params, param_logical_specs
+from chorus.model.flops import flops_per_token, parameter_counts
 from chorus.model.unified import UnifiedAudioLM
 from chorus.sharding import LOGICAL_AXIS_RULES, MESH_AXES
-
-
-def _count(tree) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-def parameter_counts(params) -> dict[str, int]:
-    embed = _count(params["embed"])
-    head = _count(params.get("lm_head", {}))
-    encoder = _count(params["audio_encoder"])
-    decoder = _count(params["decoder"])
-    return {"total": _count(params), "embeddings": embed, "output_head": head,
-            "audio_encoder": encoder, "decoder": decoder}
-
-
-def flops_per_token(config: Config, counts: dict[str, int], seq_len: int) -> dict[str, float]:
-    """Decoder matmul FLOPs per text token (2·N per matmul weight) plus causal attention."""
-    m = config.model
-    matmul_params = counts["decoder"] + config.model.d_model * _vocab_size(config)
-    attention = 2 * 2 * m.num_layers * m.num_heads * m.head_dim * seq_len / 2  # causal half
-    forward = 2 * matmul_params + attention
-    return {"forward": forward, "train": 3 * forward}
-
-
-def _vocab_size(config: Config) -> int:
-    from chorus.vocab import VocabLayout
-    return VocabLayout.from_model_config(config.model).size
 
 
 def bytes_per_device(params, logical_specs, mesh_shape: dict[str, int],
@@ -68,6 +43,19 @@ def bytes_per_device(params, logical_specs, mesh_shape: dict[str, int],
             "params_plus_optimizer": (1 + optimizer_copies) * total}
 
 
+def platform_info() -> dict:
+    """What JAX runs on here: the default backend and every device it sees (all processes)."""
+    devices = jax.devices()
+    kinds: dict[str, int] = {}
+    for d in devices:
+        kinds[d.device_kind] = kinds.get(d.device_kind, 0) + 1
+    return {"platform": jax.default_backend(), "device_count": len(devices),
+            "local_device_count": jax.local_device_count(),
+            "process_index": jax.process_index(), "process_count": jax.process_count(),
+            "device_kinds": kinds,
+            "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.local_devices()]}
+
+
 def info(config: Config, num_devices: int | None = None) -> dict:
     model = UnifiedAudioLM(config)
     params = abstract_params(model, config)
@@ -76,6 +64,7 @@ def info(config: Config, num_devices: int | None = None) -> dict:
     mesh_shape = dict(zip(MESH_AXES, config.mesh.resolve(devices), strict=True))
     per_device = bytes_per_device(params, param_logical_specs(model, config), mesh_shape)
     return {
+        "runtime": platform_info(),
         "preset": config.name,
         "parameters": counts,
         "flops_per_token": flops_per_token(config, counts, config.train.seq_len),
