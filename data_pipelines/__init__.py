@@ -5,6 +5,8 @@ neither JAX nor TFDS):
 
     make_train_iterator(task, data_dir, split, layout, ...)  packed batches + get/set_state
     make_eval_iterator(task, data_dir, split, layout, ...)   unpacked per-example dicts
+    make_example_iterator(example_fn, batch_fn, batch_size, data_dir, split, ...)
+                                                             a mode's own (non-token) batches
     synthesize(text, voice, rate, pitch, volume, seed)       16 kHz float32 wave + metadata
     normalize_text(text)                                     the WER/CER normalization
     FieldMap, LIBRISPEECH_FIELDS                             which record keys hold what
@@ -21,6 +23,7 @@ import importlib
 _EXPORTS = {
     "make_train_iterator": "data_pipelines.pipeline",
     "make_eval_iterator": "data_pipelines.pipeline",
+    "make_example_iterator": "data_pipelines.graph",
     "synthesize": "data_pipelines.synthesis",
     "normalize_text": "chorus.audio.text",
     "FieldMap": "data_pipelines.sources",

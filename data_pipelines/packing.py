@@ -3,7 +3,8 @@
 First fit within one batch: each example goes to the first of the B rows with room for its
 tokens (<= L) and its audio clips (<= A); when none has room the batch is emitted and the
 example opens the next one. Skip markers from upstream are counted into the batch's `skipped`
-vector instead of being packed, so bad input never yields a malformed batch.
+vector instead of being packed (the protocol of `batching`), so bad input never yields a
+malformed batch.
 
 Checkpointing: the state is the parent's state from which re-reading reproduces the next batch
 exactly (before the carried-over example, if any), so restore -> the same next batch.
@@ -17,10 +18,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from data_pipelines.records import SKIP_REASONS
-
-SKIP_KEY = "skip"  # an upstream element {"skip": reason} is a skipped example
-SKIPPED_KEY = "skipped"  # int64 [len(SKIP_REASONS)] counts carried by each batch
+from data_pipelines.batching import SKIPPED_KEY, SkipGuard, skip_vector
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +49,7 @@ def empty_batch(shape: BatchShape) -> dict[str, np.ndarray]:
         "positions": np.zeros((b, length), np.int32),
         "audio_features": np.zeros((b, a, t, shape.num_mels), np.float32),
         "audio_mask": np.zeros((b, a, t), bool),
-        SKIPPED_KEY: np.zeros(len(SKIP_REASONS), np.int64),
+        SKIPPED_KEY: skip_vector(),
     }
 
 
@@ -97,9 +95,10 @@ class _RowPacker:
 
 
 class _PackIterator(grain.DatasetIterator):
-    def __init__(self, parent: grain.DatasetIterator, shape: BatchShape):
+    def __init__(self, parent: grain.DatasetIterator, shape: BatchShape, guard_limit: int | None):
         super().__init__(parent)
         self._shape = shape
+        self._guard = SkipGuard(guard_limit, "packing")
         self._carry: dict | None = None
         self._carry_state: dict | None = None
         self._exhausted = False
@@ -120,8 +119,7 @@ class _PackIterator(grain.DatasetIterator):
                 if packer.num_examples == 0:
                     raise
                 return packer.batch
-            if SKIP_KEY in element:
-                packer.batch[SKIPPED_KEY][SKIP_REASONS.index(element[SKIP_KEY])] += 1
+            if self._guard.skipped(element, packer.batch[SKIPPED_KEY]):
                 continue
             if not packer.fits_empty_row(element):
                 raise ValueError(f"packing: example with {len(element['tokens'])} tokens / "
@@ -142,12 +140,16 @@ class _PackIterator(grain.DatasetIterator):
 
 
 class PackAndBatchIterDataset(grain.IterDataset):
-    def __init__(self, parent: grain.IterDataset, shape: BatchShape):
+    """guard_limit: records skipped in a row before the stage gives up (`batching.SkipGuard`;
+    None = no limit)."""
+
+    def __init__(self, parent: grain.IterDataset, shape: BatchShape,
+                 guard_limit: int | None = None):
         super().__init__(parent)
-        self._shape = shape
+        self._shape, self._guard_limit = shape, guard_limit
 
     def __iter__(self) -> _PackIterator:
-        return _PackIterator(self._parent.__iter__(), self._shape)
+        return _PackIterator(self._parent.__iter__(), self._shape, self._guard_limit)
 
     def __str__(self) -> str:
         return f"PackAndBatchIterDataset({self._shape})"

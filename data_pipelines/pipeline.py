@@ -13,13 +13,9 @@ for a given count), and a state restores only under the same count.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import grain
 import numpy as np
 
 from chorus.audio import mel
@@ -28,9 +24,18 @@ from chorus.audio.text import normalize_text
 from chorus.vocab import VocabLayout
 from data_pipelines import streams
 from data_pipelines.augment import NO_AUGMENT, AugmentConfig, augment
-from data_pipelines.packing import SKIP_KEY, SKIPPED_KEY, BatchShape, PackAndBatchIterDataset
-from data_pipelines.records import SKIP_REASONS, AudioLimits, Record, Skip, read_record
-from data_pipelines.sources import DEFAULT_FIELDS, FieldMap, field_names, open_source
+from data_pipelines.graph import (
+    DataIterator,
+    EvalIterator,
+    RecordExamples,
+    batched_dataset,
+    describe,
+    host_shard,
+    open_records,
+)
+from data_pipelines.packing import BatchShape, PackAndBatchIterDataset
+from data_pipelines.records import AudioLimits, Record, Skip
+from data_pipelines.sources import DEFAULT_FIELDS, FieldMap
 from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer
 
 TASKS = ("asr", "tts", "dialogue")
@@ -96,10 +101,6 @@ class ExampleBuilder:
 
     # ------------------------------------------------------------------ shared steps
 
-    def _record(self, raw: dict) -> Record | Skip:
-        return read_record(raw, self.config.fields, self.config.limits,
-                           self.config.required_texts)
-
     def _features(self, wave: np.ndarray) -> np.ndarray | Skip:
         feats = mel.log_mel(wave)
         if len(feats) == 0:
@@ -137,11 +138,8 @@ class ExampleBuilder:
 
     # ------------------------------------------------------------------ entry points
 
-    def __call__(self, raw: dict, rng: np.random.Generator) -> dict:
-        """Training example (augmentation on) or {"skip": reason}."""
-        rec = self._record(raw)
-        if isinstance(rec, Skip):
-            return {SKIP_KEY: rec.reason}
+    def train_example(self, rec: Record, rng: np.random.Generator) -> dict | Skip:
+        """Training example (augmentation on) or Skip."""
         wave = rec.wave
         # Augment audio *inputs* only: TTS targets must stay the clean reference.
         if self.config.augment.enabled and self.config.task != "tts":
@@ -149,19 +147,16 @@ class ExampleBuilder:
             wave = wave[: int(self.config.limits.max_seconds * SAMPLE_RATE)]
         stream, feats = self._stream(rec, wave, rng)
         if isinstance(stream, Skip):
-            return {SKIP_KEY: stream.reason}
+            return stream
         if len(stream.tokens) > self.config.seq_len:
-            return {SKIP_KEY: "too_long_for_seq_len"}
+            return Skip("too_long_for_seq_len")
         clips = np.zeros((0, 0, mel.N_MELS), np.float32) if feats is None else feats[None]
         return {"tokens": stream.tokens, "targets": stream.targets,
                 "loss_mask": stream.loss_mask, "audio_features": clips,
                 "audio_mask": np.ones(clips.shape[:2], bool)}
 
-    def eval_example(self, raw: dict) -> dict | Skip:
+    def eval_example(self, rec: Record, rng=None) -> dict | Skip:
         """Unpacked example for decoding / eval (no augmentation)."""
-        rec = self._record(raw)
-        if isinstance(rec, Skip):
-            return rec
         stream, feats = self._stream(rec, rec.wave, None)
         if isinstance(stream, Skip):
             return stream
@@ -188,167 +183,7 @@ class ExampleBuilder:
         return out
 
 
-# ----------------------------------------------------------------------------- iterators
-
-
-def _skip_counts(vector) -> dict[str, int]:
-    return {reason: int(n) for reason, n in zip(SKIP_REASONS, vector, strict=True)}
-
-
-def format_skips(counts: dict[str, int]) -> str:
-    total = sum(counts.values())
-    if not total:
-        return "skipped 0 examples"
-    detail = ", ".join(f"{r}={n}" for r, n in counts.items() if n)
-    return f"skipped {total} examples: {detail}"
-
-
-class DataIterator(Iterator[dict]):
-    """Batches in the batch contract; get_state()/set_state() JSON-able; counts skips."""
-
-    def __init__(self, dataset: grain.IterDataset, description: str):
-        self._iter = iter(dataset)
-        self._skipped = np.zeros(len(SKIP_REASONS), np.int64)
-        self.description = description
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        try:
-            batch = next(self._iter)
-        except StopIteration:
-            print(f"[data] {self.description}: end of data; {format_skips(self.skipped)}",
-                  file=sys.stderr)
-            raise
-        self._skipped += batch.pop(SKIPPED_KEY)
-        return batch
-
-    @property
-    def skipped(self) -> dict[str, int]:
-        """Examples skipped so far (restored with the state), by reason."""
-        return _skip_counts(self._skipped)
-
-    def get_state(self) -> dict[str, Any]:
-        state = {"grain": self._iter.get_state(), "skipped": self.skipped}
-        return json.loads(json.dumps(state, default=_to_json))
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._iter.set_state(state["grain"])
-        self._skipped = np.array([state["skipped"].get(r, 0) for r in SKIP_REASONS], np.int64)
-
-    def close(self) -> None:
-        close = getattr(self._iter, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _to_json(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    raise TypeError(f"iterator state: cannot serialize {type(value).__name__}")
-
-
-class EvalIterator(Iterator[dict]):
-    """One pass over a split, unpacked: per-example eval dicts; bad records counted."""
-
-    def __init__(self, source: Sequence[dict], builder: ExampleBuilder, indices: range,
-                 description: str):
-        self._source, self._builder, self._indices = source, builder, indices
-        self._next = 0
-        self._skipped = dict.fromkeys(SKIP_REASONS, 0)
-        self.description = description
-
-    def __next__(self) -> dict:
-        while self._next < len(self._indices):
-            index = self._indices[self._next]
-            self._next += 1
-            example = self._builder.eval_example(self._source[index])
-            if isinstance(example, Skip):
-                self._skipped[example.reason] += 1
-                continue
-            return example
-        print(f"[data] {self.description}: end of data; {format_skips(self.skipped)}",
-              file=sys.stderr)
-        raise StopIteration
-
-    @property
-    def skipped(self) -> dict[str, int]:
-        return dict(self._skipped)
-
-    def get_state(self) -> dict[str, Any]:
-        return {"next": self._next, "skipped": self.skipped}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._next = int(state["next"])
-        self._skipped = dict.fromkeys(SKIP_REASONS, 0) | state["skipped"]
-
-
 # ----------------------------------------------------------------------------- constructors
-
-
-def _host_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
-    if shard_index is None or shard_count is None:
-        import jax  # only for the defaults: the host's place among the processes
-
-        shard_index = jax.process_index() if shard_index is None else shard_index
-        shard_count = jax.process_count() if shard_count is None else shard_count
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index: expected 0 <= shard_index < shard_count={shard_count}, "
-                         f"got {shard_index}")
-    return shard_index, shard_count
-
-
-def _open(data_dir: str | None, split: str, dataset_name: str, source: Sequence[dict] | None,
-          fields: FieldMap, task: str) -> Sequence[dict]:
-    if source is None:
-        if data_dir is None:
-            raise ValueError("data_dir: expected the TFDS data_dir (or pass source=...), got None")
-        source = open_source(dataset_name, data_dir, split)
-    if len(source) == 0:
-        raise ValueError(f"dataset {dataset_name!r} split {split!r}: expected records, got 0")
-    names = set(field_names(source))
-    required = [fields.audio, fields.text]
-    if task == "dialogue":
-        required += [fields.persona, fields.answer]
-    missing = [f for f in required if f not in names]
-    if missing:
-        raise ValueError(f"dataset {dataset_name!r} split {split!r}: task {task!r} needs fields "
-                         f"{missing} (FieldMap), dataset has {sorted(names)}")
-    if task == "dialogue":  # only records that are dialogue turns (one pass over the split)
-        source = Subset(source, [i for i in range(len(source))
-                                 if _nonempty(source[i].get(fields.persona))])
-        if len(source) == 0:
-            raise ValueError(f"dataset {dataset_name!r} split {split!r}: no record has a "
-                             f"non-empty {fields.persona!r} field (dialogue turns)")
-    return source
-
-
-def _nonempty(value) -> bool:
-    return value is not None and len(value) > 0
-
-
-class Subset(Sequence):
-    """The records of `source` at `indices`, in that order (picklable for grain workers)."""
-
-    def __init__(self, source: Sequence[dict], indices: list[int]):
-        self.source, self.indices = source, list(indices)
-        self.field_names = field_names(source)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.source[self.indices[index]]
 
 
 def _tokenizer(tokenizer_path: str | None, data_dir: str | None) -> TextTokenizer:
@@ -358,14 +193,6 @@ def _tokenizer(tokenizer_path: str | None, data_dir: str | None) -> TextTokenize
                              f"{TOKENIZER_FILENAME}), got None")
         tokenizer_path = os.path.join(data_dir, TOKENIZER_FILENAME)
     return TextTokenizer.from_file(tokenizer_path)
-
-
-def _ensure_absl_flags_parsed() -> None:
-    """grain's worker processes read absl flags; programs without absl.app never parse them."""
-    from absl import flags
-
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 def make_train_iterator(task: str, data_dir: str | None, split: str, layout: VocabLayout,
@@ -395,25 +222,20 @@ def make_train_iterator(task: str, data_dir: str | None, split: str, layout: Voc
                            fields=fields)
     shape = BatchShape(batch_size=batch_size, seq_len=seq_len, max_clips=max_clips,
                        max_frames=max_frames, num_mels=mel.N_MELS, pad_id=layout.pad_id)
-    if num_workers < 0:
-        raise ValueError(f"num_workers: expected >= 0, got {num_workers}")
     builder = ExampleBuilder(config, layout, _tokenizer(tokenizer_path, data_dir),
                              audio_to_codes)
     source = _open(data_dir, split, dataset_name, source, fields, task)
-    shard_index, shard_count = _host_shard(shard_index, shard_count)
-    ds = grain.MapDataset.source(source)[shard_index::shard_count]
-    if shuffle:
-        ds = ds.shuffle(seed)
-    ds = ds.repeat(num_epochs).random_map(builder, seed=seed)
-    iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4 *
-                                                   batch_size))
-    iter_ds = PackAndBatchIterDataset(iter_ds, shape)
-    if num_workers:
-        _ensure_absl_flags_parsed()
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=num_workers, per_worker_buffer_size=2))
-    return DataIterator(iter_ds, f"{task} train {dataset_name}/{split} shard "
-                                 f"{shard_index}/{shard_count}")
+    shard = host_shard(shard_index, shard_count)
+    record_fn = RecordExamples(builder.train_example, fields, config.limits,
+                               config.required_texts)
+
+    def stage(examples, guard_limit):
+        return PackAndBatchIterDataset(examples, shape, guard_limit)
+
+    ds = batched_dataset(source, record_fn, stage, seed=seed, shard=shard,
+                         num_workers=num_workers, num_epochs=num_epochs, shuffle=shuffle,
+                         buffer=4 * batch_size)
+    return DataIterator(ds, describe(f"{task} train", dataset_name, split, shard), num_workers)
 
 
 def make_eval_iterator(task: str, data_dir: str | None, split: str, layout: VocabLayout,
@@ -433,9 +255,18 @@ def make_eval_iterator(task: str, data_dir: str | None, split: str, layout: Voca
     builder = ExampleBuilder(config, layout, _tokenizer(tokenizer_path, data_dir),
                              audio_to_codes)
     source = _open(data_dir, split, dataset_name, source, fields, task)
-    shard_index, shard_count = _host_shard(shard_index, shard_count)
-    indices = range(shard_index, len(source), shard_count)
+    shard = host_shard(shard_index, shard_count)
+    indices = range(shard[0], len(source), shard[1])
     if max_examples is not None:
         indices = indices[:max_examples]
-    return EvalIterator(source, builder, indices,
-                        f"{task} eval {dataset_name}/{split} shard {shard_index}/{shard_count}")
+    record_fn = RecordExamples(builder.eval_example, fields, config.limits,
+                               config.required_texts)
+    return EvalIterator(source, lambda raw: record_fn.example(raw, None), indices,
+                        describe(f"{task} eval", dataset_name, split, shard))
+
+
+def _open(data_dir, split, dataset_name, source, fields, task):
+    required = ("persona", "answer") if task == "dialogue" else ()
+    accepts = (lambda raw: bool(raw.get(fields.persona))) if task == "dialogue" else None
+    return open_records(data_dir, split, dataset_name, source, fields, required, accepts,
+                        what=f"task {task!r}")

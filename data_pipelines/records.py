@@ -53,6 +53,9 @@ class AudioLimits:
             raise ValueError(f"AudioLimits.silence_peak: expected >= 0, got {self.silence_peak}")
 
 
+DEFAULT_LIMITS = AudioLimits()
+
+
 @dataclasses.dataclass(frozen=True)
 class Record:
     wave: np.ndarray  # float32, 16 kHz, mono, finite, in [-1, 1]
