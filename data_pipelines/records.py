@@ -11,6 +11,9 @@ counts the reason. Reasons:
   missing_field      the record lacks the audio or text field
   empty_text         transcript (or a required text) empty after stripping
   non_ascii_text     a text the tokenizer cannot round-trip (non-ASCII or undecodable)
+and later in the pipeline:
+  too_long_for_seq_len   the example's token stream is longer than seq_len
+  missing_cache_entry    the regime reads cached arrays (a RecordCache) the record has none of
 Audio is read by the one reader, `chorus.audio.io.load_wave` (other sample rates resampled,
 multi-channel audio averaged to mono).
 """
@@ -27,7 +30,7 @@ from chorus.audio.resample import SAMPLE_RATE
 from data_pipelines.sources import FieldMap
 
 SKIP_REASONS = (*AUDIO_REASONS, "silent_audio", "too_long_audio", "missing_field", "empty_text",
-                "non_ascii_text", "too_long_for_seq_len")
+                "non_ascii_text", "too_long_for_seq_len", "missing_cache_entry")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +45,12 @@ class Skip:
 
 @dataclasses.dataclass(frozen=True)
 class AudioLimits:
-    max_seconds: float = 8.0  # = T mel frames / 100
+    max_seconds: float | None = 8.0  # = T mel frames / 100; None: no limit
     truncate_long: bool = False  # cut long clips to max_seconds instead of skipping them
     silence_peak: float = 1e-4  # |x| peak below this = silence
 
     def __post_init__(self):
-        if self.max_seconds <= 0:
+        if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"AudioLimits.max_seconds: expected > 0, got {self.max_seconds}")
         if self.silence_peak < 0:
             raise ValueError(f"AudioLimits.silence_peak: expected >= 0, got {self.silence_peak}")
@@ -101,8 +104,9 @@ def read_record(record: dict, fields: FieldMap, limits: AudioLimits,
         return Skip(e.reason, str(e))
     if float(np.max(np.abs(wave))) < limits.silence_peak:
         return Skip("silent_audio", f"peak {float(np.max(np.abs(wave))):.2e}")
-    max_samples = int(round(limits.max_seconds * SAMPLE_RATE))
-    if len(wave) > max_samples:
+    max_samples = None if limits.max_seconds is None else int(round(limits.max_seconds *
+                                                                     SAMPLE_RATE))
+    if max_samples is not None and len(wave) > max_samples:
         if not limits.truncate_long:
             return Skip("too_long_audio", f"{len(wave) / SAMPLE_RATE:.2f} s > "
                                           f"{limits.max_seconds} s")

@@ -11,6 +11,7 @@ from data_pipelines.pipeline import make_train_iterator
 from data_pipelines.records import AudioLimits, Skip, read_record
 from data_pipelines.sources import FieldMap
 from data_pipelines.tokenizer import train_tokenizer
+from experiments.asr.regime import AsrRegime
 
 FIELDS = FieldMap()
 LIMITS = AudioLimits(max_seconds=2.0)
@@ -124,7 +125,7 @@ def test_pipeline_skips_and_counts_every_bad_case(tokenizer_path, capsys):
     }
     records = good[:2] + list(bad.values()) + good[2:]
     layout = VocabLayout(text_size=256, num_audio_codes=16)
-    it = make_train_iterator("asr", None, "train", layout, tokenizer_path, batch_size=2,
+    it = make_train_iterator(AsrRegime(), None, "train", layout, tokenizer_path, batch_size=2,
                              seq_len=96, shard_index=0, shard_count=1, num_epochs=1,
                              shuffle=False, max_frames=800, source=records)
     batches = list(it)

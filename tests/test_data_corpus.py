@@ -15,6 +15,7 @@ from data_pipelines.synth_corpus import synth_corpus
 from data_pipelines.text_generator import SPLITS
 from data_pipelines.tokenizer import TextTokenizer
 from data_pipelines.voices import get_voice
+from experiments.asr.regime import AsrRegime
 
 SYNTH_ARGS = ["--hours", "0.004", "--seed", "5", "--shard-size", "3", "--workers", "2",
               "--vocab-size", "300", "--no-progress"]
@@ -111,7 +112,7 @@ def test_stats_command(corpus, capsys):
 
 def test_train_iterator_reads_the_tfds_dataset(corpus):
     layout = VocabLayout(text_size=300, num_audio_codes=16)
-    with make_train_iterator("asr", corpus, "train", layout, batch_size=2, seq_len=128,
+    with make_train_iterator(AsrRegime(), corpus, "train", layout, batch_size=2, seq_len=128,
                              shard_index=0, shard_count=1, max_frames=640) as it:
         batch = next(it)
     assert batch["tokens"].shape == (2, 128) and batch["audio_features"].shape == (2, 4, 640, 128)

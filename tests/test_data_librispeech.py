@@ -29,6 +29,7 @@ from data_pipelines.sources import (
 )
 from data_pipelines.synthesis import synthesize
 from data_pipelines.tokenizer import train_tokenizer
+from experiments.asr.regime import AsrRegime
 
 TEXTS = ["HE HOPED THERE WOULD BE STEW FOR DINNER", "STUFF IT INTO YOU HIS BELLY COUNSELLED HIM",
          "AFTER EARLY NIGHTFALL THE YELLOW LAMPS", "HELLO BERTIE ANY GOOD IN YOUR MIND",
@@ -128,7 +129,7 @@ def test_asr_pipelines_on_librispeech(librispeech, name):
 
     tok = TextTokenizer.from_file(tok_path)
     layout = VocabLayout(text_size=150, num_audio_codes=8)
-    with make_train_iterator("asr", data_dir, "test_clean", layout, tok_path, batch_size=2,
+    with make_train_iterator(AsrRegime(), data_dir, "test_clean", layout, tok_path, batch_size=2,
                              seq_len=160, shard_index=0, shard_count=1, num_epochs=1,
                              dataset_name=name, fields=LIBRISPEECH_FIELDS,
                              max_frames=480) as it:
@@ -142,7 +143,7 @@ def test_asr_pipelines_on_librispeech(librispeech, name):
                 start = int(np.flatnonzero(tokens == layout.special("<transcript>"))[0]) + 1
                 transcripts.append(tok.decode(tokens[start:-1]))
     assert sorted(transcripts) == sorted(TEXTS)
-    examples = list(make_eval_iterator("asr", data_dir, "test_clean", layout, tok_path,
+    examples = list(make_eval_iterator(AsrRegime(), data_dir, "test_clean", layout, tok_path,
                                        shard_index=0, shard_count=1, dataset_name=name,
                                        fields=LIBRISPEECH_FIELDS, max_frames=480))
     assert [e["reference_text"] for e in examples] == TEXTS

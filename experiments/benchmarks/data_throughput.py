@@ -1,4 +1,5 @@
-"""`chorus bench data`: throughput of the ASR input pipeline (decode + log-mel + pack + batch).
+"""`chorus bench data`: throughput of the input pipeline (decode + log-mel + pack + batch) for
+the ASR or the dialogue regime (`--task`).
 
     chorus bench data --data DIR --workers 0,2 --batches 20 --out runs/bench
 
@@ -19,6 +20,21 @@ import time
 from chorus.atomic import write_json, write_text
 
 
+def _asr():
+    from experiments.asr.regime import AsrRegime
+
+    return AsrRegime()
+
+
+def _dialogue():
+    from experiments.realtime import DialogueRegime
+
+    return DialogueRegime()
+
+
+REGIMES = {"asr": _asr, "dialogue": _dialogue}  # the regimes with audio input (mel features)
+
+
 def measure(data_dir: str, task: str, split: str, num_workers: int, batches: int,
             batch_size: int, seq_len: int, max_frames: int, max_clips: int) -> dict:
     from chorus.vocab import VocabLayout
@@ -26,7 +42,7 @@ def measure(data_dir: str, task: str, split: str, num_workers: int, batches: int
 
     layout = VocabLayout(text_size=512, num_audio_codes=1000)
     start = time.perf_counter()
-    with make_train_iterator(task, data_dir, split, layout, batch_size=batch_size,
+    with make_train_iterator(REGIMES[task](), data_dir, split, layout, batch_size=batch_size,
                              seq_len=seq_len, seed=0, shard_index=0, shard_count=1,
                              num_workers=num_workers, max_frames=max_frames,
                              max_clips=max_clips) as it:
@@ -62,7 +78,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="chorus bench data", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="TFDS data_dir with chorus_speech + tokenizer "
                                                 "(default: synthesize a small one)")
-    p.add_argument("--task", default="asr", choices=("asr", "dialogue"))
+    p.add_argument("--task", default="asr", choices=sorted(REGIMES))
     p.add_argument("--split", default="train")
     p.add_argument("--workers", default="0,2", help="comma-separated worker counts")
     p.add_argument("--batches", type=int, default=20)

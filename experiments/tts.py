@@ -1,0 +1,208 @@
+"""TTS: text (+ an instruction and a speaker) in, codec codes out. The supervised (SFT) regime
+that the TTS-mode issue extends (decoding under an allowed-id mask, the codec detokenizer,
+listening rewards), top to bottom:
+
+    data     the `chorus_speech` dataset and the codes of its utterances, computed once by a
+             trained codec and cached beside it (data_pipelines.record_cache, written by the
+             codec's corpus encoding under `experiment.cache_key`); no model runs in the
+             data pipeline
+    prompt   <tts> <instruction> instr... <speaker> spk... <text> text... <tts_start>
+    target   codes... <tts_end>               supervised: unified ids audio_offset + code
+    loss     next-token cross-entropy on the target positions (chorus.model.losses)
+
+    chorus train --experiment tts --workdir runs/tts --data DATA_DIR \
+        --set experiment.cache_key=<the codec's producer key>
+
+The text is the record's inline-tagged text when it has one (`tagged_text`), else the
+transcript; the speaker prompt is "speaker <id>" for numeric ids. `control_dropout` drops the
+instruction and the speaker prompt, each independently, from that share of the training
+examples, so the model also learns to speak without them. The cache's `num_codes` must equal
+`model.num_audio_codes`.
+
+Settings (`--set experiment.<key>=...`): see `TtsSettings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import ClassVar
+
+import jax
+import numpy as np
+
+from chorus.config import Config, check, settings_from
+from chorus.model.factory import example_batch
+from chorus.model.flops import backbone_train_flops
+from chorus.model.losses import cross_entropy, token_accuracy
+from chorus.model.unified import UnifiedAudioLM
+from chorus.training.experiment import Experiment
+from chorus.vocab import VocabLayout
+from data_pipelines.record_cache import CacheError, RecordCache
+from data_pipelines.regime import ExampleInputs
+from data_pipelines.streams import Stream, assemble, ids
+
+CODES = "codes"  # the RecordCache array: int32 [n] codec codes of the record's audio
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass(frozen=True)
+class TtsSettings:
+    """The experiment's own config extras (config.experiment)."""
+
+    data_dir: str = ""
+    cache_key: str = ""  # producer key of the codec's record cache under <data_dir>/caches/
+    dataset: str = "chorus_speech"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    data_workers: int = 0  # grain worker processes per host
+    control_dropout: float = 0.0  # per example: chance to drop the instruction / the speaker
+
+    def __post_init__(self):
+        check(bool(self.data_dir), "experiment.data_dir",
+              "the dataset directory (--data DIR, e.g. made by `chorus data synth`)",
+              self.data_dir)
+        check(bool(self.cache_key), "experiment.cache_key",
+              "the producer key of the codec's record cache (written by its corpus encoding)",
+              self.cache_key)
+        check(self.data_workers >= 0, "experiment.data_workers", ">= 0", self.data_workers)
+        check(0.0 <= self.control_dropout <= 1.0, "experiment.control_dropout",
+              "a probability in [0, 1]", self.control_dropout)
+
+
+# ----------------------------------------------------------------------------- regime
+
+
+def speaker_prompt(speaker: str) -> str:
+    return f"speaker {speaker}" if speaker.isdigit() else speaker
+
+
+@dataclasses.dataclass(frozen=True)
+class TtsRegime:
+    """The data_pipelines regime: texts in, the cached codes of the record's audio out."""
+
+    control_dropout: float = 0.0
+
+    name: ClassVar[str] = "tts"
+    required_texts: ClassVar[tuple[str, ...]] = ()
+    audio_input: ClassVar[bool] = False  # the audio is the target (as codes), never an input
+    cached: ClassVar[tuple[str, ...]] = (CODES,)
+
+    def __post_init__(self):
+        if not 0.0 <= self.control_dropout <= 1.0:
+            raise ValueError(f"TtsRegime.control_dropout: expected a probability in [0, 1], "
+                             f"got {self.control_dropout}")
+
+    def stream(self, ex: ExampleInputs) -> Stream:
+        rec, s = ex.record, ex.layout.special
+        instruction, speaker = rec.instruction, speaker_prompt(rec.speaker)
+        if ex.rng is not None and self.control_dropout:
+            instruction = "" if ex.rng.random() < self.control_dropout else instruction
+            speaker = "" if ex.rng.random() < self.control_dropout else speaker
+        return assemble([(ids(s("<tts>"), s("<instruction>")), False),
+                         (ex.encode(instruction), False),
+                         (ids(s("<speaker>")), False), (ex.encode(speaker), False),
+                         (ids(s("<text>")), False), (ex.encode(rec.tagged_text or rec.text), False),
+                         (ids(s("<tts_start>")), False),
+                         (ex.layout.audio_code_ids(ex.cached[CODES]), True),
+                         (ids(s("<tts_end>")), True)], ex.layout.pad_id)
+
+    def reference(self, ex: ExampleInputs) -> dict:
+        rec = ex.record
+        return {"reference_text": rec.tagged_text or rec.text,
+                "reference_ids": ex.layout.audio_code_ids(ex.cached[CODES]).astype(np.int32),
+                "reference_audio": rec.wave, "instruction": rec.instruction,
+                "speaker": rec.speaker}
+
+
+def open_codes(data_dir: str, cache_key: str, split: str, layout: VocabLayout) -> RecordCache:
+    """The split's code cache, checked to fit the model's audio-code range."""
+    cache = RecordCache.open(
+        data_dir, cache_key, split,
+        hint=f"encode the corpus with the codec whose producer key is experiment.cache_key="
+             f"{cache_key!r} (`chorus codec encode`, see docs/codec.md)")
+    cache.require((CODES,), "the TTS regime")
+    num_codes = cache.meta.attrs.get("num_codes")
+    if num_codes != layout.num_audio_codes:
+        raise CacheError(f"{cache.path}: the codec's num_codes={num_codes!r} (record cache "
+                         f"{cache_key!r}) != model.num_audio_codes={layout.num_audio_codes}; "
+                         f"set --set model.num_audio_codes={num_codes} or use a matching codec")
+    return cache
+
+
+# ----------------------------------------------------------------------------- model + loss
+
+
+def init_fn(model: UnifiedAudioLM, config: Config):
+    """rng -> {"backbone": boxed params} (logical axis names on the leaves)."""
+    b = example_batch(config, 1, 8)
+
+    def init(rng):
+        return {"backbone": model.init(rng, b["tokens"], b["positions"], b["segment_ids"],
+                                       b["audio_features"], b["audio_mask"])["params"]}
+
+    return init
+
+
+def loss_fn(model: UnifiedAudioLM):
+    """Cross-entropy on the supervised positions (codes + <tts_end>), with token accuracy."""
+
+    def loss(params, batch, rng):
+        del rng  # no training-only randomness in the step
+        out = model.apply({"params": params["backbone"]}, batch["tokens"], batch["positions"],
+                          batch["segment_ids"], batch["audio_features"], batch["audio_mask"])
+        ce, count = cross_entropy(out["logits"], batch["targets"], batch["loss_mask"])
+        accuracy = token_accuracy(out["logits"], batch["targets"], batch["loss_mask"])
+        return ce, {"loss": ce, "ce": ce, "tokens": count,
+                    "accuracy": jax.lax.stop_gradient(accuracy)}
+
+    return loss
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+def make_data(config: Config, settings: TtsSettings, layout: VocabLayout):
+    """(train_iterator, eval_iterator) factories: (shard_index, shard_count, seed) -> iterator.
+    The caches are opened (and checked) when an iterator is made, not by `build`."""
+    from data_pipelines import make_train_iterator
+
+    t = config.train
+    data_dir = os.path.expanduser(settings.data_dir)
+
+    def iterator(split: str, regime: TtsRegime, shard_index: int, shard_count: int, seed: int,
+                 **kwargs):
+        return make_train_iterator(
+            regime, data_dir, split, layout, batch_size=t.batch_size // shard_count,
+            seq_len=t.seq_len, seed=seed, shard_index=shard_index, shard_count=shard_count,
+            dataset_name=settings.dataset, max_clips=t.max_audio_clips,
+            max_frames=t.max_mel_frames, cache=open_codes(data_dir, settings.cache_key, split,
+                                                          layout), **kwargs)
+
+    def train_iterator(shard_index: int, shard_count: int, seed: int):
+        return iterator(settings.train_split, TtsRegime(settings.control_dropout), shard_index,
+                        shard_count, seed, num_workers=settings.data_workers)
+
+    def eval_iterator(shard_index: int, shard_count: int, seed: int):
+        # One ordered pass with every control kept: the same eval batches every time.
+        return iterator(settings.eval_split, TtsRegime(), shard_index, shard_count, seed,
+                        num_epochs=1, shuffle=False)
+
+    return train_iterator, eval_iterator
+
+
+def build(config: Config) -> Experiment:
+    settings = settings_from(TtsSettings, config.experiment)
+    layout = VocabLayout.from_model_config(config.model)
+    model = UnifiedAudioLM(config)
+    train_iterator, eval_iterator = make_data(config, settings, layout)
+    t = config.train
+    return Experiment(
+        name="tts", init_fn=init_fn(model, config), loss_fn=loss_fn(model),
+        train_iterator=train_iterator, eval_iterator=eval_iterator,
+        flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
+                                             t.max_audio_clips, t.max_mel_frames),
+        tokens_per_batch=t.batch_size * t.seq_len,
+        assets={"tokenizer.model": os.path.join(os.path.expanduser(settings.data_dir),
+                                                "tokenizer.model")})

@@ -1,0 +1,139 @@
+"""experiments/tts.py: the TTS regime on a hand-written code cache (codes land at
+audio_offset + code, control dropout, the num_codes check), its settings, and `build`'s batches
+and loss on the tiny corpus."""
+
+import jax
+import numpy as np
+import pytest
+from train_toy import TINY
+
+from chorus.config import ConfigError, load_config
+from chorus.vocab import VocabLayout
+from data_pipelines.record_cache import ArraySpec, CacheError, write_record_cache
+from data_pipelines.records import Record
+from data_pipelines.regime import ExampleInputs
+from experiments.tts import TtsRegime, TtsSettings, build, open_codes
+
+LAYOUT = VocabLayout(text_size=128, num_audio_codes=32)
+CODES = np.array([0, 5, 31, 7], np.int32)
+
+
+def _encode(text: str) -> np.ndarray:  # a stand-in tokenizer: one id per character
+    return np.array([ord(c) % 128 for c in text], np.int32)
+
+
+def _inputs(rng=None, codes=CODES, **record):
+    fields = dict(wave=np.zeros(160, np.float32), text="hello", speaker="7", id="u1",
+                  instruction="slow", tagged_text="(softly) hello", persona="", answer="")
+    return ExampleInputs(record=Record(**(fields | record)), features=None,
+                         cached={"codes": codes}, encode=_encode, layout=LAYOUT, rng=rng)
+
+
+def _part(tokens, start, end):
+    i = int(np.flatnonzero(tokens == LAYOUT.special(start))[0]) + 1
+    j = int(np.flatnonzero(tokens == LAYOUT.special(end))[0])
+    return tokens[i:j]
+
+
+def test_stream_layout_and_codes_at_the_audio_offset():
+    stream = TtsRegime().stream(_inputs())
+    t, s = stream.tokens, LAYOUT.special
+    assert t[0] == s("<tts>") and t[-1] == s("<tts_end>")
+    np.testing.assert_array_equal(_part(t, "<instruction>", "<speaker>"), _encode("slow"))
+    np.testing.assert_array_equal(_part(t, "<speaker>", "<text>"), _encode("speaker 7"))
+    np.testing.assert_array_equal(_part(t, "<text>", "<tts_start>"), _encode("(softly) hello"))
+    np.testing.assert_array_equal(_part(t, "<tts_start>", "<tts_end>"),
+                                  LAYOUT.audio_offset + CODES)
+    assert t[stream.prompt_length - 1] == s("<tts_start>")
+    # supervised: exactly the codes and <tts_end> (loss_mask[i] marks targets[i])
+    assert stream.loss_mask.sum() == len(CODES) + 1
+    np.testing.assert_array_equal(stream.targets[stream.loss_mask > 0],
+                                  np.append(LAYOUT.audio_offset + CODES, s("<tts_end>")))
+    ref = TtsRegime().reference(_inputs(tagged_text=""))
+    assert ref["reference_text"] == "hello" and ref["speaker"] == "7"
+    np.testing.assert_array_equal(ref["reference_ids"], LAYOUT.audio_offset + CODES)
+    with pytest.raises(ValueError, match=r"audio codes: expected values in \[0, 32\)"):
+        TtsRegime().stream(_inputs(codes=np.array([32], np.int32)))
+
+
+def test_control_dropout_drops_instruction_and_speaker_independently():
+    regime, rng = TtsRegime(control_dropout=0.3), np.random.default_rng(0)
+    kept = np.array([[len(_part(regime.stream(_inputs(rng)).tokens, a, b)) > 0
+                      for a, b in (("<instruction>", "<speaker>"), ("<speaker>", "<text>"))]
+                     for _ in range(2000)])
+    np.testing.assert_allclose(kept.mean(axis=0), 0.7, atol=0.04)
+    both_dropped = (~kept).all(axis=1).mean()
+    np.testing.assert_allclose(both_dropped, 0.09, atol=0.03)  # independent: 0.3 * 0.3
+    eval_stream = regime.stream(_inputs(rng=None))  # eval never drops
+    assert len(_part(eval_stream.tokens, "<instruction>", "<speaker>")) == 4
+    with pytest.raises(ValueError, match="control_dropout: expected a probability"):
+        TtsRegime(control_dropout=1.5)
+
+
+def test_open_codes_checks_the_codec_code_count(tmp_path):
+    entries = [("u1", {"codes": CODES})]
+    write_record_cache(str(tmp_path), "codec-a", "train", entries,
+                       arrays={"codes": ArraySpec("int32")}, attrs={"num_codes": 1000},
+                       progress=False)
+    with pytest.raises(CacheError, match=r"num_codes=1000 .*!= model.num_audio_codes=32"):
+        open_codes(str(tmp_path), "codec-a", "train", LAYOUT)
+    with pytest.raises(CacheError, match=r"'codec-b' split 'train': missing; expected .*"
+                                         r"caches/codec-b/train.meta.json.*experiment.cache_key"):
+        open_codes(str(tmp_path), "codec-b", "train", LAYOUT)
+    write_record_cache(str(tmp_path), "codec-c", "train", [("u1", {"speaker": CODES})],
+                       arrays={"speaker": ArraySpec("int32")}, progress=False)
+    with pytest.raises(CacheError, match=r"the TTS regime needs arrays \['codes'\]"):
+        open_codes(str(tmp_path), "codec-c", "train", LAYOUT)
+
+
+def test_settings_are_typed_and_validated():
+    base = ["model.text_vocab_size=128"]
+    with pytest.raises(ConfigError, match="experiment.cache_key: expected the producer key"):
+        build(load_config("cpu-tiny", base + ["experiment.data_dir=/x"]))
+    with pytest.raises(ConfigError, match="experiment.control_dropout"):
+        build(load_config("cpu-tiny", base + ["experiment.data_dir=/x", "experiment.cache_key=k",
+                                              "experiment.control_dropout=2"]))
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['cache_kee'\]"):
+        build(load_config("cpu-tiny", base + ["experiment.data_dir=/x",
+                                              "experiment.cache_kee=k"]))
+    assert TtsSettings(data_dir="d", cache_key="k").eval_split == "validation"
+
+
+TTS = [o for o in TINY if not o.startswith(("audio.n_mels", "model.text_vocab_size",
+                                            "model.num_audio_codes", "train.seq_len"))]
+TTS += ["model.text_vocab_size=128", "model.num_audio_codes=16", "train.seq_len=256"]
+
+
+def test_build_trains_on_cached_codes(tiny_asr_corpus):
+    from data_pipelines.sources import open_source
+
+    data_dir = tiny_asr_corpus
+    rng = np.random.default_rng(0)
+    for split in ("train", "validation"):
+        source = open_source("chorus_speech", data_dir, split)
+        ids = [source[i]["id"] for i in range(len(source))]
+        write_record_cache(data_dir, "tiny-codec", split,
+                           [(i, {"codes": rng.integers(0, 16, 30).astype(np.int32)})
+                            for i in ids], arrays={"codes": ArraySpec("int32")},
+                           attrs={"num_codes": 16}, progress=False)
+    config = load_config("cpu-tiny", TTS + [f"experiment.data_dir={data_dir}",
+                                            "experiment.cache_key=tiny-codec",
+                                            "experiment.control_dropout=0.5"])
+    experiment = build(config)
+    assert experiment.assets["tokenizer.model"].endswith("tokenizer.model")
+    batch = next(experiment.train_iterator(0, 1, 0))
+    layout = VocabLayout.from_model_config(config.model)
+    supervised = batch["targets"][batch["loss_mask"] > 0]
+    assert supervised.size and ((supervised >= layout.audio_offset)
+                                | (supervised == layout.special("<tts_end>"))).all()
+    assert not batch["audio_mask"].any()
+    params = jax.jit(experiment.init_fn)(jax.random.key(0))
+    params = jax.tree.map(lambda x: getattr(x, "value", x), params,
+                          is_leaf=lambda x: hasattr(x, "value"))
+    loss, metrics = jax.jit(experiment.loss_fn)(params, batch, jax.random.key(1))
+    # an untrained model is near uniform over the vocabulary: CE ~ log(V)
+    assert abs(float(loss) - np.log(layout.size)) < 1.0, (float(loss), np.log(layout.size))
+    assert float(metrics["tokens"]) == batch["loss_mask"].sum()
+    assert 0.0 <= float(metrics["accuracy"]) <= 1.0
+    eval_batches = list(experiment.eval_iterator(0, 1, 0))
+    assert eval_batches and all(b["tokens"].shape == batch["tokens"].shape for b in eval_batches)
