@@ -154,6 +154,7 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+WORKER_SHM_MIN_BYTES = 1 << 20  # worker outputs below this size travel pickled
 BatchStage = Callable[[grain.IterDataset, int], grain.IterDataset]  # (examples, guard) -> batches
 
 
@@ -179,6 +180,10 @@ def batched_dataset(source: Sequence[dict], record_fn: RecordExamples, batch_sta
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=buffer))
     if num_workers:
         _ensure_absl_flags_parsed()
+        # Per-record elements are small (a clip is <= 400 KiB): pickled through the queue, not
+        # one shared-memory segment per array (whose buffered ones outlive close() and warn).
+        iter_ds = grain.experimental.WithOptionsIterDataset(
+            iter_ds, grain.experimental.DatasetOptions(min_shm_size=WORKER_SHM_MIN_BYTES))
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=num_workers, per_worker_buffer_size=max(2, buffer // num_workers)))
     return batch_stage(iter_ds, guard_limit)
