@@ -108,8 +108,7 @@ def test_rl_grpo_from_the_asr_checkpoint(trained, tmp_path):
 
 
 def test_heads_stage_trains_sequential_heads_on_the_frozen_backbone(trained, corpus, tmp_path):
-    from chorus.training.evaluation import restore_params
-    from chorus.training.run_config import read_run_config
+    from chorus.training.restore import load_run
 
     workdir = tmp_path / "heads"
     assert train_main(["--experiment", "asr", "--workdir", str(workdir), "--data", corpus,
@@ -118,8 +117,7 @@ def test_heads_stage_trains_sequential_heads_on_the_frozen_backbone(trained, cor
                                          f"experiment.backbone_from={trained}")]) == 0
     params = {}
     for name, run in (("base", trained), ("heads", workdir)):
-        config = read_run_config(str(run))
-        params[name] = restore_params(config, asr.build(config), str(run))[1]
+        params[name] = load_run(str(run)).params
     same = jax_tree_equal(params["base"]["backbone"], params["heads"]["backbone"])
     assert same, "the heads stage changed the backbone"
     import jax

@@ -1,9 +1,9 @@
 """Trainer building blocks: event files, logs, config checks, optimizer, step, data plumbing."""
 
+import io
 import json
 import os
 import signal
-import struct
 
 import flax.linen as nn
 import jax
@@ -11,11 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from tensorboard_events import read_values
 from train_toy import TINY
 
 from chorus.config import ConfigError, OptimizerConfig, load_config
-from chorus.training import distributed, tfevents
+from chorus.progress import ENV_EVERY, format_duration, line_interval, progress
+from chorus.training import distributed
 from chorus.training.experiment import (
     Experiment,
     ExperimentError,
@@ -24,7 +25,7 @@ from chorus.training.experiment import (
 )
 from chorus.training.hardware import mfu, peak_flops_per_device
 from chorus.training.interrupts import StopRequests
-from chorus.training.metrics import JsonlLog, progress_line, read_jsonl
+from chorus.training.metrics import JsonlLog, MetricsLogger, read_jsonl
 from chorus.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from chorus.training.prefetch import Prefetcher, batch_fingerprint
 from chorus.training.run_config import (
@@ -32,75 +33,45 @@ from chorus.training.run_config import (
     check_resumable,
     config_mismatches,
 )
-from chorus.training.step import TrainState, make_train_step
-from chorus.training.synthetic import SyntheticBatches
+from chorus.training.state import TrainState
+from chorus.training.step import make_train_step
+from experiments.benchmarks.synthetic import SyntheticBatches
 
-# ----------------------------------------------------------------------------- tfevents
-
-
-def _event_classes():
-    """Event / Summary protobuf classes built at runtime (TensorFlow's field numbers)."""
-    f = descriptor_pb2.FileDescriptorProto(name="chorus_test_event.proto", package="t",
-                                           syntax="proto3")
-    T = descriptor_pb2.FieldDescriptorProto
-    value = f.message_type.add(name="Value")
-    value.field.add(name="tag", number=1, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL)
-    value.field.add(name="simple_value", number=2, type=T.TYPE_FLOAT, label=T.LABEL_OPTIONAL)
-    summary = f.message_type.add(name="Summary")
-    summary.field.add(name="value", number=1, type=T.TYPE_MESSAGE, label=T.LABEL_REPEATED,
-                      type_name=".t.Value")
-    event = f.message_type.add(name="Event")
-    event.field.add(name="wall_time", number=1, type=T.TYPE_DOUBLE, label=T.LABEL_OPTIONAL)
-    event.field.add(name="step", number=2, type=T.TYPE_INT64, label=T.LABEL_OPTIONAL)
-    event.field.add(name="file_version", number=3, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL)
-    event.field.add(name="summary", number=5, type=T.TYPE_MESSAGE, label=T.LABEL_OPTIONAL,
-                    type_name=".t.Summary")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(f)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Event"))
+# ----------------------------------------------------------------------------- TensorBoard
 
 
-def test_crc32c_matches_the_standard_check_value():
-    assert tfevents.crc32c(b"123456789") == 0xE3069283
-    assert tfevents.crc32c(b"") == 0
+def test_metrics_logger_writes_scalars_audio_images_and_histograms(tmp_path):
+    logger = MetricsLogger(str(tmp_path))
+    logger.scalars(3, {"train/loss": 2.5, "train/lr": 1e-3, "train/mfu": None})
+    logger.scalars(300, {"eval/loss": 1.25})
+    wave = 0.5 * np.sin(np.arange(1600, dtype=np.float32) / 10)
+    logger.audio("tts/sample", wave, 300, sample_rate=16_000)
+    logger.image("tts/mel", np.linspace(0, 1, 8 * 10).reshape(8, 10), 300)
+    logger.histogram("params/embed", np.arange(100.0), 300)
+    logger.close()
+    values = read_values(str(tmp_path / "tensorboard"))
+    assert values["train/loss"] == [(3, 2.5)] and values["eval/loss"] == [(300, 1.25)]
+    assert values["train/lr"] == [(3, pytest.approx(1e-3))] and "train/mfu" not in values
+    (step, audio), = values["tts/sample"]
+    assert (step, audio.sample_rate, audio.length_frames) == (300, 16_000, 1600)
+    assert audio.content_type == "audio/wav"
+    (_, image), = values["tts/mel"]
+    assert (image.height, image.width) == (8, 10)
+    (_, histogram), = values["params/embed"]
+    assert (histogram.num, histogram.min, histogram.max, histogram.sum) == (100, 0, 99, 4950)
 
 
-def test_event_file_round_trips_and_is_valid_protobuf(tmp_path):
-    writer = tfevents.EventWriter(str(tmp_path))
-    writer.scalars(3, {"train/loss": 2.5, "train/lr": 1e-3})
-    writer.scalars(300, {"eval/loss": 1.25})
-    writer.close()
-    events = tfevents.read_events(writer.path)
-    assert events[0]["file_version"] == "brain.Event:2"
-    assert [(e["step"], e["scalars"]) for e in events[1:]] == [
-        (3, {"train/loss": 2.5, "train/lr": pytest.approx(1e-3)}), (300, {"eval/loss": 1.25})]
-    # protobuf itself parses our hand-encoded bytes into the same fields
-    Event = _event_classes()
-    parsed = [Event.FromString(r) for r in tfevents.read_records(writer.path)]
-    assert parsed[0].file_version == "brain.Event:2"
-    assert parsed[2].step == 300
-    assert [(v.tag, v.simple_value) for v in parsed[1].summary.value] == [
-        ("train/loss", 2.5), ("train/lr", pytest.approx(1e-3))]
-    # and our encoder agrees byte for byte with protobuf's serializer
-    msg = Event(wall_time=12.5, step=7)
-    msg.summary.value.add(tag="a", simple_value=0.5)
-    assert tfevents.encode_event(12.5, 7, scalars={"a": 0.5}) == msg.SerializeToString()
-    assert tfevents.read_scalars(str(tmp_path)) == {
-        "train/loss": [(3, 2.5)], "train/lr": [(3, pytest.approx(1e-3))],
-        "eval/loss": [(300, 1.25)]}
-
-
-def test_event_reader_detects_corruption_and_tolerates_a_torn_tail(tmp_path):
-    path = tmp_path / "events.out.tfevents.1.h"
-    good = tfevents.encode_record(tfevents.encode_event(1.0, 1, scalars={"x": 1.0}))
-    path.write_bytes(good + good[:10])  # a writer killed mid-record
-    assert len(list(tfevents.read_records(str(path)))) == 1
-    bad = bytearray(good)
-    bad[14] ^= 0xFF  # flip a payload byte
-    path.write_bytes(bytes(bad))
-    with pytest.raises(ValueError, match="data CRC mismatch"):
-        list(tfevents.read_records(str(path)))
-    assert struct.unpack("<Q", good[:8])[0] == len(good) - 16
+def test_metrics_logger_rejects_malformed_media(tmp_path):
+    logger = MetricsLogger(str(tmp_path))
+    with pytest.raises(ValueError, match="audio 'a': expected a non-empty 1-D waveform, got "
+                                         r"shape \(2, 3\)"):
+        logger.audio("a", np.zeros((2, 3)), 1, 16_000)
+    with pytest.raises(ValueError, match=r"image 'i': expected \[H, W\] or \[H, W, 1\|3\|4\]"):
+        logger.image("i", np.zeros((4, 4, 2)), 1)
+    with pytest.raises(ValueError, match="histogram 'h': expected finite values, got 2 values "
+                                         "with 1 non-finite"):
+        logger.histogram("h", [1.0, np.nan], 1)
+    logger.close()
 
 
 # ----------------------------------------------------------------------------- logs
@@ -119,14 +90,57 @@ def test_jsonl_log_cuts_a_torn_last_line_and_keeps_nan_parseable(tmp_path):
     assert read_jsonl(path) == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": "nan"}]
 
 
-def test_progress_line_shows_throughput_and_mfu_when_known():
-    line = progress_line(120, 200, {"loss": 3.41234, "tokens_per_s": 18_200.0,
-                                    "step_time_s": 0.41, "data_wait_fraction": 0.012,
-                                    "mfu": 0.31})
-    assert line == ("step 120/200 | loss 3.4123 | 18.2k tok/s | 0.410 s/step | data 1.2% | "
-                    "MFU 31.0%")
-    assert "MFU" not in progress_line(1, 2, {"loss": 1.0, "step_time_s": 1.0,
-                                             "data_wait_fraction": 0.0, "mfu": None})
+def test_progress_prints_plain_periodic_lines_off_a_terminal(monkeypatch):
+    err, out = io.StringIO(), io.StringIO()
+    clock = iter([0.0, 10.0, 40.0, 40.0, 40.0, 45.0, 100.0, 100.0])
+    monkeypatch.setattr("chorus.progress.time.monotonic", lambda: next(clock))
+    with progress(800, "train", unit="step", initial=100, stream=err, message_stream=out,
+                  every=30) as bar:
+        assert bar.mode == "lines"
+        bar.update(10, loss=2.31234)  # t=10: not yet due
+        bar.update(10, loss=2.2)  # t=40: due (30 s since the start)
+        bar.write("eval step 120: loss 3.1")
+        bar.update(20)  # t=45: not due again yet
+    lines = err.getvalue().splitlines()
+    # 20 steps in 40 s -> 0.5 step/s; 680 left -> 1360 s
+    assert lines[0] == "train: 120/800 (15%) loss 2.2 | 0.5 step/s | ETA 23m"
+    # the closing line: all 40 steps over 100 s
+    assert lines[1] == "train: 140/800 (18%) loss 2.2 | 0.4 step/s | took 2m"
+    assert out.getvalue() == "eval step 120: loss 3.1\n"
+
+
+def test_progress_interval_from_the_environment_and_quiet_prints_nothing(monkeypatch):
+    monkeypatch.setenv(ENV_EVERY, "0")
+    assert line_interval() == 0.0
+    err = io.StringIO()
+    with progress(None, "eval", unit="batch", stream=err) as bar:
+        bar.update(1, loss=1.5)
+        bar.update(1, loss=1.25)
+    assert err.getvalue().splitlines()[0].startswith("eval: 1 loss 1.5 | ")
+    assert err.getvalue().splitlines()[1].startswith("eval: 2 loss 1.25 | ")
+    quiet, messages = io.StringIO(), io.StringIO()
+    with progress(5, "train", stream=quiet, message_stream=messages, enabled=False) as bar:
+        bar.update(5, loss=1.0)
+        bar.write("resumed")
+    assert quiet.getvalue() == messages.getvalue() == "" and bar.mode == "off"
+    monkeypatch.setenv(ENV_EVERY, "soon")
+    with pytest.raises(ValueError, match="CHORUS_PROGRESS_EVERY: expected seconds >= 0, got "
+                                         "'soon'"):
+        line_interval()
+    assert [format_duration(s) for s in (42, 660, 3900)] == ["42s", "11m", "1h05m"]
+
+
+def test_progress_draws_a_tqdm_bar_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = Terminal()
+    with progress(4, "train", unit="step", stream=err, message_stream=io.StringIO()) as bar:
+        assert bar.mode == "bar"
+        bar.update(2, loss=1.5)
+    assert "train:  50%" in err.getvalue() and "2/4" in err.getvalue()
+    assert "loss=1.5" in err.getvalue()
 
 
 def test_peak_flops_by_device_kind_and_mfu():

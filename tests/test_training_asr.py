@@ -8,7 +8,7 @@ from train_toy import TINY
 
 from chorus import sharding
 from chorus.config import ConfigError, load_config
-from chorus.training.trainer import init_state, make_state_spec
+from chorus.training.state import init_state, make_state_spec
 from experiments.asr import build
 
 ASR = [o for o in TINY if not o.startswith(("audio.n_mels", "model.text_vocab_size",

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import pytest
 from jax._src import compilation_cache
+from tensorboard_events import read_scalars
 from train_toy import TINY, build
 
 from chorus import sharding
@@ -31,14 +32,15 @@ from chorus.training.checkpointing import Checkpoints
 from chorus.training.cli import eval_main, train_main
 from chorus.training.metrics import read_jsonl
 from chorus.training.run_config import IncompatibleConfigError, read_run_config
-from chorus.training.tfevents import read_scalars
-from chorus.training.trainer import NonFiniteLossError, Trainer, make_state_spec
+from chorus.training.state import make_state_spec
+from chorus.training.trainer import NonFiniteLossError, Trainer
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS_DIR)
 STEPS = 12
 # decay_steps fixed: runs of other lengths (train.steps) share the learning-rate schedule
-REFERENCE = TINY + [f"train.steps={STEPS}", f"optim.decay_steps={STEPS}",
+REFERENCE = TINY + ["experiment.module=train_toy", f"train.steps={STEPS}",
+                    f"optim.decay_steps={STEPS}",
                     "train.checkpoint_every=4", "train.keep_checkpoints=10",
                     "train.eval_every=6", "train.eval_steps=1", "train.log_every=3",
                     "train.peak_flops_per_device=1e9"]
@@ -80,14 +82,18 @@ def _mesh(config, devices=None):
 def reference(compile_cache, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("reference"))
     config = load_config("cpu-tiny", REFERENCE)
-    console = io.StringIO()
-    with contextlib.redirect_stdout(console):
-        result = Trainer(config, build(config), workdir, console=True).run()
-    return workdir, config, result, console.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    os.environ["CHORUS_PROGRESS_EVERY"] = "0"  # a progress line per step (not a terminal)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            result = Trainer(config, build(config), workdir, console=True).run()
+    finally:
+        del os.environ["CHORUS_PROGRESS_EVERY"]
+    return workdir, config, result, (out.getvalue(), err.getvalue())
 
 
 def test_reference_run_writes_config_metrics_events_and_checkpoints(reference):
-    workdir, config, result, out = reference
+    workdir, config, result, (out, err) = reference
     assert result.status == "completed" and result.step == STEPS
     assert read_run_config(workdir) == config
     steps = _steps(workdir)
@@ -106,7 +112,13 @@ def test_reference_run_writes_config_metrics_events_and_checkpoints(reference):
     assert {"train/tokens_per_s", "train/mfu", "train/data_wait_fraction", "eval/loss",
             "train/grad_norm", "train/lr"} <= set(scalars)
     assert Checkpoints(workdir, read_only=True).all_steps() == [4, 8, 12]
-    assert "step 12/12 | loss " in out and "tok/s" in out and "MFU" in out
+    # the console: a progress line per step on stderr (throughput and MFU once known), the
+    # eval results on stdout
+    lines = [line for line in err.splitlines() if line.startswith("train: ")]
+    assert [line.split()[1] for line in lines] == [f"{s}/12" for s in range(1, 13)]
+    assert lines[-1].startswith("train: 12/12 (100%) loss ") and "ETA 0s" in lines[-1]
+    assert " tok/s " in lines[-1] and " MFU " in lines[-1]
+    assert [line.split(":")[0] for line in out.splitlines()] == ["eval step 6", "eval step 12"]
 
 
 class _SignalAt:
@@ -377,3 +389,81 @@ def test_bench_train_writes_json_and_markdown(compile_cache, tmp_path, capsys):
     table = open(os.path.join(out, "results.md")).read()
     assert "| chorus trainer |" in table and "overhead x" in table
     assert bench_main(["nope"]) == 2 and "unknown benchmark 'nope'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- inference restore
+
+
+def _delete_optimizer_arrays(step_dir):
+    """Removes every `opt_state.*` array from a checkpoint's OCDBT store (in place)."""
+    import tensorstore as ts
+
+    store = ts.KvStore.open({"driver": "ocdbt",
+                             "base": f"file://{os.path.join(step_dir, 'state')}"}).result()
+    keys = [k for k in store.list().result() if k.startswith(b"opt_state.")]
+    assert keys, "the checkpoint holds no optimizer arrays to delete"
+    for key in keys:
+        store.delete_range(ts.KvStore.KeyRange(key, key + b"\0")).result()
+    assert not [k for k in store.list().result() if k.startswith(b"opt_state.")]
+
+
+def test_load_run_restores_params_only_onto_another_mesh(reference, tmp_path):
+    """The optimizer state is never read: with its arrays deleted from the checkpoint, the
+    full restore fails and load_run still returns the same params."""
+    ref_dir, config, *_ = reference
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(ref_dir, run_dir)
+    _delete_optimizer_arrays(os.path.join(run_dir, "checkpoints", str(STEPS)))
+    spec = make_state_spec(config, build(config), _mesh(config))
+    with pytest.raises(Exception, match="opt_state"):
+        Checkpoints(run_dir, read_only=True).restore(STEPS, spec.abstract)
+    from chorus.training.restore import load_run
+
+    run = load_run(run_dir, ["mesh.data=2", "mesh.fsdp=2"], devices=jax.devices()[:4])
+    assert run.step == STEPS and run.experiment.name == "train_toy"
+    assert run.config.mesh.fsdp == 2 and run.mesh.devices.size == 4
+    embed = run.params["embed"]["embedding"]
+    assert embed.sharding.mesh.devices.size == 4
+    assert embed.sharding.shard_shape(embed.shape) == (embed.shape[0], embed.shape[1] // 2)
+    original = _final_params(ref_dir, config, STEPS)
+    for x, y in zip(jax.tree.leaves(original.params), jax.tree.leaves(run.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    # an earlier step, and the errors name the run
+    assert load_run(run_dir, step=4).step == 4
+    from chorus.training.checkpointing import RestoreError
+
+    with pytest.raises(RestoreError, match=rf"{run_dir}: no checkpoint at step 5; saved steps: "
+                                           r"\[4, 8, 12\]"):
+        load_run(run_dir, step=5)
+    with pytest.raises(RestoreError, match=rf"{run_dir}: checkpoint 12 does not hold the params"):
+        load_run(run_dir, ["model.mlp_dim=96"])
+    with pytest.raises(FileNotFoundError, match="no such run directory"):
+        load_run(str(tmp_path / "nope"))
+
+
+def test_assets_are_copied_into_the_run_and_found_by_asset_path(tmp_path):
+    from chorus.training.assets import asset_path, copy_assets
+    from chorus.training.experiment import ExperimentError
+
+    source = tmp_path / "tokenizer.model"
+    source.write_bytes(b"v1")
+    config = load_config("cpu-tiny", REGRESSION + ["train.steps=1"])
+    experiment = dataclasses.replace(build(config), assets={"tokenizer.model": str(source)})
+    workdir = str(tmp_path / "run")
+    Trainer(config, experiment, workdir, console=False).run()
+    path = asset_path(workdir, "tokenizer.model")
+    assert path == os.path.join(workdir, "assets", "tokenizer.model")
+    assert open(path, "rb").read() == b"v1"
+    source.write_bytes(b"v2")  # a resume keeps the asset the run started with
+    copy_assets(workdir, experiment.assets)
+    assert open(path, "rb").read() == b"v1"
+    with pytest.raises(FileNotFoundError, match=r"run has no asset 'vocab.json' .*assets "
+                                                r"present: \['tokenizer.model'\]"):
+        asset_path(workdir, "vocab.json")
+    with pytest.raises(FileNotFoundError, match=r"Experiment.assets\['x'\]: expected a file, "
+                                                "got '/no/such/file'"):
+        copy_assets(str(tmp_path / "other"), {"x": "/no/such/file"})
+    with pytest.raises(ExperimentError, match="assets: expected file names without a "
+                                              "directory"):
+        dataclasses.replace(experiment, assets={"sub/x": str(source)})
+    assert not os.listdir(os.path.join(workdir, "assets"))[1:]  # no temp files left

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from chorus.training.experiment import Experiment
-from chorus.training.synthetic import synthetic_experiment
+from experiments.benchmarks.synthetic import synthetic_experiment
 
 TINY = ["model.text_vocab_size=64", "model.num_audio_codes=0", "model.d_model=32",
         "model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1", "model.head_dim=16",

@@ -41,8 +41,9 @@ from chorus.commands.common import add_config_args, config_from_args
 from chorus.config import Config, apply_overrides
 from chorus.training import distributed
 from chorus.training.experiment import Experiment
-from chorus.training.synthetic import SyntheticBatches, synthetic_experiment
-from chorus.training.trainer import Trainer, init_state, make_state_spec
+from chorus.training.state import init_state, make_state_spec
+from chorus.training.trainer import Trainer
+from experiments.benchmarks.synthetic import SyntheticBatches, synthetic_experiment
 
 DEFAULT_OUT = "runs/bench/train"
 OVERHEAD_GOAL = 1.05

@@ -1,12 +1,19 @@
-"""Eval loops: the trainer's periodic eval, experiments' `evaluate`, and `chorus eval`.
+"""The one evaluation loop, and `chorus eval` on a checkpoint.
 
-Metrics are averaged over batches (each batch's loss is already a mean over its tokens).
+    evaluate_loss(loss_fn, params, batches, key=..., max_batches=...)
+        -> {metric: mean over batches, ..., "batches": n}
+
+used by the trainer's periodic eval, by `chorus eval` (experiments without an `evaluate`)
+and by experiments' own `evaluate(params, workdir)` hooks. Metrics are averaged over batches
+(each batch's loss is already a mean over its tokens). `evaluate_checkpoint` restores the
+params only (no optimizer state) and runs the experiment's `evaluate`, or this loop.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -15,20 +22,20 @@ import numpy as np
 from chorus import sharding
 from chorus.atomic import write_json
 from chorus.config import Config
+from chorus.progress import progress
 from chorus.training import distributed
-from chorus.training.checkpointing import Checkpoints
-from chorus.training.experiment import Experiment, LossFn, merge_params
-from chorus.training.step import step_key
+from chorus.training.checkpointing import restore_params
+from chorus.training.experiment import Experiment, LossFn
+from chorus.training.state import run_keys
+from chorus.training.step import make_eval_step, step_key
+
+EVAL_DIR = "eval"
 
 
 def host_scalars(metrics: dict) -> dict[str, float]:
-    """Size-1 metrics as Python floats (others are dropped)."""
-    out = {}
-    for key, value in jax.device_get(metrics).items():
-        array = np.asarray(value)
-        if array.size == 1:
-            out[key] = float(array.reshape(()))
-    return out
+    """Size-1 metrics as Python floats (others are dropped, never fetched)."""
+    scalars = {k: v for k, v in metrics.items() if np.size(v) == 1}
+    return {k: float(np.asarray(v).reshape(())) for k, v in jax.device_get(scalars).items()}
 
 
 def close_iterator(iterator: Any) -> None:
@@ -38,109 +45,71 @@ def close_iterator(iterator: Any) -> None:
         close()
 
 
-def mean_metrics(run_batch: Callable[[dict], dict], batches: Iterable[dict], mesh,
-                 max_batches: int | None = None) -> tuple[dict[str, float], int]:
-    """Runs `run_batch` on each host batch (placed on `mesh`); (means, number of batches)."""
+def params_mesh(params: Any):
+    """The mesh the params live on (their leaves are NamedSharding-placed global arrays)."""
+    for leaf in jax.tree.leaves(params):
+        mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
+        if mesh is not None:
+            return mesh
+    raise ValueError("evaluate_loss params: expected arrays placed with a NamedSharding (as "
+                     "restored or trained), got none; pass mesh=")
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _eval_step(loss_fn: LossFn, params: Any, batch: dict, key: jax.Array) -> dict:
+    return make_eval_step(loss_fn)(params, batch, key)
+
+
+def evaluate_loss(loss_fn: LossFn, params: Any, batches: Iterable[dict], *,
+                  key: jax.Array | None = None, max_batches: int | None = None, mesh=None,
+                  desc: str = "eval", console: bool = True) -> dict[str, float]:
+    """Mean `loss_fn` metrics (and "loss") of `params` over this host's `batches`.
+
+    `params`: trainable and frozen merged, global arrays (the mesh is theirs unless given).
+    `key`: the loss function's key (default: a fixed one; an eval loss should not need it).
+    Returns the means and "batches" (how many ran). Every host must see as many batches."""
+    mesh = mesh or params_mesh(params)
+    key = jax.random.key(0) if key is None else key
     sums: dict[str, float] = {}
     count = 0
-    for host in batches:
-        if max_batches is not None and count >= max_batches:
-            break
-        with sharding.activate(mesh):
-            values = host_scalars(run_batch(distributed.global_batch(host, mesh)))
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-    return {k: v / count for k, v in sums.items()}, count
-
-
-def params_mesh(params: Any):
-    leaf = jax.tree.leaves(params)[0]
-    return leaf.sharding.mesh
-
-
-def loss_metrics(loss_fn: LossFn, params: Any, batches: Iterable[dict],
-                 max_batches: int | None = None, seed: int = 0) -> dict[str, float]:
-    """Mean loss-function metrics of `params` (sharded global arrays) over `batches`.
-
-    For an experiment's `evaluate(params, workdir)`: the mesh is the params' own.
-    """
-    mesh = params_mesh(params)
-    key = jax.random.key(seed)
-    forward = jax.jit(lambda p, b: dict(zip(("loss", "metrics"),
-                                            loss_fn(p, b, step_key(key, 0)), strict=True)))
-
-    def run_batch(batch):
-        out = forward(params, batch)
-        return dict(out["metrics"], loss=out["loss"])
-
-    means, count = mean_metrics(run_batch, batches, mesh, max_batches)
-    return dict(means, batches=count)
-
-
-def _restore(config: Config, experiment: Experiment, workdir: str, step: int | None,
-             devices):
-    """(mesh, state spec, step, Restored) of a checkpoint (default: the latest complete one)."""
-    from chorus.training.trainer import make_state_spec
-
-    mesh = sharding.make_mesh(config.mesh, devices)
-    spec = make_state_spec(config, experiment, mesh)
-    ckpts = Checkpoints(workdir, read_only=True)
-    try:
-        step = ckpts.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{ckpts.directory}: no complete checkpoint")
-        restored = ckpts.restore(step, spec.abstract, config)
-    finally:
-        ckpts.close()
-    return mesh, spec, step, restored
-
-
-def restore_params(config: Config, experiment: Experiment, workdir: str,
-                   step: int | None = None, devices=None):
-    """(step, params with frozen trees merged back, mesh) of a checkpoint (default: latest)."""
-    mesh, _, step, restored = _restore(config, experiment, workdir, step, devices)
-    return step, merge_params(restored.state.params, restored.state.frozen), mesh
+    with progress(max_batches, desc, unit="batch", enabled=console) as bar:
+        for host in batches:
+            if max_batches is not None and count >= max_batches:
+                break
+            with sharding.activate(mesh):
+                batch = distributed.global_batch(host, mesh)
+                values = host_scalars(_eval_step(loss_fn, params, batch, key))
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.update(1, loss=sums.get("loss", 0.0) / count)
+    return {**{k: v / count for k, v in sums.items()}, "batches": count}
 
 
 def evaluate_checkpoint(config: Config, experiment: Experiment, workdir: str,
                         step: int | None = None, max_batches: int | None = None,
-                        devices=None) -> dict[str, Any]:
-    """Restores a checkpoint (default: the latest) and evaluates it; writes
+                        devices=None, console: bool = True) -> dict[str, Any]:
+    """Restores a checkpoint's params (default: the latest) and evaluates them; writes
     `workdir/eval/step_<N>.json`. Uses `experiment.evaluate` when the experiment has one,
     else the eval loop over `experiment.eval_iterator`."""
-    from chorus.training.trainer import replicated_array
-
-    mesh, spec, step, restored = _restore(config, experiment, workdir, step, devices)
-    state = restored.state
+    if experiment.evaluate is None and experiment.eval_iterator is None:
+        raise ValueError(f"experiment {experiment.name!r}: expected an `evaluate` or an "
+                         "`eval_iterator` to evaluate with, got neither")
+    mesh = sharding.make_mesh(config.mesh, devices)
+    step, params = restore_params(config, experiment, workdir, mesh, step)
     result: dict[str, Any] = {"step": step, "experiment": experiment.name}
     if experiment.evaluate is not None:
         with sharding.activate(mesh):
-            result.update(experiment.evaluate(merge_params(state.params, state.frozen),
-                                              workdir))
-    elif experiment.eval_iterator is not None:
-        from chorus.training.partitioning import jit_eval_step
-
-        rng = replicated_array(np.asarray(restored.progress["rng"], np.uint32), mesh)
+            result.update(experiment.evaluate(params, workdir))
+    else:
         batches = experiment.eval_iterator(jax.process_index(), jax.process_count(),
                                            config.train.seed)
-        eval_fn = None
-
-        def run_batch(batch):
-            nonlocal eval_fn
-            if eval_fn is None:
-                eval_fn = jit_eval_step(experiment.loss_fn_for_eval, spec.shardings, mesh,
-                                        batch)
-            return eval_fn(state, batch, rng)
-
         try:
-            means, count = mean_metrics(run_batch, batches, mesh, max_batches)
+            result.update(evaluate_loss(experiment.loss_fn_for_eval, params, batches,
+                                        key=step_key(run_keys(config)[1], step),
+                                        max_batches=max_batches, mesh=mesh, console=console))
         finally:
             close_iterator(batches)
-        result.update(means, batches=count)
-    else:
-        raise ValueError(f"experiment {experiment.name!r}: expected an `evaluate` or an "
-                         "`eval_iterator` to evaluate with, got neither")
     if jax.process_index() == 0:
-        write_json(os.path.join(workdir, "eval", f"step_{step}.json"), result)
+        write_json(os.path.join(workdir, EVAL_DIR, f"step_{step}.json"), result)
     return result

@@ -1,9 +1,11 @@
 """The contract between an experiment (a mode, an algorithm) and the one trainer.
 
-An experiment module `experiments/<name>.py` defines `build(config) -> Experiment`. The trainer
-knows nothing of ASR / TTS / dialogue / DPO: it initializes what `init_fn` returns, shards it
-by the logical axis names the leaves carry, differentiates `loss_fn`, and feeds it batches
-from `train_iterator`.
+An experiment module `experiments/<name>.py` (or any importable module) defines
+`build(config) -> Experiment`. The trainer knows nothing of ASR / TTS / dialogue / DPO: it
+initializes what `init_fn` returns, shards it by the logical axis names the leaves carry,
+differentiates `loss_fn`, and feeds it batches from `train_iterator`. `build` must be cheap
+and must not open data (inference builds the experiment from a run directory alone): open
+files in the iterator factories and `evaluate`.
 
     init_fn(rng)                   -> dict of flax-boxed params (nn.LogicallyPartitioned
                                       leaves; plain arrays are replicated). Top-level keys named
@@ -19,7 +21,9 @@ from `train_iterator`.
                                       get_state() -> JSON-able and set_state(state)
     eval_iterator(...)             -> same signature; batches for the eval loop (optional)
     evaluate(params, workdir)      -> {name: value}; heavier evaluation (decoding, WER) run by
-                                      `chorus eval` (optional)
+                                      `chorus eval` (optional). `params` are the checkpoint's
+                                      (trainable and frozen merged); use
+                                      chorus.training.evaluation.evaluate_loss for losses
     flops_per_batch                -> model FLOPs of one train step on the global batch (MFU)
     tokens_per_batch               -> tokens per global batch (throughput); default: the size
                                       of batch["tokens"]
@@ -28,13 +32,31 @@ from `train_iterator`.
                                       is drawn, so the train iterator can sample rollouts from
                                       them. Batches are then drawn inline (no prefetch thread):
                                       each depends on the step before it.
+    assets                         -> {name: source file}: copied into `<workdir>/assets/<name>`
+                                      when a run starts (atomically; a resume copies only what
+                                      is missing). Inference reads them from the run directory
+                                      (`chorus.training.restore.asset_path(workdir, name)`), so
+                                      a run directory is enough without the training data.
+    export_params(params)          -> the mode's canonical inference tree from the checkpoint's
+                                      params (trainable and frozen merged), with a "backbone"
+                                      key when the run has one (ASR: {"backbone", "mtp",
+                                      "ctc"}; RL: {"backbone": policy, **companions}).
+                                      Optional; default identity. `load_run(workdir).params`.
+
+Staged experiments: a module may also define `stages(config) -> [Stage(name, overrides)]`
+(chorus.training.stages). `chorus train --experiment E --workdir W` then runs each stage in
+order as its own run in `W/<name>/`, with the config `base + stage.overrides +
+experiment.stage=<name> + experiment.run_dir=W`; `build` of a later stage finds an earlier
+stage's run at `os.path.join(config.experiment["run_dir"], name)` (e.g. with `load_run`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterator
+import os
+import types
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import jax
@@ -75,10 +97,16 @@ class Experiment:
     frozen: tuple[str, ...] = ()
     policy_sink: Callable[[Any], None] | None = None
     eval_loss_fn: LossFn | None = None
+    assets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    export_params: Callable[[Any], Any] | None = None
 
     @property
     def loss_fn_for_eval(self) -> LossFn:
         return self.eval_loss_fn or self.loss_fn
+
+    def inference_params(self, params: Any) -> Any:
+        """`export_params(params)`, or the params themselves without one."""
+        return params if self.export_params is None else self.export_params(params)
 
     def __post_init__(self):
         where = f"Experiment {self.name!r}"
@@ -86,7 +114,8 @@ class Experiment:
             if not callable(getattr(self, field)):
                 raise ExperimentError(f"{where}.{field}: expected a callable, got "
                                       f"{getattr(self, field)!r}")
-        for field in ("eval_iterator", "evaluate", "policy_sink", "eval_loss_fn"):
+        for field in ("eval_iterator", "evaluate", "policy_sink", "eval_loss_fn",
+                      "export_params"):
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise ExperimentError(f"{where}.{field}: expected a callable or None, got "
@@ -100,6 +129,18 @@ class Experiment:
         if not (isinstance(self.frozen, tuple) and all(isinstance(k, str) for k in self.frozen)):
             raise ExperimentError(f"{where}.frozen: expected a tuple of top-level param names, "
                                   f"got {self.frozen!r}")
+        if not isinstance(self.assets, Mapping):
+            raise ExperimentError(f"{where}.assets: expected a mapping of asset name -> source "
+                                  f"file, got {type(self.assets).__name__}")
+        for name, source in self.assets.items():
+            if (not isinstance(name, str) or not name or name in (".", "..")
+                    or os.sep in name or (os.altsep and os.altsep in name)):
+                raise ExperimentError(f"{where}.assets: expected file names without a "
+                                      f"directory (e.g. 'tokenizer.model'), got {name!r}")
+            if not isinstance(source, str) or not source:
+                raise ExperimentError(f"{where}.assets[{name!r}]: expected a source file "
+                                      f"path, got {source!r}")
+        object.__setattr__(self, "assets", types.MappingProxyType(dict(self.assets)))
 
 
 def split_params(params: dict, frozen: tuple[str, ...]) -> tuple[dict, dict]:

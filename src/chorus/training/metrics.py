@@ -1,11 +1,13 @@
-"""Where training metrics go: metrics.jsonl, TensorBoard event files, a console line.
+"""Where training metrics go: metrics.jsonl and TensorBoard event files.
 
     workdir/metrics.jsonl     one JSON object per step (loss, batch fingerprint, timings, ...)
                               plus {"event": ...} lines (start, resume, eval, checkpoint, stop)
-    workdir/tensorboard/      scalars every train.log_every steps (tfevents, no TensorFlow)
-    stdout                    "step 120/200 | loss 3.41 | 18.2k tok/s | 0.41 s/step | ..."
+    workdir/tensorboard/      TensorBoard events through tensorboardX: scalars every
+                              train.log_every steps, and audio / images / histograms for the
+                              experiments that log them
 
-Only process 0 writes; the other hosts get a logger with everything disabled.
+The console shows chorus.progress (the trainer's bar or periodic lines). Only process 0
+writes; the other hosts get a logger with everything disabled.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any
 
-from chorus.training.tfevents import EventWriter
+import numpy as np
 
 JSONL_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -73,36 +74,25 @@ def read_jsonl(path: str) -> list[dict]:
     return records
 
 
-def _si(value: float) -> str:
+def si(value: float) -> str:
+    """18200 -> '18.2k' (throughputs on the console)."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.1f}{unit}"
     return f"{value:.0f}"
 
 
-def progress_line(step: int, total: int, values: Mapping[str, float | None]) -> str:
-    parts = [f"step {step}/{total}", f"loss {values['loss']:.4f}"]
-    if values.get("tokens_per_s") is not None:
-        parts.append(f"{_si(values['tokens_per_s'])} tok/s")
-    step_time = values.get("step_time_s")
-    if step_time is not None and math.isfinite(step_time):
-        parts.append(f"{step_time:.3f} s/step")
-    parts.append(f"data {100 * values['data_wait_fraction']:.1f}%")
-    if values.get("mfu") is not None:
-        parts.append(f"MFU {100 * values['mfu']:.1f}%")
-    if values.get("skipped_total"):
-        parts.append(f"skipped {int(values['skipped_total'])}")
-    return " | ".join(parts)
-
-
 class MetricsLogger:
-    def __init__(self, workdir: str, *, enabled: bool = True, console: bool = True,
-                 stream: TextIO | None = None):
+    """metrics.jsonl records and TensorBoard summaries of one run (disabled off process 0)."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
-        self.console = console and enabled
-        self._stream = stream or sys.stdout
         self._jsonl = JsonlLog(os.path.join(workdir, JSONL_NAME)) if enabled else None
-        self._tb = EventWriter(os.path.join(workdir, TENSORBOARD_DIR)) if enabled else None
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
 
     def record(self, record: Mapping[str, Any]) -> None:
         if self._jsonl is not None:
@@ -112,16 +102,51 @@ class MetricsLogger:
         self.record({"event": kind, "time": time.time(), **fields})
 
     def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
-        if self._tb is not None:
-            self._tb.scalars(step, {k: v for k, v in values.items() if v is not None})
-            self._tb.flush()
+        """One scalar per tag (None values are left out); flushed, so a kill keeps them."""
+        if self._tb is None:
+            return
+        for tag, value in values.items():
+            if value is not None:
+                self._tb.add_scalar(tag, float(value), step)
+        self._tb.flush()
 
-    def print(self, line: str) -> None:
-        if self.console:
-            print(line, file=self._stream, flush=True)
+    def audio(self, tag: str, wave: np.ndarray, step: int, sample_rate: int) -> None:
+        """A mono waveform (float samples in [-1, 1]) as a playable TensorBoard clip."""
+        wave = np.asarray(wave, np.float32)
+        if wave.ndim != 1 or wave.size == 0:
+            raise ValueError(f"MetricsLogger.audio {tag!r}: expected a non-empty 1-D "
+                             f"waveform, got shape {wave.shape}")
+        if self._tb is not None:
+            self._tb.add_audio(tag, np.clip(wave, -1.0, 1.0), step, sample_rate=sample_rate)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An image [H, W] (grey) or [H, W, 1|3|4]: uint8 0..255, or floats in [0, 1] (e.g. a
+        log-mel spectrogram scaled by the caller)."""
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"MetricsLogger.image {tag!r}: expected [H, W] or [H, W, 1|3|4], "
+                             f"got shape {image.shape}")
+        if self._tb is not None:
+            self._tb.add_image(tag, image, step, dataformats="HWC")
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        values = np.asarray(values, np.float64).reshape(-1)
+        if values.size == 0 or not np.isfinite(values).all():
+            raise ValueError(f"MetricsLogger.histogram {tag!r}: expected finite values, got "
+                             f"{values.size} values with "
+                             f"{int((~np.isfinite(values)).sum())} non-finite")
+        if self._tb is not None:
+            self._tb.add_histogram(tag, values, step)
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
 
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+            self._tb = None

@@ -1,40 +1,23 @@
-"""The pure train / eval steps: (state, batch, rng) -> (state, metrics). Jitted by the caller.
+"""The pure train / eval steps. Jitted by the caller (partitioning.py, evaluation.py).
 
-`rng` is the run's base key (raw uint32 key data, or a typed key); each step draws from
+    train_step(state, batch, rng) -> (state, metrics)    NaN/Inf guard, optax update
+    eval_step(params, batch, key) -> metrics             the loss without gradients
+
+`rng` is the run's base key (raw uint32 key data, or a typed key); each train step draws from
 fold_in(rng, state.step), so randomness is a pure function of (base key, step) and a resumed
 run replays it exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-from chorus.training.experiment import merge_params
-
-LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any  # trainable: gradients + optimizer state
-    opt_state: Any
-    nonfinite_in_a_row: jax.Array
-    nonfinite_total: jax.Array
-    frozen: Any = flax.struct.field(default_factory=dict)  # no gradients (e.g. RL reference)
-
-    @classmethod
-    def create(cls, params, tx: optax.GradientTransformation, frozen=None) -> TrainState:
-        zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers: the state is donated
-        return cls(step=zero(), params=params, opt_state=tx.init(params),
-                   nonfinite_in_a_row=zero(), nonfinite_total=zero(),
-                   frozen={} if frozen is None else frozen)
+from chorus.training.experiment import LossFn, merge_params
+from chorus.training.state import TrainState
 
 
 def step_key(rng: jax.Array, step: jax.Array) -> jax.Array:
@@ -75,11 +58,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
 
 
 def make_eval_step(loss_fn: LossFn):
-    """(state, batch, rng) -> metrics (incl. loss): the loss function without gradients."""
+    """(params, batch, key) -> metrics (incl. loss): the loss function without gradients.
 
-    def eval_step(state: TrainState, batch: dict, rng: jax.Array):
-        loss, metrics = loss_fn(merge_params(state.params, state.frozen), batch,
-                                step_key(rng, state.step))
+    `params` are the merged (trainable + frozen) params; `key` is the step's key."""
+
+    def eval_step(params: Any, batch: dict, key: jax.Array):
+        loss, metrics = loss_fn(params, batch, key)
         return dict(metrics, loss=loss)
 
     return eval_step

@@ -25,63 +25,25 @@ import numpy as np
 
 from chorus import sharding
 from chorus.config import Config
+from chorus.progress import Progress, progress
 from chorus.training import distributed
+from chorus.training.assets import copy_assets
 from chorus.training.checkpointing import Checkpoints
-from chorus.training.evaluation import close_iterator, host_scalars, mean_metrics
-from chorus.training.experiment import Experiment, merge_params, split_params
+from chorus.training.evaluation import close_iterator, evaluate_loss, host_scalars
+from chorus.training.experiment import Experiment, merge_params
 from chorus.training.hardware import mfu, peak_flops_per_device
 from chorus.training.interrupts import StopRequests
-from chorus.training.metrics import MetricsLogger, progress_line
-from chorus.training.optimizer import learning_rate_schedule, make_optimizer
-from chorus.training.partitioning import (
-    boxed_shardings,
-    data_parallel_size,
-    jit_eval_step,
-    jit_train_step,
-    train_state_shardings,
-    unbox,
-)
+from chorus.training.metrics import MetricsLogger, si
+from chorus.training.optimizer import learning_rate_schedule
+from chorus.training.partitioning import data_parallel_size, jit_train_step
 from chorus.training.prefetch import Prefetcher
 from chorus.training.run_config import check_resumable, write_run_config
-from chorus.training.step import TrainState
+from chorus.training.state import StateSpec, init_state, make_state_spec
+from chorus.training.step import step_key
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite steps in a row (train.max_nonfinite_in_a_row)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StateSpec:
-    """Everything about the train state that follows from (config, experiment, mesh)."""
-
-    abstract: Any  # TrainState of ShapeDtypeStructs carrying shardings
-    shardings: Any  # TrainState of NamedShardings
-    tx: Any
-    init_key: jax.Array
-    base_key: jax.Array  # the run's RNG; steps use fold_in(base_key, step)
-
-
-def make_state_spec(config: Config, experiment: Experiment, mesh) -> StateSpec:
-    init_key, base_key = jax.random.split(jax.random.key(config.train.seed))
-    boxed = jax.eval_shape(experiment.init_fn, init_key)
-    trainable, frozen = split_params(boxed, experiment.frozen)
-    shards = boxed_shardings(boxed, mesh)
-    trainable_shards, frozen_shards = split_params(shards, experiment.frozen)
-    tx = make_optimizer(config.optim, config.train.steps)
-    abstract, shardings = train_state_shardings(unbox(trainable), trainable_shards, tx, mesh,
-                                                unbox(frozen), frozen_shards)
-    return StateSpec(abstract, shardings, tx, init_key, base_key)
-
-
-def init_state(spec: StateSpec, experiment: Experiment, mesh) -> TrainState:
-    """Params initialized directly into their shardings (never whole on one device)."""
-
-    def init(key):
-        trainable, frozen = split_params(unbox(experiment.init_fn(key)), experiment.frozen)
-        return TrainState.create(trainable, spec.tx, frozen)
-
-    with sharding.activate(mesh):
-        return jax.jit(init, out_shardings=spec.shardings)(spec.init_key)
 
 
 def replicated_array(value: np.ndarray, mesh) -> jax.Array:
@@ -147,15 +109,14 @@ class Trainer:
             state = init_state(spec, self.experiment, self.mesh)
             return state, jax.random.key_data(spec.base_key), None, None
         restored = ckpts.restore(latest, spec.abstract)
-        progress = restored.progress
-        data_states = progress["data"]
+        progress_item = restored.progress
+        data_states = progress_item["data"]
         if len(data_states) != self.process_count:
             raise ValueError(f"{ckpts.directory}/{latest}: saved by {len(data_states)} "
                              f"process(es), restoring with {self.process_count}; each host's "
                              "data position cannot be mapped to another process count")
         logger.event("resume", step=latest)
-        logger.print(f"resumed from {ckpts.directory}/{latest}")
-        return (restored.state, np.asarray(progress["rng"], np.uint32),
+        return (restored.state, np.asarray(progress_item["rng"], np.uint32),
                 data_states[self.process_index], latest)
 
     def _check_batch(self, arrays: dict) -> None:
@@ -182,47 +143,60 @@ class Trainer:
             check_resumable(ckpts.saved_config(latest), cfg, f"{ckpts.directory}/{latest}")
         if self.is_main:
             write_run_config(self.workdir, cfg)
-        logger = MetricsLogger(self.workdir, enabled=self.is_main, console=self.console)
-        prefetcher = iterator = None
-        try:
-            spec = make_state_spec(cfg, self.experiment, self.mesh)
-            state, key_data, data_state, resumed_from = self._restore_or_init(ckpts, spec,
-                                                                              logger)
-            logger.event("start", step=int(state.step), devices=self.num_devices,
-                         processes=self.process_count,
-                         mesh=dict(zip(self.mesh.axis_names, self.mesh.devices.shape,
-                                       strict=True)),
-                         compute_dtype=cfg.model.dtype, param_dtype=cfg.model.param_dtype)
-            iterator = self.experiment.train_iterator(self.process_index, self.process_count,
-                                                      cfg.train.seed)
-            if data_state is not None:
-                iterator.set_state(data_state)
-            # On-policy batches depend on the latest params: no prefetching ahead of the step.
-            depth = 0 if self.experiment.policy_sink is not None else cfg.train.prefetch_batches
-            prefetcher = Prefetcher(iterator, lambda b: distributed.global_batch(b, self.mesh),
-                                    depth=depth)
-            rng = replicated_array(np.asarray(key_data), self.mesh)
-            return self._loop(state, spec, rng, prefetcher, ckpts, logger, resumed_from)
-        finally:
-            if prefetcher is not None:
-                prefetcher.close()
-            close_iterator(iterator)
-            ckpts.close()
-            logger.close()
+            copy_assets(self.workdir, self.experiment.assets,
+                        f"Experiment {self.experiment.name!r}")
+        logger = MetricsLogger(self.workdir, enabled=self.is_main)
+        prefetcher = iterator = bar = None
+        # Installed before the prefetch thread starts: a signal during setup is a stop request.
+        with StopRequests() as stops:
+            try:
+                spec = make_state_spec(cfg, self.experiment, self.mesh)
+                state, key_data, data_state, resumed_from = self._restore_or_init(ckpts, spec,
+                                                                                  logger)
+                step = int(jax.device_get(state.step))
+                bar = progress(cfg.train.steps, "train", unit="step", initial=step,
+                               enabled=self.console and self.is_main)
+                if resumed_from is not None:
+                    bar.write(f"resumed from {ckpts.directory}/{resumed_from}")
+                logger.event("start", step=step, devices=self.num_devices,
+                             processes=self.process_count,
+                             mesh=dict(zip(self.mesh.axis_names, self.mesh.devices.shape,
+                                           strict=True)),
+                             compute_dtype=cfg.model.dtype, param_dtype=cfg.model.param_dtype)
+                iterator = self.experiment.train_iterator(self.process_index, self.process_count,
+                                                          cfg.train.seed)
+                if data_state is not None:
+                    iterator.set_state(data_state)
+                # On-policy batches depend on the latest params: no prefetching ahead of the step.
+                depth = 0 if self.experiment.policy_sink is not None else cfg.train.prefetch_batches
+                prefetcher = Prefetcher(iterator, lambda b: distributed.global_batch(b, self.mesh),
+                                        depth=depth)
+                rng = replicated_array(np.asarray(key_data), self.mesh)
+                return self._loop(state, spec, rng, prefetcher, ckpts, logger, bar, stops,
+                                  resumed_from)
+            finally:
+                if prefetcher is not None:
+                    prefetcher.close()
+                close_iterator(iterator)
+                ckpts.close()
+                if bar is not None:
+                    bar.close()
+                logger.close()
 
     def _save(self, ckpts: Checkpoints, step: int, state, rng, data_state,
               logger: MetricsLogger) -> None:
-        progress = {"step": step, "rng": np.asarray(jax.device_get(rng)).tolist(),
-                    "data": distributed.gather_json(data_state)}
-        if ckpts.save(step, state, progress, self.config):
+        progress_item = {"step": step, "rng": np.asarray(jax.device_get(rng)).tolist(),
+                         "data": distributed.gather_json(data_state)}
+        if ckpts.save(step, state, progress_item, self.config):
             logger.event("checkpoint", step=step)
 
     def _loop(self, state, spec: StateSpec, rng, prefetcher: Prefetcher, ckpts: Checkpoints,
-              logger: MetricsLogger, resumed_from: int | None) -> TrainResult:
+              logger: MetricsLogger, bar: Progress, stops: StopRequests,
+              resumed_from: int | None) -> TrainResult:
         cfg, t = self.config, self.config.train
         lr_at = learning_rate_schedule(cfg.optim, t.steps)
         step = int(jax.device_get(state.step))
-        step_fn = eval_fn = None
+        step_fn = None
         window: list[dict] = []
         step_times: list[float] = []
         data_waits: list[float] = []
@@ -248,6 +222,8 @@ class Trainer:
             logger.record(record)
             window.append(record)
             last = values
+            bar.update(1, loss=values["loss"],
+                       skipped=int(values["nonfinite_total"]) or None)
             if values.get("nonfinite_in_a_row", 0) >= t.max_nonfinite_in_a_row:
                 raise NonFiniteLossError(
                     f"step {p.step}: {int(values['nonfinite_in_a_row'])} steps in a row with a "
@@ -255,54 +231,51 @@ class Trainer:
                     f"{t.max_nonfinite_in_a_row}); updates were skipped; last checkpoint: "
                     f"{ckpts.latest_step()}")
             if p.step % t.log_every == 0 or p.step == t.steps:
-                self._log_window(p.step, window, p.tokens, logger)
+                self._log_window(p.step, window, p.tokens, logger, bar)
                 window.clear()
 
-        with StopRequests() as stops:
-            while step < t.steps:
-                if self.experiment.policy_sink is not None:  # before the state is donated
-                    self.experiment.policy_sink(merge_params(state.params, state.frozen))
-                try:
-                    ready, waited = prefetcher.next()
-                except StopIteration:
-                    status = "data_exhausted"
-                    break
-                if step_fn is None:
-                    self._check_batch(ready.arrays)
-                    step_fn = jit_train_step(self.experiment.loss_fn, spec.tx, spec.shardings,
-                                             self.mesh, ready.arrays)
-                with sharding.activate(self.mesh):
-                    state, metrics = step_fn(state, ready.arrays, rng)
-                step += 1
-                data_state = ready.data_state
-                if pending is not None:
-                    finish(pending)
-                tokens = self.experiment.tokens_per_batch or (
-                    ready.arrays["tokens"].size if "tokens" in ready.arrays else None)
-                pending = _Pending(step, metrics, ready.fingerprint, waited, tokens)
-                stop = stops.requested or step == self.stop_at_step
-                stop = distributed.any_process(stop)
-                eval_due = (self.experiment.eval_iterator is not None
-                            and step % t.eval_every == 0)
-                if eval_due:
-                    finish(pending)
-                    pending = None
-                    eval_fn = self._evaluate(state, rng, spec, eval_fn, step, logger)
-                if step % t.checkpoint_every == 0 or stop:
-                    self._save(ckpts, step, state, rng, data_state, logger)
-                    saved_step = step
-                if stop:
-                    status, signal_name = "interrupted", stops.signal_name
-                    break
+        while step < t.steps:
+            if self.experiment.policy_sink is not None:  # before the state is donated
+                self.experiment.policy_sink(merge_params(state.params, state.frozen))
+            try:
+                ready, waited = prefetcher.next()
+            except StopIteration:
+                status = "data_exhausted"
+                break
+            if step_fn is None:
+                self._check_batch(ready.arrays)
+                step_fn = jit_train_step(self.experiment.loss_fn, spec.tx, spec.shardings,
+                                         self.mesh, ready.arrays)
+            with sharding.activate(self.mesh):
+                state, metrics = step_fn(state, ready.arrays, rng)
+            step += 1
+            data_state = ready.data_state
             if pending is not None:
                 finish(pending)
-            if data_state is not None and saved_step != step:
+            tokens = self.experiment.tokens_per_batch or (
+                ready.arrays["tokens"].size if "tokens" in ready.arrays else None)
+            pending = _Pending(step, metrics, ready.fingerprint, waited, tokens)
+            stop = stops.requested or step == self.stop_at_step
+            stop = distributed.any_process(stop)
+            if self.experiment.eval_iterator is not None and step % t.eval_every == 0:
+                finish(pending)
+                pending = None
+                self._evaluate(state, rng, step, logger, bar)
+            if step % t.checkpoint_every == 0 or stop:
                 self._save(ckpts, step, state, rng, data_state, logger)
-            ckpts.wait()
+                saved_step = step
+            if stop:
+                status, signal_name = "interrupted", stops.signal_name
+                break
+        if pending is not None:
+            finish(pending)
+        if data_state is not None and saved_step != step:
+            self._save(ckpts, step, state, rng, data_state, logger)
+        ckpts.wait()
         logger.event("stop", step=step, status=status, signal=signal_name)
         if status == "interrupted":
-            logger.print(f"stopped at step {step} ({signal_name or 'requested'}); checkpoint "
-                         f"saved; re-run the same command to resume")
+            bar.write(f"stopped at step {step} ({signal_name or 'requested'}); checkpoint "
+                      f"saved; re-run the same command to resume")
         return TrainResult(step=step, status=status, signal=signal_name,
                            resumed_from=resumed_from, checkpoint_step=ckpts.latest_step(),
                            last_metrics=last, step_times=tuple(step_times),
@@ -311,50 +284,44 @@ class Trainer:
     # ------------------------------------------------------------------ logging / eval
 
     def _log_window(self, step: int, window: list[dict], tokens: int | None,
-                    logger: MetricsLogger) -> None:
+                    logger: MetricsLogger, bar: Progress) -> None:
+        """Window means into TensorBoard (train/...) and the throughput onto the console."""
         timed = [r for r in window if r["step_time_s"] is not None]
         step_time = float(np.mean([r["step_time_s"] for r in timed])) if timed else math.nan
         wait = sum(r["data_wait_s"] for r in timed)
         total = sum(r["step_time_s"] for r in timed)
         values = {
-            "loss": float(np.mean([r["loss"] for r in window])),
             "step_time_s": step_time,
             "data_wait_fraction": wait / total if total else 0.0,
             "tokens_per_s": tokens / step_time if tokens and timed else None,
             "mfu": mfu(self.experiment.flops_per_batch, step_time, self.num_devices,
                        self.peak_flops) if timed else None,
-            "skipped_total": window[-1].get("nonfinite_total"),
         }
-        logger.print(progress_line(step, self.config.train.steps, values))
         scalars = {f"train/{k}": float(np.mean([r[k] for r in window]))
                    for k in window[-1] if isinstance(window[-1][k], float)
                    and all(isinstance(r.get(k), float) for r in window)
                    and k not in ("data_wait_s", "step_time_s")}
         scalars.update({f"train/{k}": v for k, v in values.items()
-                        if k != "loss" and v is not None and not
-                        (isinstance(v, float) and math.isnan(v))})
+                        if v is not None and not (isinstance(v, float) and math.isnan(v))})
         logger.scalars(step, scalars)
+        bar.update(0, **{"tok/s": si(values["tokens_per_s"]) if values["tokens_per_s"] else None,
+                         "MFU": f"{100 * values['mfu']:.1f}%" if values["mfu"] else None})
 
-    def _evaluate(self, state, rng, spec: StateSpec, eval_fn, step: int,
-                  logger: MetricsLogger):
+    def _evaluate(self, state, rng, step: int, logger: MetricsLogger, bar: Progress) -> None:
+        """The eval loop (evaluation.evaluate_loss) on the current params."""
         batches = self.experiment.eval_iterator(self.process_index, self.process_count,
                                                 self.config.train.seed)
-
-        def run_batch(batch):
-            nonlocal eval_fn
-            if eval_fn is None:
-                eval_fn = jit_eval_step(self.experiment.loss_fn_for_eval, spec.shardings,
-                                        self.mesh, batch)
-            return eval_fn(state, batch, rng)
-
         try:
-            means, count = mean_metrics(run_batch, batches, self.mesh,
-                                        self.config.train.eval_steps)
+            means = evaluate_loss(self.experiment.loss_fn_for_eval,
+                                  merge_params(state.params, state.frozen), batches,
+                                  key=step_key(rng, step), max_batches=self.config.train.eval_steps,
+                                  mesh=self.mesh, desc=f"eval at step {step}",
+                                  console=False)
         finally:
             close_iterator(batches)
+        count = means.pop("batches")
         if count:
             logger.record({"event": "eval", "step": step, "batches": count, **means})
             logger.scalars(step, {f"eval/{k}": v for k, v in means.items()})
-            logger.print(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}"
-                                                           for k, v in sorted(means.items())))
-        return eval_fn
+            bar.write(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}"
+                                                        for k, v in sorted(means.items())))

@@ -1,4 +1,5 @@
-"""Deterministic synthetic batches in the batch contract, for trainer tests and benchmarks.
+"""Deterministic synthetic batches in the batch contract, for `chorus bench train` and the
+trainer tests (a fixture: it lives beside the benchmark, not in the installed chorus package).
 
 Row r of step s is a pure function of (seed, s, r): an ASR-shaped stream
 `<asr> <audio>xN <transcript> text... <eos>` whose text is an arithmetic sequence (learnable:
@@ -12,6 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from chorus.config import Config
+from chorus.model.factory import example_batch
+from chorus.model.flops import backbone_train_flops
+from chorus.model.unified import UnifiedAudioLM
+from chorus.training.experiment import Experiment
+from chorus.training.lm_loss import make_lm_loss
 from chorus.vocab import MEL_FRAMES_PER_PLACEHOLDER, VocabLayout
 
 
@@ -84,8 +90,6 @@ class SyntheticBatches:
 
 def backbone_init_fn(model, config: Config):
     """rng -> the backbone's boxed params (logical axis names on the leaves)."""
-    from chorus.model.factory import example_batch
-
     b = example_batch(config, 1, 8)
 
     def init_fn(rng):
@@ -97,11 +101,6 @@ def backbone_init_fn(model, config: Config):
 
 def synthetic_experiment(config: Config, name: str = "synthetic"):
     """The backbone + LM loss on `SyntheticBatches`: the trainer with no data dependency."""
-    from chorus.model.unified import UnifiedAudioLM
-    from chorus.training.experiment import Experiment
-    from chorus.training.flops import backbone_train_flops
-    from chorus.training.lm_loss import make_lm_loss
-
     model = UnifiedAudioLM(config)
     t = config.train
     return Experiment(
