@@ -467,3 +467,112 @@ def test_assets_are_copied_into_the_run_and_found_by_asset_path(tmp_path):
                                               "directory"):
         dataclasses.replace(experiment, assets={"sub/x": str(source)})
     assert not os.listdir(os.path.join(workdir, "assets"))[1:]  # no temp files left
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+STAGED = REGRESSION + ["train.checkpoint_every=2"]
+
+
+def _staged_command(workdir, overrides, *extra):
+    sets = [a for s in overrides for a in ("--set", s)]
+    return [sys.executable, "-m", "chorus.cli", "train", "--experiment", "staged_toy",
+            "--workdir", workdir, "--quiet", *sets, *extra]
+
+
+def _events(workdir, kind):
+    return [e for e in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+            if e.get("event") == kind]
+
+
+def _stage_state(stage_dir):
+    import staged_toy
+
+    config = read_run_config(stage_dir)
+    spec = make_state_spec(config, staged_toy.build(config), _mesh(config))
+    ckpts = Checkpoints(stage_dir, read_only=True)
+    try:
+        return ckpts.restore(config.train.steps, spec.abstract).state
+    finally:
+        ckpts.close()
+
+
+@pytest.fixture(scope="module")
+def staged_reference(compile_cache, tmp_path_factory):
+    from chorus.training.stages import run_stages
+
+    workdir = str(tmp_path_factory.mktemp("staged"))
+    config = load_config("cpu-tiny", STAGED)
+    results = run_stages("staged_toy", config, workdir, console=False)
+    return workdir, config, results
+
+
+def test_stages_run_in_order_each_in_its_own_dir(staged_reference):
+    from chorus.training.restore import load_run
+    from chorus.training.stages import run_stages
+
+    workdir, config, results = staged_reference
+    assert [(r.name, r.status, r.step) for r in results] == [("pretrain", "completed", 6),
+                                                             ("finetune", "completed", 10)]
+    with open(os.path.join(workdir, "stages.json")) as f:
+        listed = json.load(f)
+    assert listed["experiment"] == "staged_toy"
+    assert [(s["name"], s["overrides"]) for s in listed["stages"]] == [
+        ("pretrain", ["train.steps=6"]),
+        ("finetune", ["train.steps=10", "optim.learning_rate=0.001"])]
+    fine = read_run_config(os.path.join(workdir, "finetune"))
+    assert fine.optim.learning_rate == 0.001 and fine.train.steps == 10
+    assert dict(fine.experiment, variant=None) == {
+        "variant": None, "stage": "finetune", "module": "staged_toy", "run_dir": workdir}
+    # the finetune stage started from the pretrained policy (load_run of run_dir/pretrain)
+    pre, fin = load_run(os.path.join(workdir, "pretrain")), load_run(workdir)
+    assert fin.workdir == os.path.join(workdir, "finetune") and fin.step == 10
+    assert set(fin.params) == {"backbone"}  # export_params
+    first = _steps(os.path.join(workdir, "finetune"))[0]
+    assert first["loss"] < _steps(os.path.join(workdir, "pretrain"))[0]["loss"]
+    assert first["drift"] == 0  # the frozen reference is the pretrained policy too
+    assert not np.array_equal(pre.params["backbone"]["out"], fin.params["backbone"]["out"])
+    # finished stages are skipped
+    again = run_stages("staged_toy", config, workdir, console=False)
+    assert [(r.name, r.status) for r in again] == [("pretrain", "skipped"),
+                                                   ("finetune", "skipped")]
+    assert len(_events(os.path.join(workdir, "finetune"), "start")) == 1
+
+
+def test_staged_run_killed_in_stage_two_resumes_there(staged_reference, compile_cache,
+                                                      tmp_path, capsys):
+    ref_dir, *_ = staged_reference
+    workdir = str(tmp_path / "run")
+    env = _env(compile_cache)
+    logs = [str(tmp_path / f"attempt{i}.log") for i in range(2)]
+    slow = STAGED + ["experiment.batch_sleep=0.15"]
+    cmd = _staged_command(workdir, slow)
+    proc = _launch(cmd, env, logs[0])
+    stage_two = os.path.join(workdir, "finetune")
+    _wait_for_step(proc, stage_two, 5, logs[0])
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = max(r["step"] for r in _steps(stage_two))
+    assert killed_at < 10, "stage 2 finished before SIGKILL arrived"
+    proc = _launch(cmd, env, logs[1])
+    assert proc.wait(timeout=240) == 0, _tail(logs[1])
+    out = _tail(logs[1])
+    assert "chorus train: stage pretrain: skipped in " in out
+    assert "chorus train: stage finetune: completed at step 10" in out
+    # stage 1 ran once; stage 2 resumed from its last checkpoint before the kill
+    assert len(_events(os.path.join(workdir, "pretrain"), "start")) == 1
+    (resumed,) = [e["step"] for e in _events(stage_two, "resume")]
+    assert killed_at - 2 <= resumed <= killed_at
+    for stage in ("pretrain", "finetune"):  # the whole train state, optimizer included
+        a = _stage_state(os.path.join(ref_dir, stage))
+        b = _stage_state(os.path.join(workdir, stage))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)
+    # --stage runs one stage; an unknown one is refused naming the stages
+    assert train_main(["--experiment", "staged_toy", "--workdir", workdir, "--quiet",
+                       "--stage", "finetune", *[a for s in slow for a in ("--set", s)]]) == 0
+    assert "stage finetune: skipped" in capsys.readouterr().out
+    assert train_main(["--experiment", "staged_toy", "--workdir", workdir,
+                       "--stage", "nope"]) == 2
+    assert "--stage nope: expected one of ['pretrain', 'finetune']" in capsys.readouterr().err

@@ -1,12 +1,15 @@
 """`chorus train` and `chorus eval`.
 
     chorus train --experiment asr --preset cpu-tiny --workdir W [--data DIR] [--set k=v ...]
+                 [--stage NAME] [--quiet]
     chorus eval  --workdir W [--experiment asr] [--step N] [--max-batches N] [--set k=v ...]
 
 `train` resumes from W's latest checkpoint when there is one (re-run the same command after an
-interruption). The experiment module and the data dir are recorded in the config
-(experiment.module, experiment.data_dir), so W/config.json alone reproduces the run and
-`eval` needs only the workdir.
+interruption). An experiment with `stages(config)` runs each stage in W/<stage>/ in order,
+skipping finished ones (`--stage NAME`: only that one; see chorus.training.stages). The
+experiment module and the data dir are recorded in the config (experiment.module,
+experiment.data_dir), so W/config.json alone reproduces the run and `eval` needs only the
+workdir (params only: the optimizer state is not read).
 
 Exit codes: 0 finished or interrupted with a checkpoint saved; 1 stopped on non-finite losses;
 2 bad arguments, config or experiment.
@@ -44,21 +47,37 @@ def train_main(argv: list[str]) -> int:
                         help="experiments/<name>.py (or an importable module path)")
     parser.add_argument("--workdir", required=True, help="run directory (created; resumed)")
     parser.add_argument("--data", default=None, help="data directory (experiment.data_dir)")
-    parser.add_argument("--quiet", action="store_true", help="no console progress lines")
+    parser.add_argument("--stage", default=None,
+                        help="a staged experiment: run only this stage (default: all, in order)")
+    parser.add_argument("--quiet", action="store_true", help="no console progress")
     add_config_args(parser)
     args = parser.parse_args(argv)
 
     from chorus.training import distributed
-    from chorus.training.experiment import ExperimentError, load_experiment
+    from chorus.training.experiment import (
+        ExperimentError,
+        import_experiment_module,
+        load_experiment,
+    )
     from chorus.training.run_config import IncompatibleConfigError
+    from chorus.training.stages import module_stages, run_stages
     from chorus.training.trainer import NonFiniteLossError, Trainer
 
+    console = not args.quiet
     try:
         config = load_config(args.preset, [*args.overrides, *_extra_overrides(args)])
         distributed.initialize(config.train)  # before any JAX computation
+        module = import_experiment_module(args.experiment)
+        if args.stage is not None or module_stages(module, config) is not None:
+            results = run_stages(args.experiment, config, args.workdir, only=args.stage,
+                                 console=console)
+            for r in results:
+                print(f"chorus train: stage {r.name}: {r.status}"
+                      + ("" if r.step is None else f" at step {r.step}") + f" in {r.workdir}")
+            return 0
         experiment = load_experiment(args.experiment, config)
-        result = Trainer(config, experiment, args.workdir, console=not args.quiet).run()
-    except (ConfigError, ExperimentError, IncompatibleConfigError) as e:
+        result = Trainer(config, experiment, args.workdir, console=console).run()
+    except (ConfigError, ExperimentError, IncompatibleConfigError, FileNotFoundError) as e:
         return _fail("chorus train", e)
     except NonFiniteLossError as e:
         print(f"chorus train: stopped: {e}", file=sys.stderr)
@@ -83,23 +102,26 @@ def eval_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from chorus.training import distributed
+    from chorus.training.checkpointing import RestoreError
     from chorus.training.evaluation import evaluate_checkpoint
     from chorus.training.experiment import ExperimentError, load_experiment
-    from chorus.training.run_config import IncompatibleConfigError, read_run_config
+    from chorus.training.restore import resolve_run_dir
+    from chorus.training.run_config import read_run_config
 
     try:
-        config = read_run_config(args.workdir)
+        workdir = resolve_run_dir(args.workdir)  # a staged run: its last stage
+        config = read_run_config(workdir)
         data = [f"{DATA_KEY}={args.data}"] if args.data else []
         config = apply_overrides(config, [*args.overrides, *data])
         name = args.experiment or config.experiment.get("module")
         if not name:
-            raise ConfigError(f"{args.workdir}/config.json: no {EXPERIMENT_KEY}; pass "
+            raise ConfigError(f"{workdir}/config.json: no {EXPERIMENT_KEY}; pass "
                               "--experiment NAME")
         distributed.initialize(config.train)
         experiment = load_experiment(name, config)
-        result = evaluate_checkpoint(config, experiment, args.workdir, step=args.step,
+        result = evaluate_checkpoint(config, experiment, workdir, step=args.step,
                                      max_batches=args.max_batches)
-    except (ConfigError, ExperimentError, IncompatibleConfigError, FileNotFoundError) as e:
+    except (ConfigError, ExperimentError, RestoreError, FileNotFoundError) as e:
         return _fail("chorus eval", e)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

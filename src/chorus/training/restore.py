@@ -13,6 +13,9 @@ the `params` and `frozen` subtrees of the checkpoint (an orbax partial restore; 
 state, data position and RNG are never read). The training data need not exist: what
 inference needs besides params is in `workdir/assets/`.
 
+A staged run's directory (`W/stages.json`, one run per stage in `W/<stage>/`) resolves to its
+last stage; pass `W/<stage>` for another one.
+
 The trainer's own resume is the full restore (`Checkpoints.restore`), not this.
 """
 
@@ -31,6 +34,7 @@ from chorus.training.assets import asset_path as asset_path  # public here (the 
 from chorus.training.checkpointing import restore_params
 from chorus.training.experiment import Experiment, ExperimentError, load_experiment
 from chorus.training.run_config import CONFIG_NAME, read_run_config
+from chorus.training.stages import STAGES_NAME, read_stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +48,14 @@ class Run:
 
 
 def resolve_run_dir(workdir: str) -> str:
+    """The directory holding config.json: `workdir`, or a staged run's last stage."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"{workdir}: no such run directory")
+    if not os.path.exists(os.path.join(workdir, CONFIG_NAME)) and os.path.exists(
+            os.path.join(workdir, STAGES_NAME)):
+        names = [s.name for s in read_stages(workdir)]
+        return os.path.join(workdir, names[-1])
     return workdir
 
 

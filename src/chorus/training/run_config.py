@@ -26,6 +26,7 @@ RUNTIME_FIELDS = (
     "train.checkpoint_every", "train.keep_checkpoints", "train.max_nonfinite_in_a_row",
     "train.async_checkpointing", "train.prefetch_batches", "train.peak_flops_per_device",
     "train.coordinator_address", "train.num_processes", "train.process_id",
+    "experiment.run_dir",  # where a staged run lives (moving it must not block a resume)
 )
 
 
