@@ -125,14 +125,20 @@ class ExampleBuilder:
             return Skip("too_long_for_seq_len", f"{len(stream.tokens)} tokens")
         return stream
 
-    def train_example(self, rec: Record, rng: np.random.Generator) -> dict | Skip:
-        """Training example (augmentation on) or Skip."""
+    def _example(self, rec: Record, rng: np.random.Generator | None):
+        """(inputs, stream) of the record, or Skip."""
         ex = self._inputs(rec, rng)
         if isinstance(ex, Skip):
             return ex
         stream = self._stream(ex)
-        if isinstance(stream, Skip):
-            return stream
+        return stream if isinstance(stream, Skip) else (ex, stream)
+
+    def train_example(self, rec: Record, rng: np.random.Generator) -> dict | Skip:
+        """Training example (augmentation on) or Skip."""
+        example = self._example(rec, rng)
+        if isinstance(example, Skip):
+            return example
+        ex, stream = example
         clips = (np.zeros((0, 0, mel.N_MELS), np.float32) if ex.features is None
                  else ex.features[None])
         return {"tokens": stream.tokens, "targets": stream.targets,
@@ -141,12 +147,10 @@ class ExampleBuilder:
 
     def eval_example(self, rec: Record, rng: None = None) -> dict | Skip:
         """Unpacked example for decoding / eval (no augmentation, ex.rng = None)."""
-        ex = self._inputs(rec, None)
-        if isinstance(ex, Skip):
-            return ex
-        stream = self._stream(ex)
-        if isinstance(stream, Skip):
-            return stream
+        example = self._example(rec, None)
+        if isinstance(example, Skip):
+            return example
+        ex, stream = example
         t = self.config.max_frames
         audio = np.zeros((1, t, mel.N_MELS), np.float32)
         mask = np.zeros((1, t), bool)
