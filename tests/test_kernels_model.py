@@ -76,3 +76,30 @@ def test_prefill_and_verify_window_match_xla(inputs):
     want = _generate("xla", "gpu", params, tokens)
     got = _generate("pallas_interpret", "gpu", params, tokens)
     assert relative_error(got, want) <= 1e-5
+
+
+def _extend(impl: str, variant: str, params, tokens):
+    """A prefill, then one extend window of 40 tokens (> the kernels' 16-query window, so
+    decode attention answers it in slices) with ragged per-row counts."""
+    model = _model(impl)
+    cache = init_cache(model.config, BATCH, 64)
+
+    def run(params, cache):
+        variables = {"params": params}
+        _, _, cache = model.apply(variables, tokens[:, :12], jnp.array([12, 5]), cache,
+                                  method=UnifiedAudioLM.prefill)
+        logits, _, cache = model.apply(variables, tokens[:, :40], jnp.array([40, 23]), cache,
+                                       method=UnifiedAudioLM.extend)
+        return logits, cache.lengths
+
+    with pallas_kernels.interpret_variant(variant):
+        return jax.jit(run)(params, cache)
+
+
+def test_wide_extend_window_matches_xla(inputs):
+    params, tokens, _, _ = inputs
+    want, lengths = _extend("xla", "gpu", params, tokens)
+    got, _ = _extend("pallas_interpret", "gpu", params, tokens)
+    np.testing.assert_array_equal(lengths, [52, 28])
+    assert relative_error(got[0], want[0]) <= 1e-5
+    assert relative_error(got[1, :23], want[1, :23]) <= 1e-5

@@ -3,17 +3,29 @@
 Every stage masks padded frames, so a clip's output does not depend on how much padding the
 batch gave it. Frame counts follow chorus.vocab (`num_encoder_frames`,
 `num_audio_placeholders`), which the data pipelines use to size `<audio>` placeholders.
+
+With `audio.chunk_size = C > 0` the encoder is chunked-causal: the convolutions are causal
+and encoder frame i attends to frame j iff j // C <= i // C (all earlier chunks and its own
+chunk, both ways). Such an encoder also runs chunk by chunk with carried state
+(`stream_step`, `stream_flush`; `chorus.model.streaming_encoder` drives them), giving exactly
+the frames of the full encoder: the convolutions carry their two frames of left context, the
+attention keeps the keys / values of the closed chunks, and the frames of an open chunk wait
+until it closes (its frames see each other both ways, so none is final before).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
+import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from chorus.config import AudioEncoderConfig
 from chorus.model.layers import Attention, Mlp, dense_init, dtype_of
-from chorus.vocab import ADAPTOR_STRIDE, ENCODER_STRIDE
+from chorus.vocab import ADAPTOR_STRIDE, ENCODER_STRIDE, MEL_FRAMES_PER_PLACEHOLDER
+
+CONV_CONTEXT = 2  # kernel 3: a causal conv output reads its input frame and the two before
 
 
 def _sinusoids(length: int, dim: int) -> np.ndarray:
@@ -27,6 +39,10 @@ def downsample_mask(mask, stride: int):
     return mask[:, ::stride]
 
 
+def _masked(x, mask):
+    return x * mask[..., None].astype(x.dtype)
+
+
 class _Conv(nn.Module):
     features: int
     stride: int
@@ -36,14 +52,20 @@ class _Conv(nn.Module):
     param_dtype: object = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask):
-        x = x * mask[..., None].astype(x.dtype)  # padded frames must not leak into valid ones
-        padding = ((2, 0),) if self.causal else "SAME"
-        y = nn.Conv(self.features, kernel_size=(3,), strides=(self.stride,), padding=padding,
-                    kernel_init=nn.with_logical_partitioning(
+    def __call__(self, x, mask, context=None, stride=None):
+        """context [N, 2, C_in] (causal only): the two masked input frames before x, so a
+        stream runs piece by piece; `stride` overrides the conv's (1: an output per frame)."""
+        stride = self.stride if stride is None else stride
+        x = _masked(x, mask)  # padded frames must not leak into valid ones
+        if context is None:
+            padding = ((CONV_CONTEXT, 0),) if self.causal else "SAME"
+        else:
+            x, padding = jnp.concatenate([context.astype(x.dtype), x], axis=1), "VALID"
+        y = nn.Conv(self.features, kernel_size=(CONV_CONTEXT + 1,), strides=(stride,),
+                    padding=padding, kernel_init=nn.with_logical_partitioning(
                         nn.initializers.lecun_normal(), self.names),
-                    dtype=self.dtype, param_dtype=self.param_dtype)(x)
-        return y, downsample_mask(mask, self.stride)
+                    dtype=self.dtype, param_dtype=self.param_dtype, name="Conv_0")(x)
+        return y, downsample_mask(mask, stride)
 
 
 class EncoderBlock(nn.Module):
@@ -53,19 +75,69 @@ class EncoderBlock(nn.Module):
     param_dtype: object = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask):
+    def __call__(self, x, mask, cache=None, cache_lengths=None):
+        """Full clip (cache None), or one chunk of a stream attending to the cached keys /
+        values of the closed chunks (rows [0, cache_lengths)); returns (x, new cache)."""
         cfg = self.config
         h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="attn_norm")(x)
         positions = jnp.zeros(mask.shape, jnp.int32)  # absolute sinusoids already added
         segment_ids = mask.astype(jnp.int32)  # valid frames see valid frames only
-        a, _ = Attention(num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
-                         head_dim=cfg.d_model // cfg.num_heads, causal=False, rope_theta=None,
-                         chunk_size=cfg.chunk_size or None, attention_impl=self.attention_impl,
-                         dtype=self.dtype, param_dtype=self.param_dtype, name="attn")(
-            h, positions, segment_ids)
+        a, cache = Attention(num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
+                             head_dim=cfg.d_model // cfg.num_heads, causal=False,
+                             rope_theta=None, chunk_size=cfg.chunk_size or None,
+                             attention_impl=self.attention_impl, dtype=self.dtype,
+                             param_dtype=self.param_dtype, name="attn")(
+            h, positions, segment_ids, cache, cache_lengths)
         x = x + a
         h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="mlp_norm")(x)
-        return x + Mlp(cfg.mlp_dim, self.dtype, self.param_dtype, name="mlp")(h)
+        return x + Mlp(cfg.mlp_dim, self.dtype, self.param_dtype, name="mlp")(h), cache
+
+
+@flax.struct.dataclass
+class EncoderStreamState:
+    """What a chunked-causal encoder carries between pieces of a stream (N rows that share
+    one frame clock; a row whose audio ended pushes masked frames).
+
+    mel_context [N, 2, n_mels] / conv_context [N, 2, d]: the last two masked inputs of conv1
+    / conv2 (their left context). pending [N, C, d] + pending_mask [N, C]: the encoder inputs
+    received in the open chunk (the first num_frames % C slots). k, v [layers, N,
+    max_frames + C, heads, head_dim]: every layer's keys / values, valid for the closed
+    chunks (rows [0, num_frames - num_frames % C)). enc_context [N, 2, d]: the last two final
+    (normed, masked) encoder frames, the adaptor conv's left context. num_frames []: encoder
+    frames received so far.
+    """
+
+    mel_context: jax.Array
+    conv_context: jax.Array
+    pending: jax.Array
+    pending_mask: jax.Array
+    k: jax.Array
+    v: jax.Array
+    enc_context: jax.Array
+    num_frames: jax.Array
+
+
+def init_stream_state(config: AudioEncoderConfig, batch_size: int,
+                      dtype_name: str = "float32") -> EncoderStreamState:
+    """An empty stream of `batch_size` rows for a chunked-causal encoder."""
+    if config.chunk_size <= 0:
+        raise ValueError(f"audio.chunk_size: expected > 0 (a chunked-causal encoder) to "
+                         f"stream audio, got {config.chunk_size}")
+    dtype, n, c, d = dtype_of(dtype_name), batch_size, config.chunk_size, config.d_model
+    kv = (config.num_layers, n, config.max_frames + c, config.num_heads, d // config.num_heads)
+    zeros = lambda *shape: jnp.zeros(shape, dtype)
+    return EncoderStreamState(
+        mel_context=zeros(n, CONV_CONTEXT, config.n_mels),
+        conv_context=zeros(n, CONV_CONTEXT, d), pending=zeros(n, c, d),
+        pending_mask=jnp.zeros((n, c), bool), k=zeros(*kv), v=zeros(*kv),
+        enc_context=zeros(n, CONV_CONTEXT, d), num_frames=jnp.zeros((), jnp.int32))
+
+
+def stream_output_frames(config: AudioEncoderConfig, num_mel_frames: int) -> int:
+    """Width of the adaptor frames `stream_step` returns for a push of num_mel_frames (the
+    most that can become final in it; `stream_flush` returns ceil(C / 2))."""
+    c, e = config.chunk_size, num_mel_frames // ENCODER_STRIDE
+    return ((c - 1 + e) // c * c + 1) // 2
 
 
 class AudioEncoder(nn.Module):
@@ -77,34 +149,130 @@ class AudioEncoder(nn.Module):
     param_dtype_name: str = "float32"
     attention_impl: str = "auto"
 
-    @nn.compact
-    def __call__(self, mel, mask):
+    def setup(self):
         cfg = self.config
         dtype, pdtype = dtype_of(self.dtype_name), dtype_of(self.param_dtype_name)
-        if mel.shape[-1] != cfg.n_mels:
-            raise ValueError(f"audio_features: expected {cfg.n_mels} mel bins (audio.n_mels), "
-                             f"got shape {mel.shape}")
-        if mel.shape[1] % (ENCODER_STRIDE * ADAPTOR_STRIDE):
-            raise ValueError(f"audio_features: expected a frame count divisible by "
-                             f"{ENCODER_STRIDE * ADAPTOR_STRIDE}, got shape {mel.shape}")
-        x = ((mel - cfg.mel_mean) / cfg.mel_std).astype(dtype)
         conv_names = ("conv_width", "conv_in", "embed")
         causal = cfg.chunk_size > 0
-        x, mask = _Conv(cfg.d_model, 2, conv_names, causal, dtype, pdtype, name="conv1")(x, mask)
-        x = nn.gelu(x)
-        x, mask = _Conv(cfg.d_model, 2, conv_names, causal, dtype, pdtype, name="conv2")(x, mask)
-        x = nn.gelu(x)
-        if x.shape[1] > cfg.max_frames:
-            raise ValueError(f"audio_features: {x.shape[1]} encoder frames exceed "
-                             f"audio.max_frames={cfg.max_frames}")
-        x = x + jnp.asarray(_sinusoids(cfg.max_frames, cfg.d_model)[: x.shape[1]], dtype)
-        for i in range(cfg.num_layers):
-            x = EncoderBlock(cfg, self.attention_impl, dtype, pdtype, name=f"block_{i}")(x, mask)
-        x = nn.LayerNorm(dtype=dtype, param_dtype=pdtype, name="final_norm")(x)
+        self.conv1 = _Conv(cfg.d_model, 2, conv_names, causal, dtype, pdtype)
+        self.conv2 = _Conv(cfg.d_model, 2, conv_names, causal, dtype, pdtype)
+        self.block = [EncoderBlock(cfg, self.attention_impl, dtype, pdtype)
+                      for _ in range(cfg.num_layers)]  # params block_0, block_1, ...
+        self.final_norm = nn.LayerNorm(dtype=dtype, param_dtype=pdtype)
         # Adaptor: stride-2 conv to 12.5 Hz, then project into the decoder's width.
-        x, mask = _Conv(cfg.adaptor_dim, ADAPTOR_STRIDE, conv_names, causal, dtype, pdtype,
-                        name="adaptor_conv")(x, mask)
+        self.adaptor_conv = _Conv(cfg.adaptor_dim, ADAPTOR_STRIDE, conv_names, causal, dtype,
+                                  pdtype)
+        self.adaptor_proj = nn.Dense(self.out_dim, kernel_init=dense_init(("mlp", "embed")),
+                                     dtype=dtype, param_dtype=pdtype)
+
+    def _check_mel(self, mel):
+        cfg = self.config
+        if mel.ndim != 3 or mel.shape[-1] != cfg.n_mels:
+            raise ValueError(f"audio_features: expected [N, T, {cfg.n_mels}] log-mel "
+                             f"(audio.n_mels), got shape {mel.shape}")
+        if mel.shape[1] % MEL_FRAMES_PER_PLACEHOLDER or not mel.shape[1]:
+            raise ValueError(f"audio_features: expected a positive frame count divisible by "
+                             f"{MEL_FRAMES_PER_PLACEHOLDER}, got shape {mel.shape}")
+
+    def _normalize(self, mel):
+        cfg = self.config
+        return ((mel - cfg.mel_mean) / cfg.mel_std).astype(dtype_of(self.dtype_name))
+
+    def _sinusoids(self):
+        return jnp.asarray(_sinusoids(self.config.max_frames, self.config.d_model),
+                           dtype_of(self.dtype_name))
+
+    def __call__(self, mel, mask):
+        self._check_mel(mel)
+        x, mask = self.conv1(self._normalize(mel), mask)
+        x, mask = self.conv2(nn.gelu(x), mask)
         x = nn.gelu(x)
-        x = nn.Dense(self.out_dim, kernel_init=dense_init(("mlp", "embed")), dtype=dtype,
-                     param_dtype=pdtype, name="adaptor_proj")(x)
-        return x * mask[..., None].astype(x.dtype), mask
+        if x.shape[1] > self.config.max_frames:
+            raise ValueError(f"audio_features: {x.shape[1]} encoder frames exceed "
+                             f"audio.max_frames={self.config.max_frames}")
+        x = x + self._sinusoids()[: x.shape[1]]
+        for block in self.block:
+            x, _ = block(x, mask)
+        x, mask = self.adaptor_conv(self.final_norm(x), mask)
+        x = self.adaptor_proj(nn.gelu(x))
+        return _masked(x, mask), mask
+
+    # -- streaming (chunked-causal encoders) ----------------------------------------------
+
+    def _encode_chunk(self, x, mask, k, v, start):
+        """The blocks over one attention chunk x [N, C, d] whose cached keys / values of the
+        closed chunks end at row `start` []; returns (normed frames, k, v)."""
+        starts = jnp.full(x.shape[:1], start, jnp.int32)
+        for i, block in enumerate(self.block):
+            x, cache = block(x, mask, {"k": k[i], "v": v[i]}, starts)
+            k, v = k.at[i].set(cache["k"]), v.at[i].set(cache["v"])
+        return self.final_norm(x), k, v
+
+    def _adapt(self, y, mask, context, start, num_final):
+        """Adaptor frames of final encoder frames: y [N, L, d] at absolute frames start ..
+        start + L - 1, of which the first `num_final` are final. Adaptor frame m reads
+        encoder frames 2m-2 .. 2m, so the outputs are the even absolute frames among them.
+        Returns (frames [N, ceil(L/2), out_dim], mask, the adaptor's next left context)."""
+        length = y.shape[1]
+        out, _ = self.adaptor_conv(y, mask, context=context, stride=1)  # out[t]: frame start+t
+        idx = start % 2 + 2 * jnp.arange((length + 1) // 2)
+        take = jnp.minimum(idx, length - 1)
+        frames = jnp.take(out, take, axis=1)
+        frame_mask = jnp.take(mask, take, axis=1) & (idx < num_final)[None, :]
+        frames = _masked(self.adaptor_proj(nn.gelu(frames)), frame_mask)
+        seq = jnp.concatenate([context, _masked(y, mask)], axis=1)  # seq[t]: frame start+t-2
+        return frames, frame_mask, jax.lax.dynamic_slice_in_dim(seq, num_final, CONV_CONTEXT, 1)
+
+    def stream_step(self, state: EncoderStreamState, mel, mask):
+        """Pushes log-mel frames mel [N, M, n_mels] (M a multiple of 8, e.g. 8 = 80 ms) with
+        mask [N, M] (a row's valid frames are a prefix of its stream: once a frame is masked,
+        the row has ended). Returns (state, frames [N, F, out_dim], mask [N, F]): the adaptor
+        frames that became final (F = stream_output_frames(config, M); valid ones first, in
+        order). The caller keeps num_frames <= audio.max_frames (StreamingEncoder checks)."""
+        c = self.config.chunk_size
+        self._check_mel(mel)
+        x = self._normalize(mel)
+        mel_context = _masked(x, mask)[:, -CONV_CONTEXT:]
+        x, mask = self.conv1(x, mask, context=state.mel_context)
+        x = nn.gelu(x)
+        conv_context = _masked(x, mask)[:, -CONV_CONTEXT:]
+        x, mask = self.conv2(x, mask, context=state.conv_context)
+        e, n = x.shape[1], state.num_frames
+        x = nn.gelu(x) + jax.lax.dynamic_slice_in_dim(self._sinusoids(), n, e)
+        # The open chunk's frames, then the new ones: chunks 0 .. num_closed-1 close now.
+        p = n % c
+        committed, num_max = n - p, (c - 1 + e) // c
+        width = (num_max + 1) * c
+        buf = jnp.zeros((x.shape[0], width, x.shape[2]), x.dtype).at[:, :c].set(state.pending)
+        buf = jax.lax.dynamic_update_slice_in_dim(buf, x, p, 1)
+        held = state.pending_mask & (jnp.arange(c) < p)[None, :]
+        buf_mask = jnp.zeros(buf.shape[:2], bool).at[:, :c].set(held)
+        buf_mask = jax.lax.dynamic_update_slice_in_dim(buf_mask, mask, p, 1)
+        num_closed = (p + e) // c
+        k, v, outs = state.k, state.v, []
+        for i in range(num_max):  # an open chunk runs too; its rows are rewritten when it closes
+            y, k, v = self._encode_chunk(buf[:, i * c:(i + 1) * c],
+                                         buf_mask[:, i * c:(i + 1) * c], k, v, committed + i * c)
+            outs.append(y)
+        closed = jnp.arange(num_max * c)[None, :] < num_closed * c
+        y_mask = buf_mask[:, :num_max * c] & closed
+        frames, frame_mask, enc_context = self._adapt(jnp.concatenate(outs, axis=1), y_mask,
+                                                      state.enc_context, committed,
+                                                      num_closed * c)
+        state = EncoderStreamState(
+            mel_context=mel_context, conv_context=conv_context,
+            pending=jax.lax.dynamic_slice_in_dim(buf, num_closed * c, c, 1),
+            pending_mask=jax.lax.dynamic_slice_in_dim(buf_mask, num_closed * c, c, 1),
+            k=k, v=v, enc_context=enc_context, num_frames=n + e)
+        return state, frames, frame_mask
+
+    def stream_flush(self, state: EncoderStreamState):
+        """End of the stream: closes the open chunk. Returns its adaptor frames
+        [N, ceil(C/2), out_dim] + mask (the stream is then over)."""
+        c = self.config.chunk_size
+        p = state.num_frames % c
+        mask = state.pending_mask & (jnp.arange(c) < p)[None, :]
+        y, _, _ = self._encode_chunk(state.pending, mask, state.k, state.v,
+                                     state.num_frames - p)
+        frames, frame_mask, _ = self._adapt(y, mask, state.enc_context, state.num_frames - p, p)
+        return frames, frame_mask

@@ -106,11 +106,14 @@ class Mlp(nn.Module):
 class Attention(nn.Module):
     """Grouped-query attention with RoPE and an optional KV cache.
 
-    Three call patterns, all through pallas_kernels' public entry points:
+    Call patterns, all through pallas_kernels' public entry points:
       * `cache is None`: full-sequence attention (training, scoring);
       * `prefill=True`: full-sequence attention, and k/v written into cache rows [0, S);
       * otherwise: the S new tokens are written at rows `cache_lengths` .. +S (per sequence)
-        and attend to the cache through `decode_attention` (single step or verify window).
+        and attend to the cache through `decode_attention`: causally (a decode step, a verify
+        window, an extend window), or - with `chunk_size` (a chunk of a chunked-causal stream)
+        - every query of the window sees the cached rows and the window's valid rows
+        (`segment_ids` > 0, a prefix of the window), as in the full chunked mask.
     """
 
     num_heads: int
@@ -155,9 +158,14 @@ class Attention(nn.Module):
         else:
             new_cache = {"k": _write_rows(cache["k"], k, cache_lengths),
                          "v": _write_rows(cache["v"], v, cache_lengths)}
-            out = pallas_kernels.decode_attention(q, new_cache["k"], new_cache["v"],
-                                                  cache_lengths + x.shape[1],
-                                                  block_kv=self.block_kv, **opts)
+            if self.chunk_size is None:
+                out = pallas_kernels.decode_attention(q, new_cache["k"], new_cache["v"],
+                                                      cache_lengths + x.shape[1],
+                                                      block_kv=self.block_kv, **opts)
+            else:
+                visible = cache_lengths + jnp.sum(segment_ids > 0, axis=1).astype(jnp.int32)
+                out = _window_attention(q, new_cache["k"], new_cache["v"], visible,
+                                        block_kv=self.block_kv, **opts)
         out = nn.with_logical_constraint(out, ("activation_batch", "activation_length",
                                                "activation_heads", "head_dim"))
         y = Projection((x.shape[-1],), ("heads", "head_dim", "embed"), num_in_axes=2,
@@ -177,3 +185,19 @@ def _write_rows(buffer: jax.Array, rows: jax.Array, starts: jax.Array) -> jax.Ar
         return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), idx)
 
     return jax.vmap(one)(buffer, rows, starts)
+
+
+def _window_attention(q, k_cache, v_cache, visible, **opts):
+    """Every query of the window q [B, W, Hq, D] sees cache rows [0, visible[b]).
+
+    The W queries are folded into the query-head groups of ONE decode-attention query (all
+    of a group share its kv head and position), so the bidirectional window is answered by
+    the causal decode kernel in a single pass over the cache.
+    """
+    b, w, hq, d = q.shape
+    hkv = k_cache.shape[2]
+    folded = q.reshape(b, w, hkv, hq // hkv, d).transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, W, D]
+    out = pallas_kernels.decode_attention(folded.reshape(b, 1, hq * w, d), k_cache, v_cache,
+                                          visible, **opts)
+    out = out.reshape(b, hkv, hq // hkv, w, d).transpose(0, 3, 1, 2, 4)
+    return out.reshape(b, w, hq, d)

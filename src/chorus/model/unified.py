@@ -10,6 +10,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from chorus.config import Config
 from chorus.model.audio_encoder import AudioEncoder
@@ -152,9 +153,76 @@ class UnifiedAudioLM(nn.Module):
         W = 1 is a plain decode step; W > 1 verifies a draft window. The returned cache has
         lengths + W; to reject a suffix, set lengths back (`cache.replace(lengths=...)`).
         """
+        lengths = jnp.full(tokens.shape[:1], tokens.shape[1], jnp.int32)
+        return self.extend(tokens, lengths, cache)
+
+    def extend(self, tokens, lengths, cache: KVCache, audio_features=None, audio_mask=None, *,
+               audio_frames=None, audio_frame_mask=None):
+        """Appends each row's first lengths[b] tokens of the right-padded window [B, W] at
+        that row's cache length (streaming input, a new turn of a conversation).
+
+        `<audio>` placeholders among the new tokens take, in order, the valid adaptor frames
+        of the clips audio_features [B, A, T, n_mels] + audio_mask [B, A, T] (log-mel, as for
+        `prefill`), or the precomputed adaptor frames audio_frames [B, F, d] (or
+        [B, A, F, d]) + audio_frame_mask [B, F] (a streaming encoder's output). Returns
+        (logits [B, W, V], hidden [B, W, d], cache with lengths + lengths); slots past a row's
+        count hold padding (their cache rows are past the new length, overwritten later).
+        Needs cache.lengths + W <= capacity for every row (checked when lengths are concrete;
+        a jitted caller checks with `check_extend`).
+        """
+        check_extend(tokens, lengths, cache)
+        if audio_features is not None and audio_frames is not None:
+            raise ValueError("extend: expected log-mel clips (audio_features) or adaptor frames "
+                             "(audio_frames), got both")
         w = tokens.shape[1]
+        # Padding slots never take an adaptor frame.
+        tokens = jnp.where(jnp.arange(w)[None, :] < lengths[:, None], tokens, self.layout.pad_id)
         positions = cache.lengths[:, None] + jnp.arange(w)[None, :]
-        x = self.embed_tokens(tokens)
+        if audio_frames is not None:
+            if audio_frames.ndim == 3:
+                audio_frames, audio_frame_mask = audio_frames[:, None], audio_frame_mask[:, None]
+            x = self.embed_tokens(tokens)
+            x, _ = splice_audio(x, tokens, self.layout.audio_placeholder_id, audio_frames,
+                                audio_frame_mask)
+            x = nn.with_logical_constraint(x, ("activation_batch", "activation_length",
+                                               "activation_embed"))
+        else:
+            x, _, _ = self.embed_inputs(tokens, audio_features, audio_mask)
         hidden, kv = self.decoder(x, positions, None, {"k": cache.k, "v": cache.v},
                                   cache.lengths)
-        return self.logits(hidden), hidden, KVCache(kv["k"], kv["v"], cache.lengths + w)
+        return (self.logits(hidden), hidden,
+                KVCache(kv["k"], kv["v"], cache.lengths + lengths.astype(jnp.int32)))
+
+    # -- streaming audio input (chunked-causal encoder) -----------------------------------
+
+    def stream_audio(self, state, mel, mask):
+        """`AudioEncoder.stream_step` of this model's encoder: (state, frames, frame mask)."""
+        return self.audio_encoder.stream_step(state, mel, mask)
+
+    def flush_audio(self, state):
+        """`AudioEncoder.stream_flush`: the open chunk's adaptor frames at the stream's end."""
+        return self.audio_encoder.stream_flush(state)
+
+
+def check_extend(tokens, lengths, cache: KVCache) -> None:
+    """Shapes of an extend window, and (when the values are concrete) counts in [0, W] and
+    cache.lengths + W <= capacity: the window is written whole at each row's length, and
+    dynamic_update_slice would clamp (overwriting earlier rows) instead of failing."""
+    if tokens.ndim != 2:
+        raise ValueError(f"extend: tokens: expected [B, W] token ids, got shape {tokens.shape}")
+    b, w = tokens.shape
+    if lengths.shape != (b,):
+        raise ValueError(f"extend: lengths: expected shape ({b},), got {lengths.shape}")
+    if cache.lengths.shape != (b,):
+        raise ValueError(f"extend: cache: expected {b} rows, got lengths of shape "
+                         f"{cache.lengths.shape}")
+    if isinstance(lengths, jax.core.Tracer) or isinstance(cache.lengths, jax.core.Tracer):
+        return
+    counts, used = np.asarray(lengths), np.asarray(cache.lengths)
+    if counts.min() < 0 or counts.max() > w:
+        raise ValueError(f"extend: lengths: expected values in [0, {w}] (the window width), "
+                         f"got range [{counts.min()}, {counts.max()}]")
+    needed = int(used.max()) + w
+    if needed > cache.capacity:
+        raise ValueError(f"cache capacity: expected >= {needed} (cache length {used.max()} + "
+                         f"window {w}), got {cache.capacity}")
