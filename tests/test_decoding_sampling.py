@@ -1,18 +1,21 @@
 """Filtering against a numpy reference, speculative sampling's distribution, and generate()."""
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from backbones import random_backbone
+from decoding_reference import np_constrain
 from scipy import stats
 
-from chorus.config import DecodeConfig, load_config
+from chorus.config import ConfigError, DecodeConfig, load_config
 from chorus.decoding.acceptance import speculative_accept
+from chorus.decoding.constraints import Constraints
 from chorus.decoding.filtering import filter_logits
 from chorus.decoding.generate import generate
-from chorus.decoding.toy import random_backbone
 from chorus.decoding.verified import greedy_decode
 from chorus.vocab import VocabLayout, num_audio_placeholders
 
@@ -207,3 +210,124 @@ def test_greedy_generate_equals_greedy_decode_for_every_sample(backbone):
     assert np.asarray(want.lengths).min() < 12  # the stop token matters
     np.testing.assert_array_equal(got.logprobs, 0.0)
     assert np.all(np.asarray(got.policy_logprobs)[np.asarray(got.mask) > 0] < 0)
+
+
+# ----------------------------------------------------------------------------- constraints
+
+
+@pytest.mark.parametrize("penalty,window,masked", [(1.0, 0, True), (2.5, 3, False),
+                                                   (0.5, 6, True), (3.0, 40, True)])
+def test_constraints_match_the_loop_reference(penalty, window, masked):
+    b, s, v, n = 3, 4, 30, 12
+    rng = np.random.default_rng(window)
+    logits = rng.normal(size=(b, s, v)).astype(np.float32) * 2
+    history = rng.integers(0, 6, size=(b, n)).astype(np.int32)  # few ids: many repeats
+    positions = rng.integers(0, n + 1, size=(b, s)).astype(np.int32)
+    allowed = rng.random((b, v)) < 0.5 if masked else None
+    constraints = Constraints(None if allowed is None else jnp.asarray(allowed), penalty, window)
+    got = np.asarray(jax.jit(constraints.__call__)(jnp.asarray(logits), jnp.asarray(history),
+                                                   jnp.asarray(positions)))
+    for i in range(b):
+        for j in range(s):
+            want = np_constrain(logits[i, j], history[i, :positions[i, j]],
+                                None if allowed is None else allowed[i], penalty, window)
+            np.testing.assert_allclose(got[i, j], want, rtol=1e-6)
+    if window:
+        assert not np.allclose(got[np.isfinite(got)], logits[np.isfinite(got)])
+
+
+def test_constraint_settings_and_masks_are_checked():
+    with pytest.raises(ConfigError, match=r"decode.repetition_penalty: expected a positive"):
+        DecodeConfig(repetition_penalty=0.0, repetition_window=4)
+    with pytest.raises(ConfigError, match=r"decode.repetition_window: expected a number >= 0"):
+        DecodeConfig(repetition_window=-1)
+    with pytest.raises(ConfigError, match=r"decode.repetition_window: expected > 0 when "
+                                          r"decode.repetition_penalty=1.3"):
+        DecodeConfig(repetition_penalty=1.3)
+    settings = DecodeConfig()
+    with pytest.raises(ValueError, match=r"allowed_ids: expected a bool mask of shape \(8,\) or "
+                                         r"\(2, 8\) .* got \(7,\)"):
+        Constraints.make(settings, np.ones(7, bool), 2, 8)
+    with pytest.raises(ValueError, match=r"allowed_ids: expected dtype bool, got int64"):
+        Constraints.make(settings, np.ones(8, np.int64), 2, 8)
+    with pytest.raises(ValueError, match=r"at least one allowed id per row, got none in row\(s\) "
+                                         r"\[1\]"):
+        Constraints.make(settings, np.eye(2, 8, dtype=bool) * [[1], [0]] > 0, 2, 8)
+    assert Constraints.make(settings, np.ones(8, bool), 2, 8).allowed.shape == (2, 8)
+
+
+CONSTRAINED = DecodeConfig(max_new_tokens=MAX_NEW, temperature=1.3, top_k=5, top_p=0.9,
+                           repetition_penalty=3.0, repetition_window=4)
+
+
+def _constrained_allowed():
+    """Per prompt: 10 text ids and eos (so rows can stop)."""
+    rng = np.random.default_rng(1)
+    allowed = np.zeros((B, LAYOUT.size), bool)
+    for row in allowed:
+        row[rng.choice(LAYOUT.text_size, size=10, replace=False)] = True
+        row[LAYOUT.eos_id] = True
+    return allowed
+
+
+def test_generate_under_constraints_reports_the_sampled_and_the_policy_logprobs(backbone):
+    """logprobs: the constrained + filtered distribution sampled from (loop references);
+    policy_logprobs: the unconstrained temperature-1 policy, as a scoring forward gives."""
+    model, params = backbone
+    prompts, lengths, audio, amask = _audio_prompts()
+    allowed = _constrained_allowed()
+    out = generate(model, params, prompts, lengths, jax.random.key(3), CONSTRAINED,
+                   num_samples=G, audio_features=audio, audio_mask=amask,
+                   allowed_ids=allowed)
+    rows = np.asarray(out.prompt_index)
+    tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
+    seq = np.full((B * G, P + MAX_NEW), LAYOUT.pad_id, np.int32)
+    for r in range(B * G):
+        n = int(lengths[rows[r]])
+        seq[r, :n] = np.asarray(prompts)[rows[r], :n]
+        seq[r, n:n + MAX_NEW] = tokens[r]
+    logits = np.asarray(_score(model, params, jnp.asarray(seq), jnp.repeat(audio, G, 0),
+                               jnp.repeat(amask, G, 0)))
+    log_softmax = lambda x: np.asarray(x - jax.nn.logsumexp(x, axis=-1, keepdims=True))
+    repeats = 0
+    for r in range(B * G):
+        assert allowed[rows[r]][tokens[r, :int(out.lengths[r])]].all()
+        for t in range(int(out.lengths[r])):
+            raw = logits[r, int(lengths[rows[r]]) - 1 + t]
+            constrained = np_constrain(raw, tokens[r, :t], allowed[rows[r]],
+                                       CONSTRAINED.repetition_penalty,
+                                       CONSTRAINED.repetition_window)
+            sampled = log_softmax(_np_filter(constrained / CONSTRAINED.temperature,
+                                             CONSTRAINED.top_k, CONSTRAINED.top_p))
+            np.testing.assert_allclose(out.logprobs[r, t], sampled[tokens[r, t]], atol=2e-4)
+            np.testing.assert_allclose(out.policy_logprobs[r, t], log_softmax(raw)[tokens[r, t]],
+                                       atol=2e-4)
+            repeats += tokens[r, t] in tokens[r, max(0, t - 4):t]
+    assert repeats > 0  # the penalty was exercised on ids that did come back
+    np.testing.assert_array_equal(mask, np.arange(MAX_NEW)[None] < np.asarray(out.lengths)[:, None])
+
+
+def test_speculative_sampling_never_emits_a_disallowed_id(backbone):
+    """Random (mostly wrong) Medusa drafts under a mask: drafts outside it are rejected."""
+    from chorus.decoding.verified import verified_decode
+    from chorus.model.heads import MTPConfig, init_mtp_params
+
+    model, params = backbone
+    heads, hp, _ = init_mtp_params(CFG, MTPConfig("parallel", 2), jax.random.key(2))
+    leaves, tree = jax.tree.flatten(hp)
+    hp = tree.unflatten([0.2 * jax.random.normal(jax.random.key(i), x.shape)
+                         for i, x in enumerate(leaves)])
+    prompts, lengths, audio, amask = _audio_prompts()
+    allowed = _constrained_allowed()
+    settings = dataclasses.replace(CONSTRAINED, num_draft_tokens=2)
+    out = verified_decode(model, params, heads, hp, prompts, lengths, settings,
+                          rng=jax.random.key(5), audio_features=audio, audio_mask=amask,
+                          allowed_ids=allowed)
+    for r in range(B):
+        assert allowed[r][np.asarray(out.tokens)[r, :int(out.lengths[r])]].all()
+    # A draft the constrained target gives probability 0 is never accepted, whatever q says.
+    p_probs = jnp.asarray([[[0.0, 0.5, 0.5], [0.2, 0.3, 0.5]]] * 1000)
+    q_probs = jnp.asarray([[[1.0, 0.0, 0.0]]] * 1000)
+    a, nxt = speculative_accept(p_probs, q_probs, jnp.zeros((1000, 1), jnp.int32),
+                                jax.random.key(0))
+    assert not np.asarray(a).any() and np.all(np.asarray(nxt) > 0)

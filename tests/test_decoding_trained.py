@@ -7,13 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from decoding_reference import np_constrain
 from scipy import stats
 
 from chorus.config import DecodeConfig
 from chorus.decoding.filtering import sampling_probs
-from chorus.decoding.toy import TOY_CONFIG, ToyTask, train_toy
 from chorus.decoding.verified import decode_stats, greedy_decode, verified_decode
 from chorus.model.heads import MTPConfig
+from chorus.vocab import VocabLayout
+from experiments.benchmarks.mtp_toy import TOY_CONFIG, ToyTask, train_toy
 
 TASK = ToyTask()
 K = 3
@@ -45,39 +47,87 @@ def test_trained_heads_accept_often_and_output_equals_greedy(trained, design):
     assert figures["forwards_per_token"] < 0.75
 
 
+def _toy_mask(disallowed=(3, 11, 17)):
+    """The toy's symbols (and eos) minus a few: the successor rule must route around them."""
+    allowed = np.zeros(VocabLayout.from_model_config(TOY_CONFIG.model).size, bool)
+    allowed[TASK.first_id:TASK.first_id + TASK.num_symbols] = True
+    allowed[[TASK.first_id + d for d in disallowed]] = False
+    allowed[VocabLayout.from_model_config(TOY_CONFIG.model).eos_id] = True
+    return allowed
+
+
+@pytest.mark.parametrize("design", ["parallel", "sequential"])
+def test_trained_verified_equals_greedy_under_a_mask_and_a_penalty(trained, design):
+    """The drafts learnt the unconstrained successor rule; under a mask and a penalty the
+    output still equals greedy decoding's under the same constraints."""
+    model, params, head_sets = trained
+    heads, hp = head_sets[design]
+    prompts, lengths = TASK.prompts(np.random.default_rng(3), 8, 10, min_length=K)
+    penalty, window, allowed = 3.0, 24, _toy_mask()
+    kw = dict(max_new_tokens=40, stop_tokens=())
+    want = greedy_decode(model, params, prompts, lengths, allowed_ids=allowed,
+                         repetition_penalty=penalty, repetition_window=window, **kw)
+    got = verified_decode(model, params, heads, hp, prompts, lengths,
+                          DecodeConfig(max_new_tokens=40, num_draft_tokens=K,
+                                       repetition_penalty=penalty, repetition_window=window),
+                          stop_tokens=(), allowed_ids=allowed)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    masked = greedy_decode(model, params, prompts, lengths, allowed_ids=allowed, **kw)
+    free = greedy_decode(model, params, prompts, lengths, **kw)
+    assert not np.array_equal(masked.tokens, want.tokens)  # the penalty matters
+    assert not np.array_equal(free.tokens, masked.tokens)  # the mask matters
+    assert allowed[np.asarray(got.tokens)].all()
+    assert decode_stats(got)["tokens_per_step"] > 1.2  # drafts under the mask still land
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _logits(model, params, tokens):
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     return model.apply({"params": params}, tokens, positions, jnp.ones_like(tokens))["logits"]
 
 
-def test_speculative_sampling_matches_the_exact_distribution(trained):
+@pytest.mark.parametrize("constrained", [False, True])
+def test_speculative_sampling_matches_the_exact_distribution(trained, constrained):
     """First three sampled tokens vs their exact joint law under the filtered target
-    (temperature 3, top-k 3, so 27 outcomes), computed by enumeration. Sequential heads:
-    their drafts are sampled inside the MTP chain (speculative_accept itself is design-free
-    and has its own test in test_decoding_sampling.py)."""
+    (temperature 3, top-k 3, so 27 outcomes), computed by enumeration; constrained: the
+    target is the masked and penalized distribution (loop reference), whose penalty history
+    for x3 is (x1, x2). Sequential heads: their drafts are sampled inside the MTP chain
+    (speculative_accept itself is design-free and has its own test in
+    test_decoding_sampling.py)."""
     model, params, head_sets = trained
     heads, hp = head_sets["sequential"]
-    settings = DecodeConfig(max_new_tokens=3, temperature=3.0, top_k=3, num_draft_tokens=K)
+    settings = DecodeConfig(max_new_tokens=3, temperature=3.0, top_k=3, num_draft_tokens=K,
+                            repetition_penalty=0.3 if constrained else 1.0,
+                            repetition_window=2 if constrained else 0)
     n = 4000
     prompt, _ = TASK.prompts(np.random.default_rng(2), 1, 6, min_length=6)
+    # Constrained: the likeliest first token is disallowed.
+    allowed = _toy_mask((int(TASK.successor[prompt[0, -1] - TASK.first_id]),))
+    allowed = allowed if constrained else None
     out = verified_decode(model, params, heads, hp, jnp.asarray(np.repeat(prompt, n, 0)),
                           jnp.full((n,), 6, jnp.int32), settings, stop_tokens=(),
-                          rng=jax.random.key(4))
+                          rng=jax.random.key(4), allowed_ids=allowed)
+
+    def probs(lg, history):
+        lg = np.asarray(lg)
+        if constrained:
+            lg = np_constrain(lg, history, allowed, settings.repetition_penalty,
+                              settings.repetition_window)
+        return np.asarray(sampling_probs(lg, settings.temperature, settings.top_k))
+
     # Exact law: p(x1) p(x2 | x1) p(x3 | x1, x2) by scoring every continuation in the support.
-    probs = lambda lg: np.asarray(sampling_probs(lg, settings.temperature, settings.top_k))
-    p1 = probs(_logits(model, params, jnp.asarray(prompt))[0, -1])
+    p1 = probs(_logits(model, params, jnp.asarray(prompt))[0, -1], [])
     first = np.flatnonzero(p1)
-    seqs = np.array([np.r_[prompt[0], a, b] for a in first for b in range(p1.size)],
-                    np.int32)
+    pairs = [(a, b) for a in first for b in range(p1.size)]
+    seqs = np.array([np.r_[prompt[0], a, b] for a, b in pairs], np.int32)
     table = {}
-    logits = _logits(model, params, jnp.asarray(seqs))
-    p2 = probs(logits[:, 6])
-    p3 = probs(logits[:, 7])
-    for row, (a, b) in enumerate((a, b) for a in first for b in range(p1.size)):
-        if p2[row][b] > 0:
-            for c in np.flatnonzero(p3[row]):
-                table[(a, b, c)] = float(p1[a]) * float(p2[row][b]) * float(p3[row][c])
+    logits = np.asarray(_logits(model, params, jnp.asarray(seqs)))
+    for row, (a, b) in enumerate(pairs):
+        p2 = probs(logits[row, 6], [a])
+        if p2[b] > 0:
+            p3 = probs(logits[row, 7], [a, b])
+            for c in np.flatnonzero(p3):
+                table[(a, b, c)] = float(p1[a]) * float(p2[b]) * float(p3[c])
     assert len(table) == 27 and abs(sum(table.values()) - 1) < 1e-4
     samples = [tuple(t) for t in np.asarray(out.tokens)]
     assert all(s in table for s in samples)  # never outside the filtered support

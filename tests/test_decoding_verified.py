@@ -7,10 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from backbones import random_backbone
+from decoding_reference import np_constrain
 
 from chorus.config import DecodeConfig, load_config
 from chorus.decoding.drafters import SequentialDrafter, make_drafter
-from chorus.decoding.toy import random_backbone
 from chorus.decoding.verified import (
     decode_stats,
     decode_with_drafter,
@@ -82,15 +83,21 @@ def _full_logits(model, params, tokens, audio):
     return out["logits"], out["hidden"]
 
 
-def _naive_greedy(model, params, prompts, lengths, audio, max_new, stop_tokens):
-    """Greedy decoding by re-running the full (uncached) forward: the reference."""
+def _naive_greedy(model, params, prompts, lengths, audio, max_new, stop_tokens, allowed=None,
+                  penalty=1.0, window=0):
+    """Greedy decoding by re-running the full (uncached) forward: the reference. With
+    constraints (allowed [B, V], a repetition penalty) each step takes the argmax of the
+    loop reference `np_constrain`."""
     seq = np.zeros((B, P + MAX_NEW + K), np.int32)  # one width: one compile
     seq[:, :P] = np.asarray(prompts)
     out = np.full((B, max_new), LAYOUT.pad_id, np.int32)
     done = np.zeros(B, bool)
     for t in range(max_new):
         logits, _ = _full_logits(model, params, jnp.asarray(seq), audio)
-        nxt = np.asarray(jnp.argmax(logits, -1))[np.arange(B), lengths + t - 1]
+        step = np.asarray(logits)[np.arange(B), lengths + t - 1]
+        nxt = [int(np.argmax(np_constrain(step[b], out[b, :t], None if allowed is None
+                                          else allowed[b], penalty, window)))
+               for b in range(B)]
         for b in range(B):
             if not done[b]:
                 out[b, t] = nxt[b]
@@ -256,7 +263,8 @@ def test_sequential_drafts_equal_the_teacher_forced_mtp_chain(backbone, sequenti
     lengths = jnp.asarray(np.maximum(LENGTHS, K))  # the chain needs K committed tokens
     state = jax.jit(lambda d, *a: d.init(*a, capacity=n_total + 2 * K))(
         drafter, jnp.asarray(seq[:, :P]), lengths, h0[:, :P])
-    propose = jax.jit(lambda d, *a: d.propose(*a, choose=lambda j, lg: jnp.argmax(lg, -1)))
+    propose = jax.jit(lambda d, *a: d.propose(
+        *a, choose=lambda j, lg, drafted: (jnp.argmax(lg, -1).astype(jnp.int32), lg)))
 
     @jax.jit
     def chain_logits(tokens):
@@ -284,3 +292,85 @@ def test_sequential_drafts_equal_the_teacher_forced_mtp_chain(backbone, sequenti
         want = chain_logits(jnp.asarray(tokens))[:, rows, base - 1]  # [K, B, V]
         np.testing.assert_allclose(logits, jnp.moveaxis(want, 0, 1), atol=2e-4, rtol=2e-4)
         n, accepted = base, rng.integers(0, K + 1, size=B).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- constraints
+
+PENALTY, WINDOW = 4.0, 5
+
+
+def _allowed(seed, size=12):
+    """Per-row masks of `size` random text ids: few enough that repeats are common, so the
+    penalty matters."""
+    rng = np.random.default_rng(seed)
+    allowed = np.zeros((B, LAYOUT.size), bool)
+    for row in allowed:
+        row[rng.choice(LAYOUT.text_size, size=size, replace=False)] = True
+    return allowed
+
+
+# A penalty < 1 rewards repeats: the random model then repeats, where it rarely does alone.
+@pytest.mark.parametrize("allowed_seed,penalty,window", [(5, 1.0, 0), (None, 0.2, WINDOW),
+                                                          (6, PENALTY, WINDOW)])
+def test_constrained_greedy_matches_the_uncached_reference(backbone, allowed_seed, penalty,
+                                                           window):
+    model, params = backbone
+    prompts, lengths, audio = _prompts(20)
+    allowed = None if allowed_seed is None else _allowed(allowed_seed)
+    kw = dict(max_new_tokens=MAX_NEW, stop_tokens=(), **audio)
+    got = greedy_decode(model, params, prompts, lengths, allowed_ids=allowed,
+                        repetition_penalty=penalty, repetition_window=window, **kw)
+    want = _naive_greedy(model, params, prompts, np.asarray(lengths), audio, MAX_NEW, (),
+                         allowed, penalty, window)
+    np.testing.assert_array_equal(got.tokens, want)
+    # Each constraint changes the output: against none, and against the mask alone.
+    free = greedy_decode(model, params, prompts, lengths, **kw)
+    assert not np.array_equal(free.tokens, want)
+    if allowed is not None:
+        assert np.take_along_axis(allowed, np.asarray(got.tokens), axis=1).all()
+        if window:
+            masked = greedy_decode(model, params, prompts, lengths, allowed_ids=allowed, **kw)
+            assert not np.array_equal(masked.tokens, want)
+
+
+def test_every_acceptance_pattern_under_constraints_commits_the_constrained_greedy_tokens(
+        backbone):
+    """Drafts judged with the drafts before them as penalty history; corrupted drafts (some
+    outside the mask) are rejected; a 1-D mask broadcasts to every row."""
+    model, params = backbone
+    prompts, lengths, audio = _prompts(21)
+    allowed = _allowed(7)[0]
+    settings = DecodeConfig(max_new_tokens=MAX_NEW, num_draft_tokens=K,
+                            repetition_penalty=PENALTY, repetition_window=WINDOW)
+    reference = _naive_greedy(model, params, prompts, np.asarray(lengths), audio, MAX_NEW + K,
+                              (), np.broadcast_to(allowed, (B, LAYOUT.size)), PENALTY, WINDOW)
+    wrong = np.random.default_rng(2).random((B, MAX_NEW + K)) < 0.35
+    drafter = OracleDrafter(jnp.asarray(reference), jnp.asarray(wrong), K)
+    got = decode_with_drafter(model, params, drafter, prompts, lengths, settings,
+                              stop_tokens=(), allowed_ids=allowed, **audio)
+    np.testing.assert_array_equal(got.tokens, reference[:, :MAX_NEW])
+    forwards, accepted = _simulate_acceptance(wrong, MAX_NEW, K)
+    np.testing.assert_array_equal(got.num_forwards, forwards)
+    np.testing.assert_array_equal(got.num_accepted, accepted)
+
+
+@pytest.mark.parametrize("design", ["parallel", "sequential"])
+def test_verified_greedy_equals_greedy_under_a_mask_and_a_penalty(backbone, parallel_heads,
+                                                                  sequential_heads, design):
+    model, params = backbone
+    heads, hp = parallel_heads if design == "parallel" else sequential_heads
+    settings = DecodeConfig(max_new_tokens=MAX_NEW, num_draft_tokens=K,
+                            repetition_penalty=PENALTY, repetition_window=WINDOW)
+    prompts, lengths, audio = _prompts(22)
+    allowed = _allowed(8)
+    free = greedy_decode(model, params, prompts, lengths, max_new_tokens=MAX_NEW,
+                         stop_tokens=(), allowed_ids=allowed, repetition_penalty=PENALTY,
+                         repetition_window=WINDOW, **audio)
+    stops = (int(free.tokens[1, 2]), int(free.tokens[4, 9]))
+    want = greedy_decode(model, params, prompts, lengths, max_new_tokens=MAX_NEW,
+                         stop_tokens=stops, allowed_ids=allowed, repetition_penalty=PENALTY,
+                         repetition_window=WINDOW, **audio)
+    got = verified_decode(model, params, heads, hp, prompts, lengths, settings,
+                          stop_tokens=stops, allowed_ids=allowed, **audio)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_array_equal(got.lengths, want.lengths)

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from backbones import random_backbone
 
 from chorus import sharding
 from chorus.config import ConfigError, MeshConfig, load_config
-from chorus.decoding.toy import random_backbone
 from chorus.model import UnifiedAudioLM
 from chorus.model.heads import (
     MTPConfig,

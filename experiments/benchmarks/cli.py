@@ -3,6 +3,7 @@
     chorus bench attention   flash attention kernels vs the XLA reference
     chorus bench data        data pipeline throughput
     chorus bench train       train-step throughput, trainer overhead, data wait
+    chorus bench decoding    greedy vs verified multi-token decoding on a trained toy
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "attention": ("experiments.benchmarks.attention", "flash attention vs the XLA reference"),
     "data": ("experiments.benchmarks.data_throughput", "data pipeline throughput"),
     "train": ("experiments.benchmarks.train_step", "train-step throughput and overhead"),
+    "decoding": ("experiments.benchmarks.decoding",
+                 "greedy vs verified multi-token decoding on a trained toy"),
 }
 
 

@@ -247,14 +247,25 @@ class DecodeConfig:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0
     num_draft_tokens: int = 4  # k of verified multi-token decoding
+    # CTRL-style penalty on the logits of ids among the last `repetition_window` generated
+    # tokens (positive / theta, negative * theta; see chorus.decoding.constraints). 1.0 = off.
+    repetition_penalty: float = 1.0
+    repetition_window: int = 0  # 0 = off
 
     def __post_init__(self):
-        positive(self, "max_new_tokens")
+        positive(self, "max_new_tokens", "repetition_penalty")
         check(self.temperature >= 0, "decode.temperature", "a number >= 0", self.temperature)
         check(self.top_k >= 0, "decode.top_k", "a number >= 0", self.top_k)
         check(0 < self.top_p <= 1, "decode.top_p", "a value in (0, 1]", self.top_p)
         check(0 <= self.num_draft_tokens <= 15, "decode.num_draft_tokens",
               "0..15 (the verify window is at most 16)", self.num_draft_tokens)
+        check(self.repetition_window >= 0, "decode.repetition_window", "a number >= 0",
+              self.repetition_window)
+        check(self.repetition_penalty == 1.0 or self.repetition_window > 0,
+              "decode.repetition_window",
+              f"> 0 when decode.repetition_penalty={self.repetition_penalty} (the penalty "
+              f"applies to the ids of the last repetition_window tokens)",
+              self.repetition_window)
 
 
 @dataclasses.dataclass(frozen=True)

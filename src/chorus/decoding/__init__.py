@@ -2,12 +2,14 @@
 
 See docs/decoding.md. Modules: `verified` (greedy / verified / speculative-sampling loop),
 `drafters` (Medusa and DeepSeek-V3 MTP draft proposers), `acceptance` (greedy and speculative
-acceptance rules), `generate` (RL rollouts with log-probs), `filtering` (temperature, top-k,
-top-p), `stopping` (per-row output buffers and stop rules), `inputs` (request checks),
-`toy` and `bench` (a tiny trained task and the greedy-vs-verified benchmark).
+acceptance rules), `generate` (RL rollouts with log-probs), `constraints` (allowed ids,
+windowed repetition penalty), `filtering` (temperature, top-k, top-p), `stopping` (per-row
+output buffers and stop rules), `inputs` (request checks). The greedy-vs-verified benchmark
+is `chorus bench decoding` (experiments/benchmarks/decoding.py).
 """
 
 from chorus.decoding.acceptance import greedy_accept, speculative_accept
+from chorus.decoding.constraints import Constraints
 from chorus.decoding.drafters import NoDrafter, ParallelDrafter, SequentialDrafter, make_drafter
 from chorus.decoding.filtering import filter_logits, sampling_logits, sampling_probs
 from chorus.decoding.generate import Rollout, generate
@@ -17,10 +19,12 @@ from chorus.decoding.verified import (
     decode_stats,
     decode_with_drafter,
     greedy_decode,
+    uncached_tokens,
     verified_decode,
 )
 
-__all__ = ["DecodeResult", "NoDrafter", "ParallelDrafter", "Rollout", "SequentialDrafter",
-           "decode_stats", "decode_with_drafter", "filter_logits", "generate", "greedy_accept",
-           "greedy_decode", "make_drafter", "required_capacity", "sampling_logits",
-           "sampling_probs", "speculative_accept", "verified_decode"]
+__all__ = ["Constraints", "DecodeResult", "NoDrafter", "ParallelDrafter", "Rollout",
+           "SequentialDrafter", "decode_stats", "decode_with_drafter", "filter_logits",
+           "generate", "greedy_accept", "greedy_decode", "make_drafter", "required_capacity",
+           "sampling_logits", "sampling_probs", "speculative_accept", "uncached_tokens",
+           "verified_decode"]

@@ -9,9 +9,13 @@ Interface (all shapes static; k = num_draft):
 `propose` sees the previous verify window (positions n..n+k) after acceptance: `accepted` =
 a [B], `window_hidden` [B, k+1, d] the backbone's hidden there, and `follow` [B, k+1] the
 committed token after each slot (slot s <= a: the token at position n+1+s; slot a holds the
-new base token b' at n' = n+a+1). It returns drafts for positions n'+1..n'+k. `choose(j, logits
-[B, V]) -> [B]` picks draft j+1 (argmax, or a sample). Rows with live = False keep their state.
-Before the first step the decoders pretend a verify at n = prompt_len-1 accepted nothing.
+new base token b' at n' = n+a+1). It returns drafts for positions n'+1..n'+k and the logits
+`choose` returned for them. `choose(j, logits [B, V], drafted [B, k]) -> (draft [B], logits
+[B, V])` picks draft j+1 (j may be traced) given the drafts so far (columns < j of
+`drafted`): it applies the decoding constraints (allowed ids, repetition penalty), then takes
+the argmax or a sample, and returns the constrained logits the draft came from. Rows with
+live = False keep their state. Before the first step the decoders pretend a verify at
+n = prompt_len-1 accepted nothing.
 
 Drafters are pytrees (params are leaves, modules and k are static), so they pass through jit.
 """
@@ -76,8 +80,13 @@ class ParallelDrafter:
         outs = self.heads.apply({"params": self.head_params}, h)[: self.num_draft]
         logits = self.model.apply({"params": self.params}, outs,
                                   method=UnifiedAudioLM.logits)  # [k, B, V]
-        drafts = [choose(j, logits[j]) for j in range(self.num_draft)]
-        return state, jnp.stack(drafts, axis=1), jnp.moveaxis(logits, 0, 1)
+        drafted = jnp.zeros((h.shape[0], self.num_draft), jnp.int32)
+        chosen = []
+        for j in range(self.num_draft):
+            draft, constrained = choose(j, logits[j], drafted)
+            drafted = drafted.at[:, j].set(draft)
+            chosen.append(constrained)
+        return state, drafted, jnp.stack(chosen, axis=1)
 
 
 @flax.struct.dataclass
@@ -161,7 +170,7 @@ class SequentialDrafter:
         rows = jnp.arange(follow.shape[0])
 
         def depth(carry, xs):
-            inputs, tokens = carry
+            inputs, tokens, drafted = carry
             params_j, cache_k, cache_v, start, old_last, j = xs
             positions = start[:, None] + jnp.arange(width)[None, :]
             out, normed, cache = apply_depth(self.heads, params_j, inputs, self._embed(tokens),
@@ -170,7 +179,8 @@ class SequentialDrafter:
             logits = self.model.apply({"params": self.params},
                                       _at_slot(normed, accepted + j - 1),
                                       method=UnifiedAudioLM.logits)
-            draft = choose(j - 1, logits)
+            draft, logits = choose(j - 1, logits, drafted)
+            drafted = drafted.at[:, j - 1].set(draft)
             # d'_j is token t_{n'+j} at slot a+j (depth k's draft is not read back).
             slot = jnp.minimum(accepted + j, width - 1)
             tokens = jnp.where(j < k, tokens.at[rows, slot].set(draft), tokens)
@@ -179,10 +189,11 @@ class SequentialDrafter:
             inputs = jnp.concatenate([old_last[:, None], out[:, :-1]], axis=1)
             new = (cache["k"], cache["v"], jnp.where(live, start + accepted + 1, start),
                    jnp.where(live[:, None], _at_slot(out, accepted), old_last))
-            return (inputs, tokens), (new, draft, logits)
+            return (inputs, tokens, drafted), (new, draft, logits)
 
         carry = (_pad_slots(window_hidden, width),  # depth 1 reads h^0 at indices n..
-                 _pad_slots(follow, width))  # slot s <-> t_{n+1+s}; drafts go in at a+1..
+                 _pad_slots(follow, width),  # slot s <-> t_{n+1+s}; drafts go in at a+1..
+                 jnp.zeros((follow.shape[0], k), jnp.int32))
         xs = (self._stacked(), state.k, state.v, state.lengths, state.last,
               jnp.arange(1, k + 1))
         _, (new, drafts, logits) = jax.lax.scan(depth, carry, xs)

@@ -3,8 +3,9 @@
 Each prompt is prefilled once (with its audio, if any); its cache is then repeated G times,
 so the G samples of prompt i are rows i*G .. i*G+G-1 (the contiguous groups GRPO expects).
 Every sampled token comes with two log-probs: under the distribution actually sampled from
-(temperature, top-k, top-p) and under the unmodified policy (temperature-1 logits, no
-filtering) - the one the RL losses' importance ratios need. Randomness is per row and per
+(allowed ids, repetition penalty, temperature, top-k, top-p) and under the unmodified policy
+(temperature-1 logits, no constraint, no filtering) - the one the RL losses' importance
+ratios need, which a teacher-forced scoring forward reproduces as is. Randomness is per row and per
 step (fold_in), so a given rng always yields the same rollout.
 """
 
@@ -16,9 +17,11 @@ import jax.numpy as jnp
 
 from chorus.config import DecodeConfig
 from chorus.decoding import stopping
+from chorus.decoding.constraints import Constraints
 from chorus.decoding.filtering import sampling_logits, token_logprob
 from chorus.decoding.inputs import at_last, check_request
-from chorus.model.unified import UnifiedAudioLM, init_cache
+from chorus.decoding.verified import prompt_forward
+from chorus.model.unified import UnifiedAudioLM
 from chorus.vocab import VocabLayout
 
 
@@ -33,7 +36,8 @@ class Rollout:
 
 
 def _sample(row_keys, step, logits, settings: DecodeConfig):
-    """(tokens [R], log-prob under the sampling distribution [R]) for logits [R, V]."""
+    """(tokens [R], log-prob under the sampling distribution [R]) for constrained logits
+    [R, V]."""
     if settings.temperature == 0:  # greedy: a point mass, log-prob 0
         return jnp.argmax(logits, -1).astype(jnp.int32), jnp.zeros(logits.shape[:1])
     processed = sampling_logits(logits, settings.temperature, settings.top_k, settings.top_p)
@@ -55,13 +59,13 @@ class _State:
     done: jax.Array
 
 
-def _generate(model, params, prompts, lengths, rng, stop_tokens, audio_features, audio_mask,
-              *, settings: DecodeConfig, num_samples: int, capacity: int):
+def _generate(model, params, prompts, lengths, rng, stop_tokens, constraints, audio_features,
+              audio_mask, cache, *, settings: DecodeConfig, num_samples: int, capacity: int):
     b = prompts.shape[0]
     rows, max_new = b * num_samples, settings.max_new_tokens
-    cache = init_cache(model.config, b, capacity)
-    logits, _, cache = model.apply({"params": params}, prompts, lengths, cache, audio_features,
-                                   audio_mask, method=UnifiedAudioLM.prefill)
+    logits, _, cache = prompt_forward(model, params, prompts, lengths, cache, audio_features,
+                                      audio_mask, capacity)
+    constraints = constraints.repeat(num_samples)
     repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
     cache = cache.replace(k=jnp.repeat(cache.k, num_samples, axis=1),
                           v=jnp.repeat(cache.v, num_samples, axis=1),
@@ -78,8 +82,10 @@ def _generate(model, params, prompts, lengths, rng, stop_tokens, audio_features,
     def emit(s: _State) -> _State:
         """Samples from s.logits and records the token; stops rows."""
         live = ~s.done
-        token, logprob = _sample(row_keys, s.step, s.logits, settings)
-        policy = token_logprob(s.logits, token)
+        # Output position num_out; the tokens before it are the penalty's history.
+        constrained = constraints(s.logits[:, None], s.tokens, s.num_out[:, None])[:, 0]
+        token, logprob = _sample(row_keys, s.step, constrained, settings)
+        policy = token_logprob(s.logits, token)  # the unconstrained temperature-1 policy
         write = lambda buf, x: stopping.write_rows(buf, s.num_out, x[:, None], live)
         num_out, length, done_now = stopping.commit(s.num_out, token[:, None], ones, live,
                                                     stop_tokens, max_new)
@@ -114,18 +120,26 @@ _generate_jit = jax.jit(_generate, static_argnames=("model", "settings", "num_sa
 def generate(model: UnifiedAudioLM, params, prompts, prompt_lengths, rng,
              settings: DecodeConfig, *, num_samples: int = 1,
              stop_tokens: tuple[int, ...] | None = None, capacity: int | None = None,
-             audio_features=None, audio_mask=None) -> Rollout:
+             audio_features=None, audio_mask=None, allowed_ids=None,
+             cache=None) -> Rollout:
     """Samples `num_samples` completions per prompt (up to settings.max_new_tokens each).
 
     prompts [B, P] right-padded with valid lengths [B]; optional audio as for
     `UnifiedAudioLM.prefill`. settings.temperature 0 samples greedily. Stop tokens default to
     (eos,); a row ends at its first stop token (kept, mask 1) or at max_new_tokens.
+    allowed_ids (None, or a bool mask [V] / [B, V] per prompt) and settings.repetition_* act
+    as in `verified_decode`; they shape `logprobs` (the distribution sampled from), not
+    `policy_logprobs`. `cache` (B rows): continue it instead of prefilling a fresh one.
     """
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: expected an int >= 1, got {num_samples!r}")
-    capacity = check_request(prompts, prompt_lengths, capacity, settings.max_new_tokens, 0)
+    capacity = check_request(prompts, prompt_lengths, capacity, settings.max_new_tokens, 0,
+                             cache)
+    layout = VocabLayout.from_model_config(model.config.model)
     if stop_tokens is None:
-        stop_tokens = (VocabLayout.from_model_config(model.config.model).eos_id,)
+        stop_tokens = (layout.eos_id,)
+    constraints = Constraints.make(settings, allowed_ids, prompts.shape[0], layout.size)
     return _generate_jit(model, params, prompts, prompt_lengths, rng,
-                         stopping.stop_array(stop_tokens), audio_features, audio_mask,
-                         settings=settings, num_samples=num_samples, capacity=capacity)
+                         stopping.stop_array(stop_tokens), constraints, audio_features,
+                         audio_mask, cache, settings=settings, num_samples=num_samples,
+                         capacity=capacity)

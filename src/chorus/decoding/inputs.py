@@ -14,8 +14,12 @@ def required_capacity(prompt_width: int, max_new_tokens: int, num_draft: int) ->
 
 
 def check_request(prompts, lengths, capacity: int | None, max_new_tokens: int,
-                  num_draft: int) -> int:
-    """Validates shapes (and lengths, when concrete); returns the cache capacity to use."""
+                  num_draft: int, cache=None) -> int:
+    """Validates shapes (and lengths, when concrete); returns the cache capacity to use.
+
+    With a `cache` to continue (the prompts are appended at its lengths), its capacity is the
+    one to use and must hold its longest row + what the decoder touches after it.
+    """
     if prompts.ndim != 2:
         raise ValueError(f"prompts: expected [B, P] token ids, got shape {prompts.shape}")
     if lengths.shape != prompts.shape[:1]:
@@ -27,12 +31,24 @@ def check_request(prompts, lengths, capacity: int | None, max_new_tokens: int,
             raise ValueError(f"prompt_lengths: expected values in [1, {prompts.shape[1]}], got "
                              f"range [{host.min()}, {host.max()}]")
     needed = required_capacity(prompts.shape[1], max_new_tokens, num_draft)
+    what = (f"prompt width {prompts.shape[1]} + max_new_tokens {max_new_tokens} - 1 + "
+            f"{num_draft} draft tokens")
+    if cache is not None:
+        if capacity is not None:
+            raise ValueError(f"capacity: expected None when a cache is given (its capacity "
+                             f"{cache.capacity} is the one used), got {capacity}")
+        if cache.lengths.shape != prompts.shape[:1]:
+            raise ValueError(f"cache: expected {prompts.shape[0]} rows (one per prompt), got "
+                             f"lengths of shape {cache.lengths.shape}")
+        capacity = cache.capacity
+        if isinstance(cache.lengths, jax.core.Tracer):
+            return capacity
+        used = int(np.max(np.asarray(cache.lengths)))
+        needed, what = needed + used, f"cache length {used} + {what}"
     if capacity is None:
         return needed
     if capacity < needed:
-        raise ValueError(f"cache capacity: expected >= {needed} (prompt width "
-                         f"{prompts.shape[1]} + max_new_tokens {max_new_tokens} - 1 + "
-                         f"{num_draft} draft tokens), got {capacity}")
+        raise ValueError(f"cache capacity: expected >= {needed} ({what}), got {capacity}")
     return capacity
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from chorus.config import DecodeConfig
 from chorus.decoding import stopping
 from chorus.decoding.acceptance import greedy_accept, speculative_accept
+from chorus.decoding.constraints import Constraints
 from chorus.decoding.drafters import make_drafter
 from chorus.decoding.filtering import sampling_logits, sampling_probs
 from chorus.decoding.inputs import at_last, check_request
@@ -59,8 +60,20 @@ class _LoopState:
     num_accepted: jax.Array
 
 
-def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, audio_features,
-                 audio_mask, *, settings: DecodeConfig, capacity: int):
+def prompt_forward(model, params, prompts, lengths, cache, audio_features, audio_mask,
+                   capacity):
+    """The prompt's forward: a prefill into a fresh cache, or (cache given) an extend of it.
+    Returns (logits, hidden, cache)."""
+    if cache is None:
+        return model.apply({"params": params}, prompts, lengths,
+                           init_cache(model.config, prompts.shape[0], capacity),
+                           audio_features, audio_mask, method=UnifiedAudioLM.prefill)
+    return model.apply({"params": params}, prompts, lengths, cache, audio_features, audio_mask,
+                       method=UnifiedAudioLM.extend)
+
+
+def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, constraints,
+                 audio_features, audio_mask, cache, *, settings: DecodeConfig, capacity: int):
     b = prompts.shape[0]
     k, max_new = drafter.num_draft, settings.max_new_tokens
     greedy = settings.temperature == 0
@@ -70,16 +83,17 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, aud
         return sampling_logits(logits, settings.temperature, settings.top_k, settings.top_p)
 
     def choose(key, logits):
+        """A token from constrained logits [B, V]: the argmax, or a filtered sample."""
         if greedy:
             return jnp.argmax(logits, axis=-1).astype(jnp.int32)
         return jax.random.categorical(key, target(logits), axis=-1).astype(jnp.int32)
 
-    cache = init_cache(model.config, b, capacity)
-    logits, hidden, cache = model.apply({"params": params}, prompts, lengths, cache,
-                                        audio_features, audio_mask,
-                                        method=UnifiedAudioLM.prefill)
+    logits, hidden, cache = prompt_forward(model, params, prompts, lengths, cache,
+                                           audio_features, audio_mask, capacity)
     first_key, loop_key = jax.random.split(rng)
-    first = choose(first_key, at_last(logits, lengths))
+    out = jnp.zeros((b, max_new + k + 1), jnp.int32)  # output position i at column i
+    first = choose(first_key, constraints(at_last(logits, lengths)[:, None], out,
+                                          jnp.zeros((b, 1), jnp.int32))[:, 0])
     num_out, length, done = stopping.commit(jnp.zeros((b,), jnp.int32), first[:, None],
                                             jnp.ones((b,), jnp.int32), jnp.ones((b,), bool),
                                             stop_tokens, max_new)
@@ -90,7 +104,7 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, aud
     state = _LoopState(
         step=jnp.zeros((), jnp.int32), cache=cache,
         draft=drafter.init(prompts, lengths, hidden, capacity + k),
-        out=jnp.zeros((b, max_new + k + 1), jnp.int32).at[:, 0].set(first),
+        out=out.at[:, 0].set(first),
         num_out=num_out, length=length, done=done, follow=follow, window_hidden=window_hidden,
         accepted=jnp.zeros((b,), jnp.int32), next_token=first,
         num_forwards=jnp.zeros((b,), jnp.int32), num_accepted=jnp.zeros((b,), jnp.int32))
@@ -98,12 +112,22 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, aud
     def body(s: _LoopState) -> _LoopState:
         live = ~s.done
         draft_key, accept_key = jax.random.split(jax.random.fold_in(loop_key, s.step))
-        draft_state, drafts, q_logits = drafter.propose(
-            s.draft, s.follow, s.window_hidden, s.accepted, live,
-            lambda j, lg: choose(jax.random.fold_in(draft_key, j), lg))
+        everyone = jnp.ones_like(live)
+
+        def choose_draft(j, logits, drafted):
+            # Draft j+1 sits at output position num_out + j, after the drafts before it.
+            history = stopping.write_rows(s.out, s.num_out, drafted, everyone)
+            constrained = constraints(logits[:, None], history, (s.num_out + j)[:, None])[:, 0]
+            return choose(jax.random.fold_in(draft_key, j), constrained), constrained
+
+        draft_state, drafts, q_logits = drafter.propose(s.draft, s.follow, s.window_hidden,
+                                                        s.accepted, live, choose_draft)
         window = jnp.concatenate([s.next_token[:, None], drafts], axis=1)
         p_logits, hidden, cache = model.apply({"params": params}, window, s.cache,
                                               method=UnifiedAudioLM.decode)
+        # Slot j judges output position num_out + j with the drafts d_1..d_j before it.
+        p_logits = constraints(p_logits, stopping.write_rows(s.out, s.num_out, drafts, everyone),
+                               s.num_out[:, None] + jnp.arange(k + 1)[None, :])
         if greedy:
             a, nxt = greedy_accept(p_logits, drafts)
         else:
@@ -144,48 +168,78 @@ _decode_jit = jax.jit(_decode_loop, static_argnames=("model", "settings", "capac
 def verified_decode(model: UnifiedAudioLM, params, heads: nn.Module | None, head_params,
                     prompts, prompt_lengths, settings: DecodeConfig, *,
                     stop_tokens: tuple[int, ...] | None = None, rng=None,
-                    capacity: int | None = None,
-                    audio_features=None, audio_mask=None) -> DecodeResult:
+                    capacity: int | None = None, audio_features=None, audio_mask=None,
+                    allowed_ids=None, cache: KVCache | None = None) -> DecodeResult:
     """Verified multi-token decoding with `settings.num_draft_tokens` drafts per step.
 
     prompts [B, P] right-padded with valid lengths prompt_lengths [B] (>= 1); optional audio
     as for `UnifiedAudioLM.prefill`. temperature 0: greedy and token-identical to
-    `greedy_decode`; temperature > 0: speculative sampling of the top-k / top-p filtered
-    distribution (needs `rng`). stop_tokens default to (eos,). `capacity` defaults to the
-    minimum the loop needs.
+    `greedy_decode` under the same constraints; temperature > 0: speculative sampling of the
+    constrained, top-k / top-p filtered distribution (needs `rng`). stop_tokens default to
+    (eos,). allowed_ids: None or a bool mask [V] / [B, V] of the ids the decoder may emit;
+    settings.repetition_penalty / repetition_window penalize recent ids (see
+    chorus.decoding.constraints). `capacity` defaults to the minimum the loop needs. With a
+    `cache` (e.g. a previous result's, or one filled by `UnifiedAudioLM.extend`), the prompts
+    are appended at its lengths instead of prefilled into a fresh cache (its capacity is
+    used; sequential drafters then see only the new tokens, the history reaches them through
+    the backbone's hidden states).
     """
     drafter = make_drafter(model, params, heads, head_params, settings.num_draft_tokens)
     return decode_with_drafter(model, params, drafter, prompts, prompt_lengths, settings,
                                stop_tokens=stop_tokens, rng=rng, capacity=capacity,
-                               audio_features=audio_features, audio_mask=audio_mask)
+                               audio_features=audio_features, audio_mask=audio_mask,
+                               allowed_ids=allowed_ids, cache=cache)
 
 
 def decode_with_drafter(model: UnifiedAudioLM, params, drafter, prompts, prompt_lengths,
                         settings: DecodeConfig, *, stop_tokens: tuple[int, ...] | None = None,
                         rng=None, capacity: int | None = None, audio_features=None,
-                        audio_mask=None) -> DecodeResult:
+                        audio_mask=None, allowed_ids=None,
+                        cache: KVCache | None = None) -> DecodeResult:
     """`verified_decode` with any drafter (see chorus.decoding.drafters for the interface)."""
     k = drafter.num_draft
-    capacity = check_request(prompts, prompt_lengths, capacity, settings.max_new_tokens, k)
+    capacity = check_request(prompts, prompt_lengths, capacity, settings.max_new_tokens, k,
+                             cache)
     if settings.temperature > 0 and rng is None:
         raise ValueError("rng: expected a PRNG key when settings.temperature > 0, got None")
     rng = jax.random.key(0) if rng is None else rng
+    layout = VocabLayout.from_model_config(model.config.model)
     if stop_tokens is None:
-        stop_tokens = (VocabLayout.from_model_config(model.config.model).eos_id,)
-    stop_tokens = stopping.stop_array(stop_tokens)
-    return _decode_jit(model, params, drafter, prompts, prompt_lengths, rng, stop_tokens,
-                       audio_features, audio_mask, settings=settings, capacity=capacity)
+        stop_tokens = (layout.eos_id,)
+    constraints = Constraints.make(settings, allowed_ids, prompts.shape[0], layout.size)
+    return _decode_jit(model, params, drafter, prompts, prompt_lengths, rng,
+                       stopping.stop_array(stop_tokens), constraints, audio_features,
+                       audio_mask, cache, settings=settings, capacity=capacity)
 
 
 def greedy_decode(model: UnifiedAudioLM, params, prompts, prompt_lengths, *,
                   max_new_tokens: int, stop_tokens: tuple[int, ...] | None = None,
-                  capacity: int | None = None, audio_features=None,
-                  audio_mask=None) -> DecodeResult:
-    """Plain greedy autoregressive decoding: one token per backbone forward."""
-    settings = DecodeConfig(max_new_tokens=max_new_tokens, temperature=0.0, num_draft_tokens=0)
+                  capacity: int | None = None, audio_features=None, audio_mask=None,
+                  allowed_ids=None, repetition_penalty: float = 1.0,
+                  repetition_window: int = 0, cache: KVCache | None = None) -> DecodeResult:
+    """Plain greedy autoregressive decoding: one token per backbone forward (constraints as
+    for `verified_decode`)."""
+    settings = DecodeConfig(max_new_tokens=max_new_tokens, temperature=0.0, num_draft_tokens=0,
+                            repetition_penalty=repetition_penalty,
+                            repetition_window=repetition_window)
     return verified_decode(model, params, None, None, prompts, prompt_lengths, settings,
                            stop_tokens=stop_tokens, capacity=capacity,
-                           audio_features=audio_features, audio_mask=audio_mask)
+                           audio_features=audio_features, audio_mask=audio_mask,
+                           allowed_ids=allowed_ids, cache=cache)
+
+
+def uncached_tokens(result: DecodeResult, prompt_ends) -> tuple[jax.Array, jax.Array]:
+    """The output tokens a result's cache does not hold yet, to feed first when the
+    conversation continues (`UnifiedAudioLM.extend` or `cache=`): (tokens [B, max_new]
+    right-padded with 0, counts [B], at most k + 2). prompt_ends [B]: each row's cache
+    length after its prompt (the cache length before the call + the prompt length)."""
+    cached = result.cache.lengths - jnp.asarray(prompt_ends)  # output tokens in the cache
+    counts = result.lengths - cached
+    width = result.tokens.shape[1]
+    idx = cached[:, None] + jnp.arange(width)[None, :]
+    tokens = jnp.take_along_axis(result.tokens, jnp.minimum(idx, width - 1), axis=1)
+    keep = jnp.arange(width)[None, :] < counts[:, None]
+    return jnp.where(keep, tokens, 0), counts.astype(jnp.int32)
 
 
 def decode_stats(result: DecodeResult) -> dict[str, float]:

@@ -1,16 +1,15 @@
 """A tiny repetitive token task and a brief joint training of backbone + MTP heads.
 
-The decoding tests and the benchmark use it to get MTP heads whose drafts are often right:
-each sequence follows a fixed successor permutation over a few symbols (t_{i+1} = f(t_i)),
-with occasional random jumps so the model has to read the current token. Rows pack two
-sequences, so the segment masking of the MTP loss is exercised as well. `random_backbone`
-caches a random-initialized backbone per process for tests.
+The decoding benchmark (experiments/benchmarks/decoding.py) and the decoding tests use it to
+get MTP heads whose drafts are often right: each sequence follows a fixed successor
+permutation over a few symbols (t_{i+1} = f(t_i)), with occasional random jumps so the model
+has to read the current token. Rows pack two sequences, so the segment masking of the MTP
+loss is exercised as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +28,6 @@ TOY_CONFIG = load_config("cpu-tiny", [
     "model.d_model=64", "model.mlp_dim=128", "model.num_heads=2", "model.num_kv_heads=1",
     "model.head_dim=32", "audio.num_layers=1", "audio.d_model=32", "audio.num_heads=2",
     "audio.mlp_dim=64", "audio.adaptor_dim=32"])
-
-
-@functools.cache
-def random_backbone(config: Config, seed: int = 0):
-    """(model, params) of a random-initialized backbone, built once per (config, seed) and
-    process: tests in several modules share it instead of compiling the init again (jax
-    arrays are immutable, so sharing is safe)."""
-    model, params, _ = init_params(config, jax.random.key(seed))
-    return model, params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +100,7 @@ def train_toy(config: Config, mtps: tuple[MTPConfig, ...], task: ToyTask = ToyTa
 
     Returns (model, params, [(heads, head_params) per mtp], final metrics).
     """
-    model, params = random_backbone(config, seed)
+    model, params, _ = init_params(config, jax.random.key(seed))
     head_sets = [init_mtp_params(config, mtp, jax.random.key(seed + 1 + i))
                  for i, mtp in enumerate(mtps)]
     heads = [h for h, _, _ in head_sets]

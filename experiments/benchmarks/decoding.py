@@ -1,9 +1,10 @@
 """Greedy vs verified decoding on the trained toy: acceptance and wall-clock, side by side.
 
-    python -m chorus.decoding.bench [--steps 100] [--max-new 64] [--repeats 5] [--json out.json]
+    chorus bench decoding [--steps 100] [--max-new 64] [--repeats 5] [--json out.json]
 
-Trains the toy backbone with sequential and parallel MTP heads (chorus.decoding.toy), checks
-that verified greedy output equals greedy output, and times each decoder after compilation
+Trains the toy backbone with sequential and parallel MTP heads (`mtp_toy` beside this
+module), checks that verified greedy output equals greedy output, and times each decoder
+after compilation
 (best of `--repeats` round-robin runs) at batch 1 and 8, greedy and with sampling
 (speculative sampling vs autoregressive sampling, the same loop with k = 0). Numbers are for
 whatever backend JAX runs on.
@@ -20,9 +21,9 @@ import jax
 import numpy as np
 
 from chorus.config import DecodeConfig, apply_overrides
-from chorus.decoding.toy import TOY_CONFIG, ToyTask, train_toy
 from chorus.decoding.verified import decode_stats, greedy_decode, verified_decode
 from chorus.model.heads import MTPConfig
+from experiments.benchmarks.mtp_toy import TOY_CONFIG, ToyTask, train_toy
 
 
 def _best_times(fns: dict, repeats: int) -> dict[str, float]:
@@ -86,7 +87,7 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="toy training steps")
     parser.add_argument("--max-new", type=int, default=64, help="tokens per row")
@@ -106,6 +107,7 @@ def main(argv=None) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
