@@ -16,58 +16,56 @@ not digits, because the reward normalization spells digits out as words.
         --set 'experiment.rewards={exact_match: 1.0}'
     chorus train --experiment rl_tasks --workdir W_SFT     # the supervised warm-up alone
 
-Task keys (`--set experiment.<key>=...`): task, min_len, max_len; RL keys: chorus.rl.settings.
+Settings (`--set experiment.<key>=...`): task, min_len, max_len (SymbolTaskSettings) and the
+RL keys of chorus.rl.settings, one flat `SymbolRLSettings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+import typing
+from typing import Literal
 
 import numpy as np
 
-from chorus.config import Config, ConfigError
+from chorus.config import Config, ConfigError, check, settings_from
 from chorus.rl.experiment import build_rl_experiment
 from chorus.rl.settings import RLSettings
+from chorus.rl.task import Completion, Prompts
 from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
 
 SYMBOLS = "abcdefghij"
 SYMBOL_BASE = 16  # text ids 16..25 are the symbols
-TASK_TAGS = {"copy": 40, "reverse": 41, "shift": 42}  # text ids of the task tags
+TaskName = Literal["copy", "reverse", "shift"]
+TASK_TAGS = dict(zip(typing.get_args(TaskName), (40, 41, 42), strict=True))  # tag text ids
 UNKNOWN = "z"
 
 
 @dataclasses.dataclass(frozen=True)
-class DigitTaskSettings:
-    task: str = "reverse"
+class SymbolTaskSettings:
+    task: TaskName = "reverse"
     min_len: int = 3
     max_len: int = 4
 
     def __post_init__(self):
-        if self.task not in TASK_TAGS:
-            raise ConfigError(f"experiment.task: expected one of {sorted(TASK_TAGS)}, got "
-                              f"{self.task!r}")
-        if not 1 <= self.min_len <= self.max_len:
-            raise ConfigError(f"experiment.min_len/max_len: expected 1 <= min_len <= max_len, "
-                              f"got {self.min_len}, {self.max_len}")
+        check(self.task in TASK_TAGS, "experiment.task", f"one of {sorted(TASK_TAGS)}",
+              self.task)
+        check(1 <= self.min_len <= self.max_len, "experiment.min_len/max_len",
+              "1 <= min_len <= max_len", (self.min_len, self.max_len))
 
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> DigitTaskSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"experiment: unknown setting(s) {unknown}; expected task keys "
-                              f"{sorted(known)} or RL keys "
-                              f"{sorted(f.name for f in dataclasses.fields(RLSettings))}")
-        return cls(**values)
+
+@dataclasses.dataclass(frozen=True)
+class SymbolRLSettings(RLSettings, SymbolTaskSettings):
+    def __post_init__(self):
+        SymbolTaskSettings.__post_init__(self)
+        RLSettings.__post_init__(self)
 
 
 class SymbolTask:
-    """The chorus.rl.experiment.Task for one transform over symbol strings."""
+    """The chorus.rl.task.Task for one transform over symbol strings."""
 
-    def __init__(self, settings: DigitTaskSettings, layout: VocabLayout):
+    def __init__(self, settings: SymbolTaskSettings, layout: VocabLayout):
         if layout.text_size <= max(TASK_TAGS.values()):
             raise ConfigError(f"model.text_vocab_size: expected > {max(TASK_TAGS.values())} "
                               f"for the symbol task, got {layout.text_size}")
@@ -75,6 +73,8 @@ class SymbolTask:
         self.name = settings.task
         self.answer_width = settings.max_len + 1  # + <eos>
         self.prompt_width = settings.max_len + 3  # <bos> tag ... <assistant>
+        self.stop_tokens = (layout.eos_id,)
+        self.assets: dict[str, str] = {}  # no tokenizer: the symbols are fixed ids
 
     def transform(self, s: str) -> str:
         if self.name == "copy":
@@ -97,7 +97,7 @@ class SymbolTask:
     def encode(self, s: str) -> list[int]:
         return [SYMBOL_BASE + SYMBOLS.index(c) for c in s]
 
-    def prompts(self, split: str, rng: np.random.Generator, n: int):
+    def prompts(self, split: str, rng: np.random.Generator, n: int) -> Prompts:
         out = np.full((n, self.prompt_width), self.layout.pad_id, np.int32)
         lengths = np.zeros((n,), np.int32)
         refs = []
@@ -107,9 +107,9 @@ class SymbolTask:
                    self.layout.special("<assistant>")]
             out[i, :len(ids)], lengths[i] = ids, len(ids)
             refs.append(self.transform(s))
-        return out, lengths, refs, None  # text-only prompts
+        return Prompts(out, lengths, tuple(refs))  # text-only prompts
 
-    def answers(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def answers(self, texts) -> tuple[np.ndarray, np.ndarray]:
         out = np.full((len(texts), self.answer_width), self.layout.pad_id, np.int32)
         lengths = np.zeros((len(texts),), np.int32)
         for i, t in enumerate(texts):
@@ -117,7 +117,7 @@ class SymbolTask:
             out[i, :len(ids)], lengths[i] = ids, len(ids)
         return out, lengths
 
-    def corrupt(self, texts: list[str], rng: np.random.Generator) -> list[str]:
+    def corrupt(self, texts, rng: np.random.Generator) -> list[str]:
         out = []
         for t in texts:
             i = int(rng.integers(len(t)))
@@ -125,21 +125,22 @@ class SymbolTask:
             out.append(t[:i] + wrong + t[i + 1:])
         return out
 
-    def decode(self, ids: np.ndarray, length: int) -> str:
-        """Symbols up to the first <eos> (within `length`); other tokens read as "z"."""
+    def decode(self, ids: np.ndarray) -> Completion:
+        """Text: the symbols up to the first <eos>; other tokens read as "z"."""
         chars = []
-        for tok in np.asarray(ids)[:length]:
+        for tok in np.asarray(ids):
             tok = int(tok)
             if tok == self.layout.eos_id:
                 break
             idx = tok - SYMBOL_BASE
             chars.append(SYMBOLS[idx] if 0 <= idx < 10 else UNKNOWN)
-        return "".join(chars)
+        return Completion.from_ids(ids, "".join(chars), self.layout)
+
+    def companions(self, rng) -> dict:
+        return {}
 
 
 def build(config: Config) -> Experiment:
-    _, task_keys = RLSettings.split(config.experiment)
-    task_keys.pop("data_dir", None)  # `chorus train --data` is meaningless here
-    settings = DigitTaskSettings.from_mapping(task_keys)
+    settings = settings_from(SymbolRLSettings, config.experiment)
     task = SymbolTask(settings, VocabLayout.from_model_config(config.model))
-    return build_rl_experiment(config, task, name=f"rl_tasks/{settings.task}")
+    return build_rl_experiment(config, task, settings, name=f"rl_tasks/{settings.task}")

@@ -51,16 +51,25 @@ def sft(tmp_path_factory):
 
 def test_grpo_raises_heldout_reward_and_resumes(sft, tmp_path):
     workdir = tmp_path / "grpo"
+    # backbone_logprob: a component holding a model (the warm-up run's backbone), built once
+    # from the config; weight 0 logs it without steering the run
     sets = ("train.steps=12", "optim.learning_rate=1e-3", "experiment.group_size=8",
-            "experiment.updates_per_rollout=2", "experiment.grpo={kl_coef: 0.01}",
-            "experiment.rewards={neg_cer: 1.0, exact_match: 0.5}")
+            "experiment.updates_per_rollout=2", "experiment.grpo.kl_coef=0.01",
+            "experiment.rewards={neg_cer: 1.0, exact_match: 0.5, "
+            f"backbone_logprob: {{weight: 0.0, run: {sft}}}}}")
     final = _rl(workdir, "grpo", *sets, init_from=sft)
     before = final["initial/heldout/sampled/reward/total"]
     after = final["final/heldout/sampled/reward/total"]
     assert after > before + 0.05, (before, after)
     # every component logged per step, plus KL; what `chorus ablate` reads
-    for key in ("reward/total", "reward/neg_cer", "reward/exact_match", "kl", "clip_fraction"):
+    for key in ("reward/total", "reward/neg_cer", "reward/exact_match", "kl", "clip_fraction",
+                "reward/backbone_logprob"):
         assert _series(workdir, key).shape == (12,)
+    assert np.all(_series(workdir, "reward/backbone_logprob") < 0)
+    # the policy the run exports is where its held-out scores came from
+    from chorus.training.restore import load_run
+
+    assert sorted(load_run(str(workdir)).params) == ["backbone"]
     assert (workdir / "DONE").exists() and "reward/neg_cer" in final
     # a re-run resumes at the end: no new steps, same final numbers
     again = _rl(workdir, "grpo", *sets, init_from=sft)
@@ -98,3 +107,7 @@ def test_bad_settings_exit_2(tmp_path, capsys):
             *_sets("experiment.grpo={clip: 0.2}")]
     assert cli.main(argv) == 2
     assert "experiment.grpo" in capsys.readouterr().err
+    argv = ["--experiment", "rl_tasks", "--algo", "sac", "--workdir", str(tmp_path / "z"),
+            *_sets()]
+    assert cli.main(argv) == 2
+    assert "experiment.algo: expected a registered algorithm" in capsys.readouterr().err

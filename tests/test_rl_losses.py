@@ -162,9 +162,8 @@ def _grpo_inputs(seed=3, dtype=np.float32):
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
 def test_grpo_loss_matches_numpy(aggregation, estimator):
     logp, old, ref, adv, mask = _grpo_inputs()
-    cfg = GRPOConfig(group_size=3, clip_eps_low=0.1, clip_eps_high=0.3, kl_coef=0.1,
-                     kl_estimator=estimator, aggregation=aggregation,
-                     max_len=10 if aggregation == "dr_grpo" else None)
+    cfg = GRPOConfig(clip_eps_low=0.1, clip_eps_high=0.3, kl_coef=0.1, kl_estimator=estimator,
+                     aggregation=aggregation, max_len=10 if aggregation == "dr_grpo" else None)
     loss, metrics = grpo_loss(*(jnp.asarray(x) for x in (logp, old, ref, adv, mask)), cfg)
     want, clip_frac, kl = _np_grpo(*(x.astype(np.float64) for x in (logp, old, ref, adv, mask)),
                                    cfg)
@@ -177,7 +176,7 @@ def test_grpo_loss_matches_numpy(aggregation, estimator):
 def test_grpo_on_policy_gradient_is_advantage_weighted_logp_gradient():
     # old_logps=None: ratio ≡ 1, so ∂loss/∂logp[b,t] = −A_b·mask[b,t] / (n_b·B).
     logp, _, _, adv, mask = _grpo_inputs()
-    cfg = GRPOConfig(group_size=3, kl_coef=0.0)
+    cfg = GRPOConfig(kl_coef=0.0)
     grad = jax.grad(lambda x: grpo_loss(x, None, None, jnp.asarray(adv), jnp.asarray(mask),
                                         cfg)[0])(jnp.asarray(logp))
     want = -adv[:, None] * mask / (mask.sum(-1, keepdims=True) * mask.shape[0])
@@ -186,12 +185,12 @@ def test_grpo_on_policy_gradient_is_advantage_weighted_logp_gradient():
 
 def test_grpo_jits_and_validates():
     logp, old, ref, adv, mask = (jnp.asarray(x) for x in _grpo_inputs())
-    cfg = GRPOConfig(group_size=3)
+    cfg = GRPOConfig()
     eager, _ = grpo_loss(logp, old, ref, adv, mask, cfg)
     jitted, _ = jax.jit(lambda *a: grpo_loss(*a, cfg))(logp, old, ref, adv, mask)
     np.testing.assert_allclose(jitted, eager, rtol=1e-6)
-    with pytest.raises(ConfigError, match="grpo.group_size"):
-        GRPOConfig(group_size=1)
+    with pytest.raises(ConfigError, match="grpo.baseline"):
+        GRPOConfig(baseline="median")
     with pytest.raises(ConfigError, match="grpo.aggregation"):
         GRPOConfig(aggregation="sum")
     with pytest.raises(ValueError, match="ref_logps"):
@@ -343,7 +342,7 @@ def test_dpo_gradient_finite_differences(x64, config):
 @pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "token_mean", "dr_grpo"])
 def test_grpo_gradient_finite_differences(x64, aggregation):
     logp, old, ref, adv, mask = (jnp.asarray(x) for x in _grpo_inputs(dtype=np.float64))
-    cfg = GRPOConfig(group_size=3, clip_eps_high=0.28, kl_coef=0.1, kl_estimator="k3",
+    cfg = GRPOConfig(clip_eps_high=0.28, kl_coef=0.1, kl_estimator="k3",
                      aggregation=aggregation)
     _check_grad_fd(lambda x: grpo_loss(x, old, ref, adv, mask, cfg)[0], [logp], 0)
 

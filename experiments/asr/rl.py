@@ -1,65 +1,106 @@
 """ASR as a chorus.rl Task: utterances of the corpus as audio prompts, transcripts as answers.
 
     chorus rl --experiment asr --algo grpo --init-from runs/asr --workdir runs/asr_grpo
+
+The policy is the backbone (the MTP and CTC heads are not trained by RL); the init run's
+"mtp" and "ctc" heads ride along as frozen companions, so the RL run exports {"backbone",
+"mtp", "ctc"} like an ASR run and its directory alone transcribes (`chorus transcribe`).
+Settings: the ASR keys (AsrSettings), the RL keys (chorus.rl.settings) and the prompt pools,
+one flat `AsrRLSettings`; `data_dir` defaults to the `--init-from` run's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 
 import numpy as np
 
-from chorus.config import Config, ConfigError
+from chorus.config import Config, ConfigError, check, settings_from
+from chorus.rl.experiment import build_rl_experiment
+from chorus.rl.settings import RLSettings
+from chorus.rl.task import Completion, Prompts
 from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
-from experiments.asr import AsrSettings, pad_requests
+from experiments.asr import AsrModel, AsrSettings, pad_requests
+from experiments.asr.regime import AsrRegime
+
+COMPANIONS = ("mtp", "ctc")  # the ASR run's heads kept beside the RL policy
+
+
+@dataclasses.dataclass(frozen=True)
+class AsrRLSettings(RLSettings, AsrSettings):
+    rl_train_pool: int = 512  # prompts drawn from the first N examples of the train split
+    rl_eval_pool: int = 256  # held-out prompts from the first N of eval_splits[0]
+
+    def __post_init__(self):
+        AsrSettings.__post_init__(self)
+        RLSettings.__post_init__(self)
+        for name in ("rl_train_pool", "rl_eval_pool"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and value >= 1, f"experiment.{name}", "an int >= 1",
+                  value)
 
 
 class AsrTask:
-    """The chorus.rl Task: utterances of the corpus as audio prompts, transcripts as answers.
-
-    "train" draws from the first `rl_train_pool` examples of the train split, "eval" from the
-    first `rl_eval_pool` of `eval_splits[0]` (held out). Rewards (`experiment.rewards`, e.g.
-    {neg_wer: 1.0}) compare the decoded text with the reference after the one normalization.
-    """
+    """The chorus.rl.task.Task: "train" draws from the first `rl_train_pool` examples of the
+    train split, "eval" from the first `rl_eval_pool` of `eval_splits[0]` (held out). Rewards
+    (`experiment.rewards`, e.g. {neg_wer: 1.0}) compare the decoded text with the reference
+    after the one normalization. Opens no data until the first prompts are drawn."""
 
     name = "asr"
 
-    def __init__(self, config: Config, settings: AsrSettings, rl_train_pool: int = 512,
-                 rl_eval_pool: int = 256):
-        from data_pipelines import make_eval_iterator
-        from data_pipelines.tokenizer import TextTokenizer
-
-        for name, value in (("rl_train_pool", rl_train_pool), ("rl_eval_pool", rl_eval_pool)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"experiment.{name}: expected an int >= 1, got {value!r}")
+    def __init__(self, config: Config, settings: AsrRLSettings):
+        self.config, self.settings = config, settings
         self.layout = VocabLayout.from_model_config(config.model)
         self.max_frames = config.train.max_mel_frames
         self.answer_width = config.decode.max_new_tokens  # <eos> included
-        data_dir = os.path.expanduser(settings.data_dir)
-        self.tokenizer = TextTokenizer.from_file(os.path.join(data_dir, "tokenizer.model"))
+        self.stop_tokens = (self.layout.eos_id,)
+        self.data_dir = os.path.expanduser(settings.data_dir)
+        self.assets = ({"tokenizer.model": os.path.join(self.data_dir, "tokenizer.model")}
+                       if self.data_dir else {})
+        self.asr = AsrModel.build(config, settings)
+
+    def _data_dir(self) -> str:
+        if not self.data_dir:
+            raise ConfigError("experiment.data_dir: expected the corpus directory (or an "
+                              "--init-from run that names one), got ''")
+        return self.data_dir
+
+    @functools.cached_property
+    def tokenizer(self):
+        from data_pipelines.tokenizer import TextTokenizer
+
+        return TextTokenizer.from_file(os.path.join(self._data_dir(), "tokenizer.model"))
+
+    @functools.cached_property
+    def pools(self) -> dict[str, list[dict]]:
+        from data_pipelines import make_eval_iterator
+
+        data_dir, s = self._data_dir(), self.settings
 
         def pool(split: str, n: int) -> list[dict]:
             examples = list(make_eval_iterator(
-                "asr", data_dir, split, self.layout, dataset_name=settings.dataset,
-                max_frames=self.max_frames, seq_len=config.train.seq_len,
-                asr_target=settings.asr_target, max_examples=n))
+                AsrRegime(target=s.asr_target), data_dir, split, self.layout,
+                dataset_name=s.dataset, max_frames=self.max_frames,
+                seq_len=self.config.train.seq_len, max_examples=n))
             if not examples:
                 raise ConfigError(f"{data_dir}: split {split!r} has no usable ASR example")
             return examples
 
-        self.pools = {"train": pool(settings.train_split, rl_train_pool),
-                      "eval": pool(settings.eval_splits[0], rl_eval_pool)}
+        return {"train": pool(s.train_split, s.rl_train_pool),
+                "eval": pool(s.eval_splits[0], s.rl_eval_pool)}
 
-    def prompts(self, split: str, rng: np.random.Generator, n: int):
+    def prompts(self, split: str, rng: np.random.Generator, n: int) -> Prompts:
         pool = self.pools[split]
         chosen = [pool[int(i)] for i in rng.choice(len(pool), n, replace=len(pool) < n)]
         request = pad_requests(chosen, self.layout, self.max_frames)
-        audio = {k: request[k] for k in ("audio_features", "audio_mask")}
-        return (request["prompts"], request["lengths"],
-                [ex["reference_text"] for ex in chosen], audio)
+        return Prompts(request["prompts"], request["lengths"],
+                       tuple(ex["reference_text"] for ex in chosen),
+                       {k: request[k] for k in ("audio_features", "audio_mask")})
 
-    def answers(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def answers(self, texts) -> tuple[np.ndarray, np.ndarray]:
         out = np.full((len(texts), self.answer_width), self.layout.pad_id, np.int32)
         lengths = np.zeros((len(texts),), np.int32)
         for i, text in enumerate(texts):
@@ -68,7 +109,7 @@ class AsrTask:
             out[i, :len(ids)], lengths[i] = ids, len(ids)
         return out, lengths
 
-    def corrupt(self, texts: list[str], rng: np.random.Generator) -> list[str]:
+    def corrupt(self, texts, rng: np.random.Generator) -> list[str]:
         """DPO's rejected transcripts: one word dropped (or one added to a one-word text)."""
         out = []
         for text in texts:
@@ -80,32 +121,36 @@ class AsrTask:
             out.append(" ".join(words))
         return out
 
-    def decode(self, ids: np.ndarray, length: int) -> str:
-        """Text tokens up to the first <eos> (audio prompts decode to "")."""
-        text = []
-        for tok in np.asarray(ids)[:length]:
-            if int(tok) == self.layout.eos_id:
-                break
-            if int(tok) < self.layout.text_size:
-                text.append(int(tok))
-        return self.tokenizer.decode(text)
+    def decode(self, ids: np.ndarray) -> Completion:
+        """Text: the text tokens before the first <eos>."""
+        ids = np.asarray(ids)
+        stops = np.flatnonzero(ids == self.layout.eos_id)
+        body = ids[:stops[0]] if stops.size else ids
+        text = self.tokenizer.decode([int(t) for t in body if t < self.layout.text_size])
+        return Completion.from_ids(ids, text, self.layout)
+
+    def companions(self, rng) -> dict:
+        """The ASR heads this config builds (their shapes; values from the init run)."""
+        params = self.asr.init_fn(self.config)(rng)
+        return {k: params[k] for k in COMPANIONS if k in params}
+
+
+def _init_run_data_dir(init_from: str) -> str:
+    """The corpus of the `--init-from` run, "" when that run (or its config) is gone."""
+    from chorus.training.restore import resolve_run_dir
+    from chorus.training.run_config import read_run_config
+
+    try:
+        return read_run_config(resolve_run_dir(init_from)).experiment.get("data_dir", "")
+    except (FileNotFoundError, ConfigError):
+        return ""
 
 
 def build_rl(config: Config) -> Experiment:
-    """`chorus rl --experiment asr --algo grpo|dpo|ppo`: RL of the backbone on ASR rewards.
+    """`chorus rl --experiment asr --algo grpo|dpo|ppo`: RL of the backbone on ASR rewards."""
+    experiment = dict(config.experiment)
+    if not experiment.get("data_dir") and experiment.get("init_from"):
+        experiment["data_dir"] = _init_run_data_dir(experiment["init_from"])
+    settings = settings_from(AsrRLSettings, experiment)
+    return build_rl_experiment(config, AsrTask(config, settings), settings, name="asr_rl")
 
-    The policy is the backbone alone (MTP / CTC heads are not trained by RL). data_dir
-    defaults to the `--init-from` run's.
-    """
-    from chorus.rl.experiment import build_rl_experiment
-    from chorus.rl.settings import RLSettings
-
-    rl_settings, task_keys = RLSettings.split(config.experiment)
-    pools = {k: task_keys.pop(k) for k in ("rl_train_pool", "rl_eval_pool") if k in task_keys}
-    if not task_keys.get("data_dir") and rl_settings.init_from:
-        from chorus.training.run_config import read_run_config
-
-        task_keys["data_dir"] = read_run_config(rl_settings.init_from).experiment.get(
-            "data_dir", "")
-    settings = AsrSettings.from_config(task_keys)
-    return build_rl_experiment(config, AsrTask(config, settings, **pools), name="asr_rl")

@@ -1,12 +1,15 @@
-"""`chorus rl`: DPO / GRPO / PPO on the shared backbone through the one Trainer.
+"""`chorus rl`: DPO / GRPO / PPO (any registered algorithm) on the shared backbone through
+the one Trainer.
 
-    chorus rl --experiment E --algo dpo|grpo|ppo --workdir W [--init-from SFT_WORKDIR]
+    chorus rl --experiment E --algo dpo|grpo|ppo --workdir W [--init-from RUN]
               [--sft-steps N [--sft-set k=v ...]] [--preset P] [--set k=v ...] [--quiet]
 
 E builds its Experiment from `config.experiment` (chorus.rl.settings: rewards, group_size,
-updates_per_rollout, sampling, grpo/ppo/dpo sub-configs, ...). `--sft-steps N` first runs a
-supervised warm-up of N steps (algo sft) in W/sft and initializes policy and reference from it;
-`--init-from` names such a run directly. Re-running the same command resumes (warm-up and RL).
+updates_per_rollout, sampling, grpo/ppo/dpo sub-configs, ...); `--algo` names an algorithm of
+chorus.rl.algorithms' registry (an experiment module may register more). `--sft-steps N` first
+runs a supervised warm-up of N steps (algo sft) in W/sft and initializes policy and reference
+from it; `--init-from` names such a run (or any run exporting a "backbone") directly.
+Re-running the same command resumes (warm-up and RL).
 
 Writes into W, besides the Trainer's checkpoints / config.json / metrics.jsonl:
     eval_initial.json     held-out scores of the initial policy (before any RL step)
@@ -25,20 +28,13 @@ import math
 import os
 import sys
 
+from chorus.atomic import write_json, write_text
 from chorus.commands.common import add_config_args
 from chorus.config import ConfigError, apply_overrides, load_config
 
-ALGOS = ("dpo", "grpo", "ppo")
 INITIAL_EVAL, FINAL_METRICS, DONE_MARKER = "eval_initial.json", "final_metrics.json", "DONE"
 # Train metrics copied from the first logged step too (to show what moved).
 FIRST_KEYS = ("loss", "loss/value", "loss/policy", "kl", "reward/", "rewards/")
-
-
-def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _numbers(record: dict, prefix: str = "") -> dict[str, float]:
@@ -73,21 +69,39 @@ def final_metrics(workdir: str, initial: dict, final: dict) -> dict[str, float]:
 
 
 def _initial_eval(config, experiment, workdir: str) -> dict:
-    """Held-out scores of the params the Trainer starts from (same init key)."""
+    """Held-out scores of the params the Trainer starts from (same init key), initialized on
+    the run's mesh with the trainer's shardings: the rollouts run there too."""
     import jax
 
-    from chorus.training.partitioning import unbox
+    from chorus import sharding
+    from chorus.training.state import boxed_shardings, run_keys, unbox
 
     path = os.path.join(workdir, INITIAL_EVAL)
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    init_key, _ = jax.random.split(jax.random.key(config.train.seed))
-    params = unbox(jax.jit(experiment.init_fn)(init_key))
+    init_key, _ = run_keys(config)
+    mesh = sharding.make_mesh(config.mesh)
+    shardings = boxed_shardings(jax.eval_shape(experiment.init_fn, init_key), mesh)
+    with sharding.activate(mesh):
+        params = jax.jit(lambda key: unbox(experiment.init_fn(key)),
+                         out_shardings=shardings)(init_key)
     scores = experiment.evaluate(params, workdir)
     os.makedirs(workdir, exist_ok=True)
-    _write_json(path, scores)
+    write_json(path, scores)
     return scores
+
+
+def _has_checkpoint(workdir: str) -> bool:
+    from chorus.training.checkpointing import Checkpoints
+
+    if not os.path.isdir(workdir):
+        return False
+    ckpts = Checkpoints(workdir, read_only=True)
+    try:
+        return ckpts.latest_step() is not None
+    finally:
+        ckpts.close()
 
 
 def _run(prog: str, config, experiment, workdir: str, quiet: bool):
@@ -102,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chorus rl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", required=True, help="experiments/<name>.py")
-    parser.add_argument("--algo", required=True, choices=ALGOS)
+    parser.add_argument("--algo", required=True,
+                        help="a registered algorithm: dpo | grpo | ppo (| sft, the warm-up)")
     parser.add_argument("--workdir", required=True, help="run directory (created; resumed)")
     parser.add_argument("--init-from", default=None,
                         help="a run directory whose latest checkpoint initializes the policy")
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sft_steps and args.init_from:
         parser.error("--sft-steps and --init-from: expected at most one initialization")
 
+    from chorus.rl.init_from import preload
     from chorus.training import distributed
     from chorus.training.evaluation import evaluate_checkpoint
     from chorus.training.experiment import ExperimentError, load_experiment
@@ -140,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         if init_from:
             config = apply_overrides(config, [f"experiment.init_from={init_from}"])
         experiment = load_experiment(args.experiment, config)
+        init_run = config.experiment.get("init_from")
+        if init_run and not _has_checkpoint(workdir):  # a fresh start reads the init run
+            preload(init_run)
         if experiment.evaluate is None:
             raise ExperimentError(f"--experiment {args.experiment}: expected an Experiment "
                                   "with evaluate(params, workdir) for held-out scores")
@@ -155,9 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # interrupted (checkpoint saved) or out of data: re-run to resume
     final = evaluate_checkpoint(config, experiment, workdir)
     metrics = final_metrics(workdir, initial, final)
-    _write_json(os.path.join(workdir, FINAL_METRICS), metrics)
-    with open(os.path.join(workdir, DONE_MARKER), "w") as f:
-        f.write(json.dumps({"step": result.step}) + "\n")
+    write_json(os.path.join(workdir, FINAL_METRICS), metrics)
+    write_text(os.path.join(workdir, DONE_MARKER), json.dumps({"step": result.step}) + "\n")
     keys = sorted(k for k in metrics if k.startswith(("initial/heldout", "final/heldout")))
     for key in keys:
         print(f"{prog}: {key} = {metrics[key]:.4f}")

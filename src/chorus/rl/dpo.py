@@ -10,29 +10,34 @@ Completion logps are summed over tokens, except IPO which averages them.
 from __future__ import annotations
 
 import dataclasses
+import typing
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-from chorus.rl.checks import require, require_one_of, require_shape
+from chorus.config import check
 from chorus.rl.logprobs import completion_logps
+from chorus.rl.shapes import require_shape
 
-DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
+DPOLossType = Literal["sigmoid", "hinge", "ipo"]
+DPO_LOSS_TYPES: tuple[str, ...] = typing.get_args(DPOLossType)
 
 
 @dataclasses.dataclass(frozen=True)
 class DPOConfig:
     beta: float = 0.1
-    loss_type: str = "sigmoid"
+    loss_type: DPOLossType = "sigmoid"
     label_smoothing: float = 0.0  # ε: assumed probability that a preference label is flipped
 
     def __post_init__(self):
-        require(self.beta > 0, "dpo.beta", "a positive number", self.beta)
-        require_one_of("dpo.loss_type", self.loss_type, DPO_LOSS_TYPES)
-        require(0.0 <= self.label_smoothing < 0.5, "dpo.label_smoothing", "a value in [0, 0.5)",
-                self.label_smoothing)
-        require(self.label_smoothing == 0.0 or self.loss_type == "sigmoid", "dpo.label_smoothing",
-                "0 unless dpo.loss_type is 'sigmoid'", self.label_smoothing)
+        check(self.beta > 0, "dpo.beta", "a positive number", self.beta)
+        check(self.loss_type in DPO_LOSS_TYPES, "dpo.loss_type",
+              f"one of {list(DPO_LOSS_TYPES)}", self.loss_type)
+        check(0.0 <= self.label_smoothing < 0.5, "dpo.label_smoothing", "a value in [0, 0.5)",
+              self.label_smoothing)
+        check(self.label_smoothing == 0.0 or self.loss_type == "sigmoid", "dpo.label_smoothing",
+              "0 unless dpo.loss_type is 'sigmoid'", self.label_smoothing)
 
     @property
     def averages_tokens(self) -> bool:

@@ -13,53 +13,61 @@ then ℓ is aggregated over the [B, L] mask with one of masked.AGGREGATIONS.
 from __future__ import annotations
 
 import dataclasses
+import typing
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-from chorus.rl.checks import require, require_one_of, require_shape
-from chorus.rl.masked import AGGREGATIONS, aggregate, masked_mean
-from chorus.rl.surrogate import KL_ESTIMATORS, clipped_surrogate, kl_estimate
+from chorus.config import check
+from chorus.rl.masked import AGGREGATIONS, Aggregation, aggregate, masked_mean
+from chorus.rl.shapes import require_shape
+from chorus.rl.surrogate import KL_ESTIMATORS, KLEstimator, clipped_surrogate, kl_estimate
 
-BASELINES = ("mean", "rloo")
+Baseline = Literal["mean", "rloo"]
+BASELINES: tuple[str, ...] = typing.get_args(Baseline)
 
 
 @dataclasses.dataclass(frozen=True)
 class GRPOConfig:
-    group_size: int = 4  # completions per prompt (G)
-    baseline: str = "mean"
+    """The GRPO loss and its advantages. The group size G is not here: it is how the batch was
+    sampled (`experiment.group_size` in an RL run), given to `group_advantages`."""
+
+    baseline: Baseline = "mean"
     normalize_std: bool = True
     adv_eps: float = 1e-6
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2  # DAPO's "clip-higher" raises this (e.g. 0.28)
     kl_coef: float = 0.04  # β; 0 drops the reference model
-    kl_estimator: str = "k3"
-    aggregation: str = "seq_mean_token_mean"
+    kl_estimator: KLEstimator = "k3"
+    aggregation: Aggregation = "seq_mean_token_mean"
     max_len: int | None = None  # L_max for dr_grpo; None = the batch's padded length
 
     def __post_init__(self):
-        require(self.group_size >= 2, "grpo.group_size", "an int >= 2", self.group_size)
-        require_one_of("grpo.baseline", self.baseline, BASELINES)
-        require(self.adv_eps > 0, "grpo.adv_eps", "a positive number", self.adv_eps)
-        require(0 <= self.clip_eps_low < 1, "grpo.clip_eps_low", "a value in [0, 1)",
-                self.clip_eps_low)
-        require(self.clip_eps_high >= 0, "grpo.clip_eps_high", "a number >= 0",
-                self.clip_eps_high)
-        require(self.kl_coef >= 0, "grpo.kl_coef", "a number >= 0", self.kl_coef)
-        require_one_of("grpo.kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        require_one_of("grpo.aggregation", self.aggregation, AGGREGATIONS)
+        check(self.baseline in BASELINES, "grpo.baseline", f"one of {list(BASELINES)}",
+              self.baseline)
+        check(self.adv_eps > 0, "grpo.adv_eps", "a positive number", self.adv_eps)
+        check(0 <= self.clip_eps_low < 1, "grpo.clip_eps_low", "a value in [0, 1)",
+              self.clip_eps_low)
+        check(self.clip_eps_high >= 0, "grpo.clip_eps_high", "a number >= 0",
+              self.clip_eps_high)
+        check(self.kl_coef >= 0, "grpo.kl_coef", "a number >= 0", self.kl_coef)
+        check(self.kl_estimator in KL_ESTIMATORS, "grpo.kl_estimator",
+              f"one of {list(KL_ESTIMATORS)}", self.kl_estimator)
+        check(self.aggregation in AGGREGATIONS, "grpo.aggregation",
+              f"one of {list(AGGREGATIONS)}", self.aggregation)
         if self.max_len is not None:
-            require(self.max_len > 0, "grpo.max_len", "a positive int or None", self.max_len)
+            check(self.max_len > 0, "grpo.max_len", "a positive int or None", self.max_len)
 
 
 def group_advantages(rewards: jax.Array, group_size: int, *, baseline: str = "mean",
                      normalize_std: bool = True, eps: float = 1e-6) -> jax.Array:
     """Per-completion advantages [B] from rewards [B] laid out as contiguous groups."""
     require_shape("rewards", rewards.shape, (None,))
-    require(group_size >= 2, "group_size", "an int >= 2", group_size)
-    require(rewards.shape[0] % group_size == 0, "rewards",
-            f"a batch size divisible by group_size={group_size}", rewards.shape[0])
-    require_one_of("baseline", baseline, BASELINES)
+    check(group_size >= 2, "group_size", "an int >= 2", group_size)
+    check(rewards.shape[0] % group_size == 0, "rewards",
+          f"a batch size divisible by group_size={group_size}", rewards.shape[0])
+    check(baseline in BASELINES, "baseline", f"one of {list(BASELINES)}", baseline)
     r = rewards.reshape(-1, group_size)
     mean = jnp.mean(r, axis=-1, keepdims=True)
     if baseline == "rloo":

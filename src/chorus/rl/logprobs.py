@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from chorus.rl.checks import require_shape
+from chorus.rl.shapes import require_shape
 
 
 def _at_least_f32(x: jax.Array) -> jax.Array:

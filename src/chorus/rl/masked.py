@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
-from chorus.rl.checks import fail, require_shape
+from chorus.config import ConfigError, check
+from chorus.rl.shapes import require_shape
 
 # How a per-token loss becomes a scalar:
 #   seq_mean_token_mean  mean over sequences of each sequence's mean over its tokens (GRPO)
 #   token_mean           sum over all tokens / number of tokens (DAPO; long answers weigh more)
 #   dr_grpo              sum over all tokens / (B * L_max) — a constant, no length bias (Dr. GRPO)
-AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "dr_grpo")
+Aggregation = Literal["seq_mean_token_mean", "token_mean", "dr_grpo"]
+AGGREGATIONS: tuple[str, ...] = typing.get_args(Aggregation)
 
 
 def masked_sum(x: jax.Array, mask: jax.Array, axis=None) -> jax.Array:
@@ -42,7 +47,7 @@ def aggregate(per_token: jax.Array, mask: jax.Array, mode: str,
         return masked_mean(per_token, mask)
     if mode == "dr_grpo":
         length = per_token.shape[1] if max_len is None else max_len
-        if length < per_token.shape[1]:
-            fail("max_len", f"a length >= the sequence length {per_token.shape[1]}", max_len)
+        check(length >= per_token.shape[1], "max_len",
+              f"a length >= the sequence length {per_token.shape[1]}", max_len)
         return masked_sum(per_token, mask) / (per_token.shape[0] * length)
-    fail("aggregation", f"one of {list(AGGREGATIONS)}", mode)
+    raise ConfigError(f"aggregation: expected one of {list(AGGREGATIONS)}, got {mode!r}")

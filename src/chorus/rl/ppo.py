@@ -19,10 +19,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from chorus.rl.checks import require, require_one_of, require_shape
+from chorus.config import check
 from chorus.rl.logprobs import token_entropy
-from chorus.rl.masked import AGGREGATIONS, aggregate, masked_mean, masked_whiten
-from chorus.rl.surrogate import KL_ESTIMATORS, clipped_surrogate, kl_estimate
+from chorus.rl.masked import AGGREGATIONS, Aggregation, aggregate, masked_mean, masked_whiten
+from chorus.rl.shapes import require_shape
+from chorus.rl.surrogate import KL_ESTIMATORS, KLEstimator, clipped_surrogate, kl_estimate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,20 +35,22 @@ class PPOConfig:
     value_coef: float = 0.5
     entropy_coef: float = 0.0
     kl_coef: float = 0.05  # β of the per-token KL penalty folded into the rewards
-    kl_estimator: str = "k1"
+    kl_estimator: KLEstimator = "k1"
     normalize_advantages: bool = True
-    aggregation: str = "token_mean"
+    aggregation: Aggregation = "token_mean"
 
     def __post_init__(self):
-        require(0 <= self.gamma <= 1, "ppo.gamma", "a value in [0, 1]", self.gamma)
-        require(0 <= self.lam <= 1, "ppo.lam", "a value in [0, 1]", self.lam)
-        require(0 < self.clip_eps < 1, "ppo.clip_eps", "a value in (0, 1)", self.clip_eps)
-        require(self.value_clip > 0, "ppo.value_clip", "a positive number", self.value_clip)
-        require(self.value_coef >= 0, "ppo.value_coef", "a number >= 0", self.value_coef)
-        require(self.entropy_coef >= 0, "ppo.entropy_coef", "a number >= 0", self.entropy_coef)
-        require(self.kl_coef >= 0, "ppo.kl_coef", "a number >= 0", self.kl_coef)
-        require_one_of("ppo.kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        require_one_of("ppo.aggregation", self.aggregation, AGGREGATIONS)
+        check(0 <= self.gamma <= 1, "ppo.gamma", "a value in [0, 1]", self.gamma)
+        check(0 <= self.lam <= 1, "ppo.lam", "a value in [0, 1]", self.lam)
+        check(0 < self.clip_eps < 1, "ppo.clip_eps", "a value in (0, 1)", self.clip_eps)
+        check(self.value_clip > 0, "ppo.value_clip", "a positive number", self.value_clip)
+        check(self.value_coef >= 0, "ppo.value_coef", "a number >= 0", self.value_coef)
+        check(self.entropy_coef >= 0, "ppo.entropy_coef", "a number >= 0", self.entropy_coef)
+        check(self.kl_coef >= 0, "ppo.kl_coef", "a number >= 0", self.kl_coef)
+        check(self.kl_estimator in KL_ESTIMATORS, "ppo.kl_estimator",
+              f"one of {list(KL_ESTIMATORS)}", self.kl_estimator)
+        check(self.aggregation in AGGREGATIONS, "ppo.aggregation",
+              f"one of {list(AGGREGATIONS)}", self.aggregation)
 
 
 def last_token_mask(mask: jax.Array) -> jax.Array:

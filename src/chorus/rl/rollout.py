@@ -12,22 +12,80 @@
 
 Row layout: position t predicts targets[t] = tokens[t + 1]; the completion mask is 1 exactly
 where targets[t] is a completion token, so `score(...).sum(-1)` is the completion logp.
+
+Placement: sampling and scoring run where the params live. On the trainer's mesh (params
+sharded by their logical axes) the jitted programs take the params with their own shardings
+(no host copy, no gather) and the rows split over the mesh's batch axes (data, fsdp) when they
+divide evenly, replicated otherwise; sampled rows come back split the same way
+(`Placement`). Params on one device run there. Results are pulled to the host only where a
+host needs them (decoding text, rewards, the trainer's batches).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from chorus import sharding
 from chorus.config import DecodeConfig
 from chorus.decoding.generate import Rollout, generate
 from chorus.model.unified import UnifiedAudioLM
 from chorus.rl.logprobs import sequence_logprobs
+from chorus.rl.task import AUDIO_KEYS
 
 ROW_KEYS = ("tokens", "targets", "positions", "segment_ids", "mask")
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where rollout work runs: the mesh the params live on (None: one device, or host)."""
+
+    mesh: Mesh | None
+
+    @classmethod
+    def of(cls, params) -> Placement:
+        for leaf in jax.tree.leaves(params):
+            if isinstance(getattr(leaf, "sharding", None), NamedSharding):
+                return cls(leaf.sharding.mesh)
+        return cls(None)
+
+    def rows(self, count: int) -> NamedSharding | None:
+        """`count` rows split over the batch axes when they divide evenly, else replicated."""
+        if self.mesh is None:
+            return None
+        ways = math.prod(self.mesh.shape[a] for a in sharding.BATCH_AXES)
+        spec = PartitionSpec(sharding.BATCH_AXES) if count % ways == 0 else PartitionSpec()
+        return NamedSharding(self.mesh, spec)
+
+    def put(self, rows):
+        """Host rows (a tree of [count, ...] arrays) onto the devices, split as `rows`."""
+        leaves = jax.tree.leaves(rows)
+        if not leaves:
+            return rows
+        target = self.rows(np.shape(leaves[0])[0])
+        if target is None:
+            return jax.tree.map(jnp.asarray, rows)
+        return jax.device_put(rows, target)
+
+    def activate(self):
+        """The mesh and logical-axis rules for tracing (the model's activation constraints)."""
+        return contextlib.nullcontext() if self.mesh is None else sharding.activate(self.mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "settings", "num_samples", "stop_tokens",
+                                             "out_rows"))
+def _sample(model, params, prompts, lengths, rng, audio, *, settings, num_samples, stop_tokens,
+            out_rows):
+    out = generate(model, params, prompts, lengths, rng, settings, num_samples=num_samples,
+                   stop_tokens=stop_tokens, **audio)
+    return out if out_rows is None else jax.lax.with_sharding_constraint(out, out_rows)
 
 
 def sample(model: UnifiedAudioLM, params, prompts, prompt_lengths, rng: jax.Array,
@@ -35,22 +93,42 @@ def sample(model: UnifiedAudioLM, params, prompts, prompt_lengths, rng: jax.Arra
            stop_tokens: tuple[int, ...] | None = None, audio: dict | None = None) -> Rollout:
     """`num_samples` completions per prompt; rows i*G .. i*G+G-1 continue prompt i.
 
-    params: the backbone's (unboxed) params; audio: None or the prompts' clips
-    {"audio_features", "audio_mask"} (encoded once per prompt). Returns tokens, per-token
-    logps under the sampling distribution and under the temperature-1 policy, and masks.
+    params: the backbone's (unboxed) params, on the mesh they live on (see Placement); audio:
+    None or the prompts' clips {"audio_features", "audio_mask"} (encoded once per prompt).
+    stop_tokens: None = (eos,). Returns tokens, per-token logps under the sampling
+    distribution and under the temperature-1 policy, and masks.
     """
-    audio = {} if audio is None else {k: jnp.asarray(v) for k, v in audio.items()}
-    return generate(model, params, jnp.asarray(prompts, jnp.int32),
-                    jnp.asarray(prompt_lengths, jnp.int32), rng, settings,
-                    num_samples=num_samples, stop_tokens=stop_tokens, **audio)
+    prompts, prompt_lengths = np.asarray(prompts, np.int32), np.asarray(prompt_lengths, np.int32)
+    if prompt_lengths.shape != prompts.shape[:1] or (
+            prompt_lengths.size and not 1 <= prompt_lengths.min() <= prompt_lengths.max()
+            <= prompts.shape[1]):
+        raise ValueError(f"prompt_lengths: expected {prompts.shape[:1]} values in "
+                         f"[1, {prompts.shape[1]}], got {prompt_lengths}")
+    placement = Placement.of(params)
+    inputs = placement.put({"prompts": prompts, "lengths": prompt_lengths,
+                            **({} if audio is None else {k: np.asarray(audio[k]) for k in audio})})
+    with placement.activate():
+        return _sample(model, params, inputs.pop("prompts"), inputs.pop("lengths"), rng, inputs,
+                       settings=settings, num_samples=num_samples,
+                       stop_tokens=None if stop_tokens is None else tuple(stop_tokens),
+                       out_rows=placement.rows(prompts.shape[0] * num_samples))
 
 
-def audio_rows(audio: dict | None, repeat: int = 1) -> dict[str, np.ndarray]:
-    """The prompts' audio for packed rows (each prompt's clips repeated for its G rows)."""
-    if audio is None:
-        return {}
-    return {k: np.repeat(np.asarray(audio[k]), repeat, axis=0)
-            for k in ("audio_features", "audio_mask")}
+def audio_rows(audio: dict | None) -> dict[str, np.ndarray]:
+    """The rows' audio clips as batch fields ({} for text prompts)."""
+    return {} if audio is None else {k: np.asarray(audio[k]) for k in AUDIO_KEYS}
+
+
+def stack_ids(sequences, width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Variable-length id sequences as right-padded [n, width] int32 and their lengths."""
+    out = np.full((len(sequences), width), pad_id, np.int32)
+    lengths = np.zeros((len(sequences),), np.int32)
+    for i, ids in enumerate(sequences):
+        ids = np.asarray(ids).reshape(-1)
+        if ids.size > width:
+            raise ValueError(f"sequence {i}: expected at most {width} ids, got {ids.size}")
+        out[i, :ids.size], lengths[i] = ids, ids.size
+    return out, lengths
 
 
 def pack_rows(prompts: np.ndarray, prompt_lengths: np.ndarray, completions: np.ndarray,
@@ -88,7 +166,7 @@ def forward(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> dict
     """Teacher-forced backbone forward over packed rows ({prefix}tokens, ..., and the
     {prefix}audio_features / audio_mask of audio prompts when present)."""
     get = lambda k: rows[prefix + k]
-    audio = [rows.get(prefix + k) for k in ("audio_features", "audio_mask")]  # None: text-only
+    audio = [rows.get(prefix + k) for k in AUDIO_KEYS]  # None: text-only
     return model.apply({"params": params}, get("tokens"), get("positions"), get("segment_ids"),
                        *audio)
 
@@ -100,9 +178,23 @@ def token_logps(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> 
 
 
 @functools.partial(jax.jit, static_argnames=("model", "prefix"))
-def score(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> jax.Array:
-    """Jitted `token_logps`: the same apply function for policy, reference and old policy."""
+def _score(model: UnifiedAudioLM, params, rows: dict, prefix: str) -> jax.Array:
     return token_logps(model, params, rows, prefix)
+
+
+def score(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> np.ndarray:
+    """`token_logps` on the params' mesh (rows split over its batch axes), as host [R, W]: the
+    same apply function for policy, reference and old policy."""
+    return np.asarray(on_params_mesh(_score, model, params, rows, prefix=prefix))
+
+
+def on_params_mesh(fn, model: UnifiedAudioLM, params, rows: dict, **static):
+    """fn(model, params, rows, **static) — a jitted function of packed rows — run where the
+    params live, with the rows placed beside them (Placement)."""
+    placement = Placement.of(params)
+    rows = placement.put({k: np.asarray(v) for k, v in rows.items()})
+    with placement.activate():
+        return fn(model, params, rows, **static)
 
 
 def rollout_rows(rollout: Rollout, prompts: np.ndarray, prompt_lengths: np.ndarray, width: int,

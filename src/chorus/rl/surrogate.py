@@ -3,12 +3,16 @@ estimators. Old-policy and reference log-probs are constants (stop_gradient) by 
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
-from chorus.rl.checks import fail
+from chorus.config import ConfigError
 
-KL_ESTIMATORS = ("k1", "k3")
+KLEstimator = Literal["k1", "k3"]
+KL_ESTIMATORS: tuple[str, ...] = typing.get_args(KLEstimator)
 
 
 def kl_estimate(logps: jax.Array, ref_logps: jax.Array, estimator: str) -> jax.Array:
@@ -23,7 +27,7 @@ def kl_estimate(logps: jax.Array, ref_logps: jax.Array, estimator: str) -> jax.A
     if estimator == "k3":
         log_ratio = ref_logps - logps
         return jnp.exp(log_ratio) - log_ratio - 1.0
-    fail("kl_estimator", f"one of {list(KL_ESTIMATORS)}", estimator)
+    raise ConfigError(f"kl_estimator: expected one of {list(KL_ESTIMATORS)}, got {estimator!r}")
 
 
 def clipped_surrogate(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array,

@@ -1,0 +1,143 @@
+"""The rollout engine: what every algorithm's batch builder draws on.
+
+    rng(*stream), key(*stream)        NumPy generator / JAX key of (train.seed, *stream)
+    rollout(policy, prompts, key, decode, group)
+                    -> Sampled: G completions per prompt sampled on the params' mesh
+                       (rollout.sample), packed rows, the completions decoded by the task,
+                       the reward mix's breakdown
+    answer_rows(prompts, answers)     prompt + given answer rows (SFT targets, DPO pairs)
+    pair_rows(prompts, rng)           chosen (the reference) vs rejected (corrupted) rows
+    score(params, rows, prefix)       teacher-forced per-token logps on the params' mesh
+    evaluate(params)                  held-out rewards (sampled and greedy) and, when the
+                                      params hold a reference, implicit DPO rewards on pairs
+
+Rows and rewards are host arrays: rewards read text, and the trainer's batches are host rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from chorus.config import Config, ConfigError, DecodeConfig
+from chorus.model.unified import UnifiedAudioLM
+from chorus.rl import rollout
+from chorus.rl.dpo import preference_loss
+from chorus.rl.logprobs import completion_logps
+from chorus.rl.rewards import RewardBreakdown, RewardMix
+from chorus.rl.settings import RLSettings
+from chorus.rl.task import Completion, Prompts, Task
+from chorus.vocab import VocabLayout
+
+# Seed streams: every draw is seeded by (train.seed, stream[, index]), so none share numbers.
+# Rollout keys of train step batches use stream 0 (key(0, rollout number)).
+TRAIN_ROLLOUTS, TRAIN_PAIRS, TRAIN_ANSWERS, EVAL_ROLLOUTS, EVAL_PAIRS = 1, 2, 3, 4, 5
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Sampled:
+    """One rollout: row r continues prompt r // G."""
+
+    rows: dict[str, np.ndarray]  # packed rows (+ the prompts' audio), rollout.pack_rows
+    prompts: Prompts  # one per row
+    completions: list[Completion]
+    rewards: RewardBreakdown
+
+    def reward_fields(self) -> dict[str, np.ndarray]:
+        """Per-row rewards for the batch: reward/total and reward/<component>."""
+        fields = {"reward/total": self.rewards.total.astype(np.float32)}
+        fields.update({f"reward/{k}": v.astype(np.float32)
+                       for k, v in self.rewards.components.items()})
+        return fields
+
+
+class RolloutEngine:
+    def __init__(self, config: Config, settings: RLSettings, task: Task, group: int):
+        self.config, self.settings, self.task, self.group = config, settings, task, group
+        # Only the model's own config: runs (and evals) differing in train / experiment keys
+        # then share one model hash, so jitted rollouts and scoring compile once per process.
+        self.model = UnifiedAudioLM(Config(model=config.model, audio=config.audio))
+        self.layout = VocabLayout.from_model_config(config.model)
+        self.sampling = settings.decode(task.answer_width)
+        self.greedy = settings.decode(task.answer_width, greedy=True)
+        rows = config.train.batch_size
+        if rows % group:
+            raise ConfigError(f"train.batch_size: expected a multiple of experiment.group_size="
+                              f"{group} (rows = prompts x group), got {rows}")
+        self.num_prompts = rows // group
+
+    @functools.cached_property
+    def rewards(self) -> RewardMix:
+        """Built on first use: components holding models load them then, not at build."""
+        return RewardMix(self.settings.reward_mix(), self.config)
+
+    def width(self, prompt_width: int) -> int:
+        return prompt_width + self.sampling.max_new_tokens
+
+    def rng(self, *stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.train.seed, *stream])
+
+    def key(self, *stream: int) -> jax.Array:
+        key = jax.random.key(self.config.train.seed)
+        for s in stream:
+            key = jax.random.fold_in(key, s)
+        return key
+
+    def rollout(self, policy, prompts: Prompts, key: jax.Array, decode: DecodeConfig,
+                group: int) -> Sampled:
+        out = rollout.sample(self.model, policy, prompts.ids, prompts.lengths, key, decode,
+                             group, stop_tokens=self.task.stop_tokens, audio=prompts.audio)
+        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+        completions = [self.task.decode(t[:n]) for t, n in zip(tokens, lengths, strict=True)]
+        per_row = prompts.repeat(group)
+        rows = rollout.pack_rows(per_row.ids, per_row.lengths, tokens, lengths,
+                                 self.width(prompts.ids.shape[1]), self.layout.pad_id)
+        rows.update(rollout.audio_rows(per_row.audio))
+        rewards = self.rewards(per_row, completions, references=list(per_row.references))
+        return Sampled(rows, per_row, completions, rewards)
+
+    def answer_rows(self, prompts: Prompts, answers: Sequence[str]) -> dict[str, np.ndarray]:
+        ids, lengths = self.task.answers(answers)
+        rows = rollout.pack_rows(prompts.ids, prompts.lengths, ids, lengths,
+                                 self.width(prompts.ids.shape[1]), self.layout.pad_id)
+        return {**rows, **rollout.audio_rows(prompts.audio)}
+
+    def pair_rows(self, prompts: Prompts, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """`chosen_*` rows (the reference answers) and `rejected_*` rows (corrupted with
+        `rng`), sharing each prompt."""
+        out = {}
+        for name, answers in (("chosen", prompts.references),
+                              ("rejected", self.task.corrupt(prompts.references, rng))):
+            out.update({f"{name}_{k}": v for k, v in self.answer_rows(prompts, answers).items()})
+        return out
+
+    def score(self, params, rows: dict, prefix: str = "") -> np.ndarray:
+        keys = (*rollout.ROW_KEYS, *rollout.AUDIO_KEYS)
+        return rollout.score(self.model, params, {prefix + k: rows[prefix + k] for k in keys
+                                                  if prefix + k in rows}, prefix)
+
+    # ------------------------------------------------------------------ held-out evaluation
+
+    def evaluate(self, params) -> dict[str, float]:
+        """Held-out scores of params {"policy", ["reference"], ...} on their own mesh."""
+        policy, n, out = params["policy"], self.settings.eval_prompts, {}
+        for label, decode in (("sampled", self.sampling), ("greedy", self.greedy)):
+            prompts = self.task.prompts("eval", self.rng(EVAL_ROLLOUTS), n)
+            sampled = self.rollout(policy, prompts, self.key(EVAL_ROLLOUTS, 0), decode, 1)
+            out.update({f"heldout/{label}/{k}": v for k, v in sampled.rewards.metrics().items()})
+        if "reference" in params:  # the DPO view: implicit rewards on held-out pairs
+            rng = self.rng(EVAL_PAIRS)
+            rows = self.pair_rows(self.task.prompts("eval", rng, n), rng)
+            logps = {f"{who}_{name}": completion_logps(
+                self.score(p, rows, f"{name}_"), rows[f"{name}_mask"], average=False)
+                for who, p in (("policy", policy), ("ref", params["reference"]))
+                for name in ("chosen", "rejected")}
+            _, metrics = preference_loss(logps["policy_chosen"], logps["policy_rejected"],
+                                         logps["ref_chosen"], logps["ref_rejected"],
+                                         self.settings.dpo)
+            out.update({f"heldout/pairs/{k}": float(v) for k, v in metrics.items()})
+        return out
