@@ -71,3 +71,52 @@ def test_asr_batches_shard_over_hosts_and_evaluate_runs(corpus, tmp_path):
         assert 0 <= result[split]["cer"] and result[split]["identical_to_greedy"] == 1.0
         assert result[split]["tokens_per_step"] >= 1.0
     assert (tmp_path / "eval" / "asr_eval.md").read_text().startswith("| split | WER")
+
+
+def test_two_identical_runs_give_bitwise_identical_params(corpus, tmp_path):
+    """Same seed, same numbers (docs/training.md, "Same seed, same numbers"): two `chorus
+    train` processes of the ASR experiment on the real grain pipeline, with periodic eval,
+    async checkpoints and the prefetch thread on, different Python hash seeds and one with a
+    grain worker process, train on the same batches to the same losses and bit-identical
+    params. (They share a compilation cache to keep the suite fast: that the compiler gives
+    the same program twice was measured without one, see the doc.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from chorus.training.metrics import read_jsonl
+    from chorus.training.restore import load_run
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    sets = [a for o in ASR + ["experiment.mtp.num_heads=2", "train.steps=3",
+                              "train.checkpoint_every=1", "train.eval_every=2",
+                              "train.eval_steps=1", "train.log_every=1"]
+            for a in ("--set", o)]
+    runs = []
+    for hash_seed, workers in (("1", 0), ("2", 1)):
+        workdir = str(tmp_path / f"run{hash_seed}")
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=os.pathsep.join(
+            [tests, os.path.dirname(tests), os.path.join(os.path.dirname(tests), "src")]),
+            JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+        proc = subprocess.run(
+            [sys.executable, "-m", "chorus.cli", "train", "--experiment", "asr", "--workdir",
+             workdir, "--data", corpus, "--quiet", *sets, "--set",
+             f"experiment.data_workers={workers}"],
+            env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+        runs.append(([(r["step"], r["loss"], r["grad_norm"], r["fingerprint"])
+                      for r in records if "event" not in r],
+                     [json.dumps({k: v for k, v in r.items() if k not in ("time",)})
+                      for r in records if r.get("event") == "eval"],
+                     load_run(workdir)))
+    (steps_a, evals_a, run_a), (steps_b, evals_b, run_b) = runs
+    assert [s for s, *_ in steps_a] == [1, 2, 3] and steps_a == steps_b
+    assert len(evals_a) == 1 and evals_a == evals_b
+    leaves_a, leaves_b = jax.tree.leaves(run_a.params), jax.tree.leaves(run_b.params)
+    assert len(leaves_a) == len(leaves_b) > 10
+    for a, b in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -65,10 +65,6 @@ class TrainResult:
     data_waits: tuple[float, ...]  # same steps
 
     @property
-    def mean_step_time(self) -> float:
-        return float(np.mean(self.step_times)) if self.step_times else math.nan
-
-    @property
     def data_wait_fraction(self) -> float:
         total = sum(self.step_times)
         return sum(self.data_waits) / total if total else math.nan
