@@ -92,7 +92,7 @@ def test_jsonl_log_cuts_a_torn_last_line_and_keeps_nan_parseable(tmp_path):
 
 def test_progress_prints_plain_periodic_lines_off_a_terminal(monkeypatch):
     err, out = io.StringIO(), io.StringIO()
-    clock = iter([0.0, 10.0, 40.0, 40.0, 40.0, 45.0, 100.0, 100.0])
+    clock = iter([0.0, 10.0, 10.0, 40.0, 40.0, 40.0, 45.0, 100.0, 100.0])
     monkeypatch.setattr("chorus.progress.time.monotonic", lambda: next(clock))
     with progress(800, "train", unit="step", initial=100, stream=err, message_stream=out,
                   every=30) as bar:
@@ -102,10 +102,11 @@ def test_progress_prints_plain_periodic_lines_off_a_terminal(monkeypatch):
         bar.write("eval step 120: loss 3.1")
         bar.update(20)  # t=45: not due again yet
     lines = err.getvalue().splitlines()
-    # 20 steps in 40 s -> 0.5 step/s; 680 left -> 1360 s
-    assert lines[0] == "train: 120/800 (15%) loss 2.2 | 0.5 step/s | ETA 23m"
-    # the closing line: all 40 steps over 100 s
-    assert lines[1] == "train: 140/800 (18%) loss 2.2 | 0.4 step/s | took 2m"
+    # the rate counts from the first update (t=10: a compiling first step is not the pace):
+    # 10 steps in 30 s; 680 left -> 2040 s
+    assert lines[0] == "train: 120/800 (15%) loss 2.2 | 0.333 step/s | ETA 34m"
+    # the closing line: 30 steps in 90 s since the first update, 100 s in all
+    assert lines[1] == "train: 140/800 (18%) loss 2.2 | 0.333 step/s | took 2m"
     assert out.getvalue() == "eval step 120: loss 3.1\n"
 
 

@@ -72,6 +72,7 @@ class Progress:
         self._every = line_interval() if every is None else every
         self._postfix: dict[str, Any] = {}
         self._start = self._last_line = time.monotonic()
+        self._first: tuple[float, int] | None = None  # (time, count) of the first update
         self._printed_n: int | None = None
         self._bar = None
         if enabled and _is_terminal(self._stream):
@@ -86,6 +87,8 @@ class Progress:
         return "off" if not self.enabled else "bar" if self._bar is not None else "lines"
 
     def update(self, n: int = 1, **postfix: Any) -> None:
+        if self._first is None and n:
+            self._first = (time.monotonic(), self.n + n)
         self.n += n
         self._postfix.update({k: v for k, v in postfix.items() if v is not None})
         if self._bar is not None:
@@ -113,10 +116,15 @@ class Progress:
         if self._postfix:
             parts[0] += " " + " ".join(f"{k} {_format_value(v)}"
                                        for k, v in self._postfix.items())
-        elapsed = time.monotonic() - self._start
+        now = time.monotonic()
+        elapsed = now - self._start
         done = self.n - self._start_n
         if done > 0 and elapsed > 0:
-            rate = done / elapsed
+            # The rate since the first unit finished: a first step that compiles, or a
+            # first batch that starts the data workers, is not the pace of the rest.
+            since, at = self._first if self._first else (self._start, self._start_n)
+            rate = (self.n - at) / (now - since) if self.n > at and now > since else (
+                done / elapsed)
             parts.append(f"{rate:.3g} {self.unit}/s")
             if final:
                 parts.append(f"took {format_duration(elapsed)}")
