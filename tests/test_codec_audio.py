@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from codec_fixtures import random_codec
 
 from chorus.audio.io import AudioError
 from chorus.codec import text
-from chorus.codec.testing import random_codec
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,39 @@
-"""End to end through `chorus codec`: train (a few steps) -> encode -> decode -> eval."""
+"""The codec end to end on the shared stack: `chorus codec train` (= `chorus train
+--experiment codec`) trains the four stages on a chorus_speech dataset without its synthesis
+shards, resumes after SIGKILL in the middle of the flow stage, writes the corpus's
+RecordCache that the flow stage reads; then encode -> decode --stream -> eval, and errors."""
 
 import json
 import os
+import shutil
+import signal
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
+from codec_fixtures import TINY_OVERRIDES
+from test_training_runs import _launch, _steps, _tail, _wait_for_step
 
-from chorus.codec.cli import main
 from chorus.codec.compile import fast_compile
-from chorus.codec.corpus import Corpus
-from chorus.codec.testing import TINY_OVERRIDES
+from chorus.codec.pipeline import Codec
+from chorus.training.cli import train_main
+from chorus.training.metrics import read_jsonl
+from data_pipelines.record_cache import RecordCache
+from data_pipelines.records import read_record
+from data_pipelines.sources import DEFAULT_FIELDS, open_source
+from experiments.codec.cli import main
+from experiments.codec.corpus_codes import ENCODE_LIMITS, ENCODERS, producer_key
+from experiments.codec.data import FlowExamples
+from experiments.codec.evaluation import run_settings
+
+FLOW_STEPS = 40
+SCHEDULE = [f"experiment.train.{stage}.{key}={value}"
+            for stage, steps in (("speaker", 2), ("tokenizer", 2), ("flow", FLOW_STEPS),
+                                 ("vocoder", 2))
+            for key, value in (("steps", steps), ("batch_size", 4), ("warmup_steps", 1))]
+SETS = [*TINY_OVERRIDES, *SCHEDULE, "train.checkpoint_every=2", "train.keep_checkpoints=50",
+        "train.log_every=1"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -19,68 +42,135 @@ def _fast_compile():
     with fast_compile():
         yield
 
-STEPS = [f"--set={m}.train.{k}={v}" for m in ("speaker", "tokenizer", "flow", "vocoder")
-         for k, v in (("steps", 1), ("log_every", 1), ("batch_size", 2))]
+
+@pytest.fixture(scope="module")
+def data_dir(tiny_asr_corpus, tmp_path_factory):
+    """The tiny corpus without `chorus data synth`'s shards (as after --delete-shards)."""
+    out = str(tmp_path_factory.mktemp("codec_data"))
+    shutil.copytree(os.path.join(tiny_asr_corpus, "chorus_speech"),
+                    os.path.join(out, "chorus_speech"))
+    return out
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    w = str(tmp_path_factory.mktemp("codec"))
-    sets = [f"--set={o}" for o in TINY_OVERRIDES] + STEPS
-    assert main(["train", "--preset", "cpu-tiny", "--workdir", w, *sets]) == 0
-    return w
+def trained(data_dir, tmp_path_factory):
+    """A codec run whose flow stage was SIGKILLed mid-stage and then resumed."""
+    tmp = tmp_path_factory.mktemp("codec_run")
+    workdir = str(tmp / "run")
+    cmd = [sys.executable, "-m", "chorus.cli", "codec", "train", "--workdir", workdir,
+           "--data", data_dir, "--quiet", *[a for s in SETS for a in ("--set", s)]]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", CHORUS_CODEC_FAST_COMPILE="1",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    logs = [str(tmp / f"attempt{i}.log") for i in range(2)]
+    proc = _launch(cmd, env, logs[0])
+    flow_dir = os.path.join(workdir, "flow")
+    _wait_for_step(proc, flow_dir, 5, logs[0], timeout=600)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = max(r["step"] for r in _steps(flow_dir))
+    proc = _launch(cmd, env, logs[1])
+    assert proc.wait(timeout=900) == 0, _tail(logs[1])
+    return workdir, killed_at, _tail(logs[1])
 
 
-def test_train_writes_resumable_workdir(workdir, capsys):
-    folder = os.path.join(workdir, "codec")
-    for name in ("codec_config.json", "mel_stats.npz", "voices.json", "train_summary.json",
-                 "analysis.npz",
-                 "speaker.ckpt", "tokenizer.ckpt", "flow.ckpt", "vocoder.ckpt"):
-        assert os.path.isfile(os.path.join(folder, name)), name
-    assert not [f for f in os.listdir(folder) if f.startswith(".tmp-")]  # atomic writes only
-    # A second run finds every stage finished; a changed config is refused.
-    sets = [f"--set={o}" for o in TINY_OVERRIDES] + STEPS
-    assert main(["train", "--preset", "cpu-tiny", "--workdir", workdir, *sets]) == 0
-    assert "[flow] done at step 1" in capsys.readouterr().out
-    assert main(["train", "--preset", "cpu-tiny", "--workdir", workdir, *sets,
-                 "--set=flow.dim=48"]) == 2
-    assert "flow.dim" in capsys.readouterr().err
+def test_train_resumes_the_killed_stage_exactly(trained, capsys):
+    workdir, killed_at, log = trained
+    assert killed_at < FLOW_STEPS, "the flow stage finished before SIGKILL arrived"
+    assert "stage speaker: skipped" in log and "stage tokenizer: skipped" in log
+    assert "stage flow: completed at step 40" in log
+    assert "stage vocoder: completed at step 2" in log
+    flow_dir = os.path.join(workdir, "flow")
+    (resumed,) = [e["step"] for e in read_jsonl(os.path.join(flow_dir, "metrics.jsonl"))
+                  if e.get("event") == "resume"]
+    assert 2 <= resumed <= killed_at  # the newest finalized (async) checkpoint
+    # Steps trained by both attempts saw the same batch and loss, bit for bit.
+    seen = {}
+    for r in _steps(flow_dir):
+        seen.setdefault(r["step"], set()).add((r["loss"], r["fingerprint"]))
+    assert sorted(seen) == list(range(1, FLOW_STEPS + 1))
+    assert all(len(v) == 1 for v in seen.values()), seen
+    for stage in ("speaker", "tokenizer", "flow", "vocoder"):
+        assert os.path.isfile(os.path.join(workdir, stage, "config.json"))
+    with open(os.path.join(workdir, "stages.json")) as f:
+        assert [s["name"] for s in json.load(f)["stages"]] == ["speaker", "tokenizer", "flow",
+                                                               "vocoder"]
+    voices = json.load(open(os.path.join(workdir, "voices.json")))
+    assert voices and all(abs(np.linalg.norm(v) - 1) < 1e-4 for v in voices.values())
+    # A finished run is skipped as a whole; a changed network config is refused.
+    sets = [a for s in SETS for a in ("--set", s)]
+    data = run_settings(workdir).data_dir
+    args = ["--experiment", "codec", "--workdir", workdir, "--data", data, "--quiet", *sets]
+    assert train_main(args) == 0
+    assert "stage vocoder: skipped" in capsys.readouterr().out
+    assert train_main([*args, "--set", "experiment.flow.dim=48"]) == 2
+    assert "experiment.flow.dim: saved 32, now 48" in capsys.readouterr().err
 
 
-def test_encode_decode_eval(workdir, tmp_path, capsys):
-    corpus = Corpus.load(os.path.join(workdir, "codec", "corpus", "eval.npz"))
+def test_flow_stage_reads_the_record_cache_it_wrote(trained, data_dir):
+    workdir, *_ = trained
+    encoders = Codec.load(workdir, networks=ENCODERS)
+    key = producer_key(encoders)
+    assert os.listdir(os.path.join(data_dir, "caches")) == [key]
+    cache = RecordCache.open(data_dir, key, "train")
+    source = open_source("chorus_speech", data_dir, "train")
+    assert len(cache) == len(source) and cache.meta.attrs["num_codes"] == 1000
+    settings = run_settings(workdir)
+    examples = FlowExamples(settings, 4, cache)
+    crop = settings.flow.crop_frames // 4
+    for index in range(3):
+        record = read_record(source[index], DEFAULT_FIELDS, ENCODE_LIMITS)
+        entry = cache.get(record.id)
+        codes, speaker = encoders.analyze(record.wave)  # what the cache holds: the encoders'
+        np.testing.assert_array_equal(entry["codes"], codes)
+        np.testing.assert_allclose(entry["speaker"], speaker, atol=1e-6)
+        ex = examples(record, np.random.default_rng(index))  # what the flow stage trains on
+        n = ex["codes"].size
+        starts = [s for s in range(max(codes.size - crop, 0) + 1)
+                  if np.array_equal(codes[s:s + n], ex["codes"])]
+        assert starts and ex["mel"].shape == (4 * n, 128)
+        np.testing.assert_array_equal(ex["speaker"], entry["speaker"])
+    # The same checkpoint from another directory finds the same cache.
+    other = os.path.join(os.path.dirname(workdir), "copy")
+    shutil.copytree(workdir, other)
+    assert producer_key(Codec.load(other, networks=ENCODERS)) == key
+
+
+def test_encode_decode_eval(trained, data_dir, tmp_path, capsys):
+    workdir, *_ = trained
+    source = open_source("chorus_speech", data_dir, "test")
+    wave = read_record(source[0], DEFAULT_FIELDS, ENCODE_LIMITS).wave
     wav = str(tmp_path / "in.wav")
-    sf.write(wav, corpus.waves[0], 16000)
+    sf.write(wav, wave, 16000)
     codes_path = str(tmp_path / "codes.npy")
     assert main(["encode", wav, codes_path, "--workdir", workdir]) == 0
     codes = np.load(codes_path)
-    frames = corpus.waves[0].size // 160
-    assert codes.dtype == np.int32 and codes.shape == (-(-frames // 4),)
+    assert codes.dtype == np.int32 and codes.shape == (-(-(wave.size // 160) // 4),)
     assert codes.min() >= 0 and codes.max() < 1000
-    # (Offline decoding with both vocoders runs inside eval below.)
     out = str(tmp_path / "out.wav")
     assert main(["decode", codes_path, out, "--workdir", workdir, "--speaker", wav,
                  "--stream"]) == 0
-    wave, rate = sf.read(out, dtype="float32")
-    assert rate == 16000 and wave.shape == (codes.size * 640,)
-    assert np.all(np.isfinite(wave)) and np.abs(wave).max() > 0
+    decoded, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and decoded.shape == (codes.size * 640,)
+    assert np.all(np.isfinite(decoded)) and np.abs(decoded).max() > 0
+    voice = sorted(json.load(open(os.path.join(workdir, "voices.json"))))[0]
+    assert main(["decode", codes_path, out, "--workdir", workdir, "--voice", voice]) == 0
     assert main(["eval", "--workdir", workdir, "--limit", "2"]) == 0
-    with open(os.path.join(workdir, "codec", "eval.json")) as f:
+    with open(os.path.join(workdir, "eval.json")) as f:
         results = json.load(f)
     assert results["utterances"] == 2
     assert 25.0 <= results["codes_per_second"] <= 26.0
     assert set(results["resynthesis"]) == {"neural", "griffin-lim", "copy"}
     assert results["streaming"]["max_abs_diff_vs_offline"] < 1e-3
-    assert results["speaker"]["seen_voices"]["voices"] == 2
-    assert os.path.isfile(os.path.join(workdir, "codec", "eval.md"))
+    assert os.path.isfile(os.path.join(workdir, "eval.md"))
     capsys.readouterr()
 
 
-def test_cli_errors_are_clear(workdir, tmp_path, capsys):
+def test_cli_errors_are_clear(trained, tmp_path, capsys):
+    workdir, *_ = trained
     empty = str(tmp_path / "empty.wav")
     sf.write(empty, np.zeros(0, np.float32), 16000)
     assert main(["encode", empty, str(tmp_path / "c.npy"), "--workdir", workdir]) == 2
-    assert "empty waveform" in capsys.readouterr().err
+    assert "empty.wav: expected audio, got 0 samples" in capsys.readouterr().err
     nan = str(tmp_path / "nan.wav")
     sf.write(nan, np.full(4000, np.nan, np.float32), 16000, subtype="FLOAT")
     assert main(["encode", nan, str(tmp_path / "c.npy"), "--workdir", workdir]) == 2
@@ -91,5 +181,7 @@ def test_cli_errors_are_clear(workdir, tmp_path, capsys):
     assert "expected integer codes" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o.wav")
     assert main(["decode", bad, str(tmp_path / "o.wav"), "--workdir", str(tmp_path)]) == 2
-    assert "chorus codec train" in capsys.readouterr().err
+    assert "chorus train --experiment codec" in capsys.readouterr().err
+    assert main(["eval", "--workdir", workdir, "--data", str(tmp_path / "gone")]) == 2
+    assert "pass --data DIR" in capsys.readouterr().err
     assert main(["nope"]) == 2

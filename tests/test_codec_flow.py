@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from codec_fixtures import random_params, tiny_config
 
 from chorus.codec import flow
 from chorus.codec.compile import fast_compile, jit
 from chorus.codec.models import CodecModels, init_params
-from chorus.codec.testing import random_params, tiny_config
+from experiments.codec.losses import flow_loss
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,7 +36,8 @@ def _batch(cfg, b=4, codes_per=12, seed=0):
 
 
 def test_flow_loss_falls_on_fixed_batch():
-    cfg = tiny_config("flow.cond_dropout=0.0")  # every example conditioned: a clean signal
+    # Every example conditioned: a clean signal.
+    cfg = tiny_config("experiment.flow.cond_dropout=0.0")
     model = CodecModels.build(cfg).flow
     params = jit(lambda k: init_params(CodecModels.build(cfg), cfg, "flow", k))(
         jax.random.PRNGKey(0))
@@ -46,12 +48,12 @@ def test_flow_loss_falls_on_fixed_batch():
 
     @jax.jit
     def step(p, s, k):
-        (loss, _), g = jax.value_and_grad(lambda q: flow.flow_loss(model, q, batch, k),
+        (loss, _), g = jax.value_and_grad(lambda q: flow_loss(model, q, batch, k),
                                           has_aux=True)(p)
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, loss
 
-    loss_fn = jit(lambda p: flow.flow_loss(model, p, batch, eval_key))
+    loss_fn = jit(lambda p: flow_loss(model, p, batch, eval_key))
     before, before_parts = loss_fn(params)
     for i in range(50):
         params, state, _ = step(params, state, jax.random.PRNGKey(i))

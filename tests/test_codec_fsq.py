@@ -10,9 +10,10 @@ import pytest
 
 from chorus.codec import fsq
 from chorus.codec.compile import fast_compile
-from chorus.codec.config import PRESETS, CodecConfig, ConfigError, FSQConfig, get_preset
-from chorus.config import get_preset as backbone_preset
+from chorus.codec.config import CodecConfig, FSQConfig
+from chorus.config import ConfigError, load_config, settings_from
 from chorus.vocab import CODEC_FRAMES_PER_SECOND
+from experiments.codec.settings import CodecSettings, read_settings
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -82,31 +83,46 @@ def test_straight_through_gradient():
     assert float(jnp.abs(g_ste).sum()) > 0
 
 
-def test_presets_match_backbone_vocab_and_rate():
-    for name in PRESETS:
-        assert get_preset(name).fsq.num_codes == backbone_preset(name).model.num_audio_codes
-    assert get_preset("cpu-tiny").fsq.num_codes == 1000
-    assert get_preset("gpu-1b").fsq.num_codes == 6561 == 3**8
-    cfg = get_preset("cpu-tiny").mel
+def test_codebook_matches_the_backbone_and_rate():
+    # The default codec speaks the cpu-tiny backbone's 1000 codes; another backbone is refused
+    # with an error naming both sides until the levels are set to its codebook.
+    settings = read_settings(load_config("cpu-tiny"))
+    assert settings.fsq.num_codes == 1000 == load_config("cpu-tiny").model.num_audio_codes
+    with pytest.raises(ConfigError, match=r"experiment.fsq.levels: expected levels whose "
+                       r"product is model.num_audio_codes=6561.*got \[8, 5, 5, 5\] = 1000"):
+        read_settings(load_config("gpu-1b"))
+    big = read_settings(load_config("gpu-1b", ["experiment.fsq.levels=[3,3,3,3,3,3,3,3]"]))
+    assert big.fsq.num_codes == 6561 == 3**8
+    cfg = settings.mel
     # 100 Hz mel, 4 frames per code -> 25 codes per second -> 640 samples per code at 16 kHz.
     assert cfg.sample_rate // cfg.hop_length == 100
     assert cfg.frames_per_code == 4
     assert cfg.sample_rate / cfg.samples_per_code == CODEC_FRAMES_PER_SECOND == 25
 
 
-def test_config_validation_names_the_field():
+def test_settings_validation_names_the_field():
     with pytest.raises(ConfigError, match=r"fsq.levels\[1\]: expected an int >= 2, got 1"):
         FSQConfig(levels=(8, 1))
     with pytest.raises(ConfigError, match="mel.hop_length"):
-        CodecConfig.from_dict({"mel": {"hop_length": 256}})
-    with pytest.raises(ConfigError, match="unknown field"):
-        CodecConfig.from_dict({"flow": {"no_such_field": 1}})
-    with pytest.raises(ConfigError, match=r"corpus.voices\[1\]: expected a data_pipelines"):
-        CodecConfig.from_dict({"corpus": {"voices": ["en-gb+m1", "en+nobody"]}})
+        CodecConfig.from_experiment({"mel": {"hop_length": 256}})
+    with pytest.raises(ConfigError, match=r"experiment.flow: unknown field\(s\) \['no_such'\]"):
+        CodecConfig.from_experiment({"flow": {"no_such": 1}})
     with pytest.raises(ConfigError, match="flow.guidance"):
-        CodecConfig.from_dict({"flow": {"guidance": -1.0}})
-    cfg = get_preset("cpu-tiny")
-    assert CodecConfig.from_json(cfg.to_json()) == cfg
+        CodecConfig.from_experiment({"flow": {"guidance": -1.0}})
+    with pytest.raises(ConfigError, match=r"experiment.heldout_voices\[1\]: expected a "
+                       r"data_pipelines.voices name"):
+        settings_from(CodecSettings, {"heldout_voices": ["en-gb+m1", "en+nobody"]})
+    with pytest.raises(ConfigError, match=r"experiment: unknown field\(s\) \['corpus'\]"):
+        settings_from(CodecSettings, {"corpus": {"voices": []}})
+    with pytest.raises(ConfigError, match=r"experiment.train.flow.steps: expected an int"):
+        settings_from(CodecSettings, {"train": {"flow": {"steps": "many"}}})
+    # Partial sections merge over the defaults; the codec part is a plain CodecConfig.
+    s = settings_from(CodecSettings, {"flow": {"dim": 48}, "train": {"flow": {"steps": 7}},
+                                      "module": "codec"})
+    assert (s.flow.dim, s.flow.kernel_size, s.train.flow.steps, s.train.flow.batch_size) == (
+        48, 5, 7, 16)
+    assert s.codec == CodecConfig.from_experiment({"flow": {"dim": 48}, "stage": "flow"})
+    assert s.schedule("flow").overrides()[:2] == ("train.steps=7", "train.batch_size=16")
 
 
 def test_level_products():

@@ -4,19 +4,14 @@ import jax
 import numpy as np
 import optax
 import pytest
+from codec_fixtures import tiny_config
 
 from chorus.codec.compile import fast_compile, jit
-from chorus.codec.features import MelStats, clip_log_mel, pad_batch
+from chorus.codec.features import clip_log_mel, pad_batch
 from chorus.codec.models import CodecModels, init_params
-from chorus.codec.speaker import (
-    cosine,
-    equal_error_rate,
-    init_classifier,
-    speaker_loss,
-    trial_scores,
-)
-from chorus.codec.testing import tiny_config
+from chorus.codec.speaker import cosine, equal_error_rate, trial_scores
 from data_pipelines.synthesis import synthesize
+from experiments.codec.losses import init_classifier, speaker_loss
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -65,7 +60,7 @@ def test_trial_scores_are_all_pairs():
 
 
 def test_speaker_encoder_separates_two_voices():
-    cfg = tiny_config("speaker.crop_frames=80")
+    cfg = tiny_config("experiment.speaker.crop_frames=80")
     voices = ("en-gb+m1", "en-gb+f2")
     train_texts = ["the red cat sleeps", "a big dog runs home", "we like green apples",
                    "my friend reads a letter"]
@@ -75,11 +70,10 @@ def test_speaker_encoder_separates_two_voices():
         for t in train_texts:
             mels.append(clip_log_mel(synthesize(t, voice)[0], cfg.mel))
             labels.append(v)
-    stats = MelStats.from_frames(mels)
-    norm = [stats.normalize(m) for m in mels]
+    norm = [cfg.mel.normalize(m) for m in mels]
     models = CodecModels.build(cfg)
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    params = {"encoder": init_params(models, cfg, "speaker", k1),
+    params = {"speaker": init_params(models, cfg, "speaker", k1),
               "classifier": init_classifier(k2, 2, cfg.speaker.embed_dim)}
     opt = optax.adam(3e-3)
     state = opt.init(params)
@@ -106,9 +100,9 @@ def test_speaker_encoder_separates_two_voices():
     emb, who = [], []
     for voice in voices:
         for t in test_texts:
-            m = stats.normalize(clip_log_mel(synthesize(t, voice)[0], cfg.mel))
+            m = cfg.mel.normalize(clip_log_mel(synthesize(t, voice)[0], cfg.mel))
             mel, mask = pad_batch([m], 400)
-            emb.append(np.asarray(embed(params["encoder"], mel, mask))[0])
+            emb.append(np.asarray(embed(params["speaker"], mel, mask))[0])
             who.append(voice)
     scores, same = trial_scores(np.stack(emb), who)
     assert scores[same].min() > scores[~same].max(), (scores, same)

@@ -4,9 +4,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from codec_fixtures import random_codec, tiny_config
 
 from chorus.codec.compile import fast_compile
-from chorus.codec.testing import random_codec, tiny_config
 
 
 @pytest.fixture(autouse=True, scope="module")

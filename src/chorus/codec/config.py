@@ -1,28 +1,21 @@
-"""Codec configuration: frozen, validated dataclasses and presets.
+"""The codec networks' configuration: frozen, validated dataclasses.
 
 One `CodecConfig` describes the speech tokenizer (log-mel -> FSQ codes @25 Hz), the
-flow-matching detokenizer, the vocoder, the speaker encoder, the training corpus and the
-streaming schedule. It is written into the workdir as `codec_config.json` and is enough to
-rebuild every model there. Codec preset names mirror the backbone presets so that
-`fsq.num_codes` equals the backbone's `model.num_audio_codes` for the same name.
+flow-matching detokenizer, the vocoder, the speaker encoder and the streaming schedule: each
+network's architecture and the constants of its training objective (loss weights, crop
+sizes). How the networks are trained (data, steps, learning rates) belongs to the codec
+experiment (`experiments/codec/settings.py`), whose settings carry these sections under
+`config.experiment`, so `--set experiment.flow.dim=64` reaches `FlowConfig.dim`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from chorus.config import (
-    ConfigError,
-    check,
-    dataclass_from_dict,
-    dataclass_to_dict,
-    parse_override,
-    positive,
-)
+from chorus.config import AudioEncoderConfig, check, dataclass_from_dict, positive
 from chorus.vocab import CODEC_FRAMES_PER_SECOND, MEL_FRAMES_PER_SECOND
 
 
@@ -34,14 +27,18 @@ def _in_unit(obj: Any, *names: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class MelConfig:
-    """The codec's log-mel is the project's one feature definition (`data_pipelines.mel`:
-    16 kHz, 25 ms Hann, 10 ms hop, 128 Slaney mels, natural log of mel *power*); these fields
-    restate it so a config file says what its models were trained on."""
+    """The codec's input: the project's one log-mel (`chorus.audio.mel`: 16 kHz, 25 ms Hann,
+    10 ms hop, 128 Slaney mels, natural log of mel *power*), restated so a config says what
+    its models were trained on, and normalized as the audio encoder's input is
+    (`(log-mel - mean) / std`, the `audio.mel_mean` / `audio.mel_std` defaults): a fixed,
+    frame-local affine map, so no statistics of a training corpus travel with the codec."""
 
     _prefix = "mel"
     sample_rate: int = 16_000
     hop_length: int = 160  # 100 Hz at 16 kHz
     n_mels: int = 128
+    mean: float = AudioEncoderConfig.mel_mean
+    std: float = AudioEncoderConfig.mel_std
 
     def __post_init__(self):
         from chorus.audio import mel as features  # numpy only: cheap to import
@@ -49,9 +46,10 @@ class MelConfig:
         for name, value in (("sample_rate", features.SAMPLE_RATE),
                             ("hop_length", features.HOP_LENGTH), ("n_mels", features.N_MELS)):
             check(getattr(self, name) == value, f"mel.{name}",
-                  f"{value} (the data_pipelines.mel feature definition)", getattr(self, name))
+                  f"{value} (the chorus.audio.mel feature definition)", getattr(self, name))
         check(self.sample_rate == self.hop_length * MEL_FRAMES_PER_SECOND, "mel.hop_length",
               f"sample_rate / {MEL_FRAMES_PER_SECOND}", self.hop_length)
+        positive(self, "std")
 
     @property
     def frames_per_code(self) -> int:
@@ -60,6 +58,13 @@ class MelConfig:
     @property
     def samples_per_code(self) -> int:
         return self.hop_length * self.frames_per_code
+
+    def normalize(self, log_mel):
+        """Raw log-mel -> what the networks see (NumPy or JAX arrays alike)."""
+        return (log_mel - self.mean) / self.std
+
+    def denormalize(self, mel):
+        return mel * self.std + self.mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,31 +91,6 @@ class FSQConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class StageTrainConfig:
-    """Optimization of one codec model (each model has its own small optax loop)."""
-
-    _prefix = "train"
-    steps: int = 600
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    warmup_steps: int = 50
-    end_lr_ratio: float = 0.05
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    log_every: int = 50
-    checkpoint_every: int = 200
-
-    def __post_init__(self):
-        positive(self, "steps", "batch_size", "learning_rate", "log_every", "checkpoint_every")
-        check(self.warmup_steps >= 0, "train.warmup_steps", "a number >= 0", self.warmup_steps)
-        check(0 <= self.end_lr_ratio <= 1, "train.end_lr_ratio", "a ratio in [0, 1]",
-              self.end_lr_ratio)
-        check(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
-        check(self.clip_norm >= 0, "train.clip_norm", "a number >= 0 (0 disables)",
-              self.clip_norm)
-
-
-@dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
     """log-mel -> ConvNeXt encoder -> /4 (25 Hz) -> FSQ -> {CTC text head, mel reconstruction}."""
 
@@ -123,7 +103,6 @@ class TokenizerConfig:
     dilations: tuple[int, ...] = (1, 2)  # cycled over the encoder blocks (at 25 Hz)
     reconstruction_weight: float = 1.0
     max_frames: int = 480  # training pads / drops utterances to this many mel frames
-    train: StageTrainConfig = StageTrainConfig(steps=800, learning_rate=2e-3)
 
     def __post_init__(self):
         positive(self, "dim", "mlp_ratio", "encoder_blocks", "decoder_blocks", "kernel_size",
@@ -166,7 +145,6 @@ class FlowConfig:
     guidance: float = 0.0  # CFG weight w: v = (1 + w) v_cond - w v_uncond
     time_schedule: str = "cosine"  # "cosine" (t = 1 - cos(pi/2 u)) or "linear"
     crop_frames: int = 160  # training crops (the model is local, so crops lose nothing)
-    train: StageTrainConfig = StageTrainConfig(steps=1000, learning_rate=2e-3)
 
     def __post_init__(self):
         positive(self, "dim", "mlp_ratio", "cond_blocks", "cond_kernel_size",
@@ -223,7 +201,6 @@ class VocoderConfig:
     stft_weight: float = 0.5
     stft_resolutions: tuple[int, ...] = (256, 512, 1024)  # FFT sizes of the multi-res loss
     griffin_lim_iters: int = 32
-    train: StageTrainConfig = StageTrainConfig(steps=1000, learning_rate=2e-3, batch_size=16)
 
     def __post_init__(self):
         positive(self, "dim", "mlp_ratio", "blocks", "kernel_size", "n_fft", "segment_frames",
@@ -255,7 +232,6 @@ class SpeakerConfig:
     margin: float = 0.2  # additive cosine margin (CosFace / AM-softmax)
     scale: float = 20.0
     crop_frames: int = 120
-    train: StageTrainConfig = StageTrainConfig(steps=250, learning_rate=2e-3, batch_size=32)
 
     def __post_init__(self):
         positive(self, "dim", "mlp_ratio", "blocks", "kernel_size", "embed_dim", "scale",
@@ -263,42 +239,6 @@ class SpeakerConfig:
         check(0 <= self.margin < 1, "speaker.margin", "a value in [0, 1)", self.margin)
         check(len(self.dilations) > 0 and min(self.dilations) >= 1, "speaker.dilations",
               "a non-empty list of ints >= 1", self.dilations)
-
-
-@dataclasses.dataclass(frozen=True)
-class CorpusConfig:
-    """The synthetic eSpeak NG corpus: voices are speakers; sentences are split train / eval."""
-
-    _prefix = "corpus"
-    # Names from data_pipelines.voices (eSpeak accent + variant).
-    voices: tuple[str, ...] = ("en-gb+m1", "en-gb+m2", "en-gb+m3", "en-gb+m4", "en-gb+m5",
-                               "en-gb+m6", "en-gb+m7", "en-gb+f1", "en-gb+f2", "en-gb+f3",
-                               "en-gb+f4", "en-gb+f5")
-    heldout_voices: tuple[str, ...] = ("en-gb+croak", "en-gb+klatt", "en-gb+Annie")  # unseen
-    train_utterances_per_voice: int = 60
-    eval_sentences: int = 8  # held-out sentences, spoken by every voice
-    min_words: int = 3
-    max_words: int = 8
-    rate_wpm: tuple[int, ...] = (150, 180)  # speaking rate range (inclusive)
-    seed: int = 0
-
-    def __post_init__(self):
-        from data_pipelines.voices import VOICES  # the synthesis catalog (plain data)
-
-        check(len(self.voices) >= 2, "corpus.voices", "at least two voices", self.voices)
-        known = {v.name for v in VOICES}
-        for field in ("voices", "heldout_voices"):
-            for i, name in enumerate(getattr(self, field)):
-                check(name in known, f"corpus.{field}[{i}]",
-                      "a data_pipelines.voices name such as 'en-gb+f3'", name)
-        check(len(set(self.voices) | set(self.heldout_voices))
-              == len(self.voices) + len(self.heldout_voices), "corpus.heldout_voices",
-              "voices distinct from corpus.voices", self.heldout_voices)
-        positive(self, "train_utterances_per_voice", "eval_sentences", "min_words")
-        check(self.max_words >= self.min_words, "corpus.max_words",
-              f">= corpus.min_words={self.min_words}", self.max_words)
-        check(len(self.rate_wpm) == 2 and 80 <= self.rate_wpm[0] <= self.rate_wpm[1] <= 450,
-              "corpus.rate_wpm", "[low, high] words per minute within 80..450", self.rate_wpm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,16 +265,15 @@ class StreamingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CodecConfig:
+    """The four networks and the streaming schedule (the sections of the codec settings)."""
+
     _prefix = "codec"
-    name: str = "cpu-tiny"
-    seed: int = 0
     mel: MelConfig = MelConfig()
     fsq: FSQConfig = FSQConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     flow: FlowConfig = FlowConfig()
     vocoder: VocoderConfig = VocoderConfig()
     speaker: SpeakerConfig = SpeakerConfig()
-    corpus: CorpusConfig = CorpusConfig()
     streaming: StreamingConfig = StreamingConfig()
 
     def __post_init__(self):
@@ -349,89 +288,10 @@ class CodecConfig:
               f"> twice the vocoder receptive field ({2 * self.vocoder.receptive_frames})",
               self.vocoder.segment_frames)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclass_to_dict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CodecConfig:
-        return dataclass_from_dict(cls, data, prefix="codec")
-
-    @classmethod
-    def from_json(cls, text: str) -> CodecConfig:
-        return cls.from_dict(json.loads(text))
-
-
-def apply_overrides(config: CodecConfig, overrides: Sequence[str]) -> CodecConfig:
-    """`flow.train.steps=100` style dotted overrides, re-validated."""
-    data = config.to_dict()
-    for text in overrides:
-        key, value = parse_override(text)
-        node = data
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                where = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {key}: no config section {where!r}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"--set {key}: unknown field {parts[-1]!r}; expected one of "
-                              f"{sorted(node)}")
-        node[parts[-1]] = value
-    return CodecConfig.from_dict(data)
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-def cpu_tiny() -> CodecConfig:
-    """Trains end to end in about 10 minutes on 2 CPU cores; 1000 codes like the cpu-tiny LM."""
-    return CodecConfig(name="cpu-tiny")
-
-
-_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
-_VARIANTS = ("", "f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5", "m6", "m7")
-_BIG_VOICES = tuple(f"{a}+{v}" if v else a for a in _ACCENTS for v in _VARIANTS)  # 78
-_BIG_HELDOUT_VOICES = ("en-gb-x-gbclan+f2", "en-gb-x-gbcwmd+m3", "en-gb+croak", "en-us+Andy",
-                       "en-gb+belinda")
-
-
-def _big(name: str, dim: int) -> CodecConfig:
-    long = StageTrainConfig(steps=200_000, batch_size=64, learning_rate=5e-4, warmup_steps=2000,
-                            log_every=100, checkpoint_every=5000)
-    return CodecConfig(
-        name=name,
-        fsq=FSQConfig(levels=(3,) * 8),  # 6561 codes, as CosyVoice 2 / Step-Audio 2
-        tokenizer=TokenizerConfig(dim=dim, mlp_ratio=4, encoder_blocks=12, decoder_blocks=4,
-                                  dilations=(1, 2, 4), max_frames=1600, train=long),
-        flow=FlowConfig(dim=dim, mlp_ratio=4, cond_blocks=4, dilations=(1, 2, 4, 8) * 3,
-                        crop_frames=400, cond_dropout=0.2, guidance=0.7, train=long),
-        vocoder=VocoderConfig(dim=dim, mlp_ratio=3, blocks=8, segment_frames=96, train=long),
-        speaker=SpeakerConfig(dim=dim // 2, mlp_ratio=3, blocks=8, embed_dim=192,
-                              crop_frames=300, train=long),
-        corpus=CorpusConfig(voices=_BIG_VOICES, heldout_voices=_BIG_HELDOUT_VOICES,
-                            train_utterances_per_voice=1000, eval_sentences=50, max_words=20),
-    )
-
-
-def gpu_1b() -> CodecConfig:
-    return _big("gpu-1b", 512)
-
-
-def tpu_v5p_64_7b() -> CodecConfig:
-    return _big("tpu-v5p-64-7b", 768)
-
-
-PRESETS: dict[str, Callable[[], CodecConfig]] = {
-    "cpu-tiny": cpu_tiny,
-    "gpu-1b": gpu_1b,
-    "tpu-v5p-64-7b": tpu_v5p_64_7b,
-}
-
-
-def get_preset(name: str) -> CodecConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {name!r}")
-    return PRESETS[name]()
+    def from_experiment(cls, experiment: Mapping[str, Any],
+                        prefix: str = "experiment") -> CodecConfig:
+        """The network sections of a codec run's `config.experiment` (other keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return dataclass_from_dict(cls, {k: v for k, v in experiment.items() if k in names},
+                                   prefix)

@@ -7,7 +7,8 @@ trained to predict the mel (a "prior" loss, as in Matcha-TTS) so mu learns conte
 Vector field (mel rate, causal kernels, FiLM on flow time): v(x_t, mu, t). Training is
 OT-CFM: x_t = (1 - (1 - s) t) x0 + t x1 with target x1 - (1 - s) x0; the conditioning is
 dropped for a fraction of examples so that classifier-free guidance can use the
-unconditional field at sampling time. Sampling is Euler over a (cosine) time grid.
+unconditional field at sampling time (the loss: experiments/codec/losses.py). Sampling is
+Euler over a (cosine) time grid.
 
 Noise is a function of absolute code position (`frame_noise`), so a streamed decode draws the
 same x0 as an offline one.
@@ -22,7 +23,7 @@ import numpy as np
 
 from chorus.codec import fsq
 from chorus.codec.config import FlowConfig, FSQConfig
-from chorus.codec.layers import ConvNeXtBlock, masked_mean, sinusoidal
+from chorus.codec.layers import ConvNeXtBlock, sinusoidal
 
 FRAMES_PER_CODE = 4
 
@@ -101,33 +102,6 @@ def frame_noise(key: jax.Array, first_code: int | jax.Array, num_codes: int,
     positions = first_code + jnp.arange(num_codes)
     draw = lambda i: jax.random.normal(jax.random.fold_in(key, i), (FRAMES_PER_CODE, n_mels))
     return jax.vmap(draw)(positions).reshape(num_codes * FRAMES_PER_CODE, n_mels)
-
-
-def flow_loss(model: FlowDecoder, params, batch: dict, rng: jax.Array):
-    """OT-CFM loss with conditioning dropout; batch mel is the normalized target x1."""
-    cfg = model.cfg
-    x1, mask = batch["mel"], batch["mel_mask"]
-    k_t, k_noise, k_drop = jax.random.split(rng, 3)
-    b = x1.shape[0]
-    u = jax.random.uniform(k_t, (b,))
-    t = 1.0 - jnp.cos(u * jnp.pi / 2) if cfg.time_schedule == "cosine" else u
-    noise = jax.random.normal(k_noise, x1.shape)
-    s = cfg.sigma_min
-    keep = (jax.random.uniform(k_drop, (b,)) >= cfg.cond_dropout).astype(x1.dtype)
-
-    def velocity(module):
-        mu = module.condition(batch["codes"], batch["code_mask"], batch["speaker"])
-        prior = module.prior(mu)
-        # The start point uses the prior but does not train it (the prior loss does).
-        x0 = start_point(cfg, jax.lax.stop_gradient(prior), noise)
-        xt = (1 - (1 - s) * t[:, None, None]) * x0 + t[:, None, None] * x1
-        target = x1 - (1 - s) * x0
-        return module.field(xt, mu * keep[:, None, None], t, mask), prior, target
-
-    v, prior, target = nn.apply(velocity, model)({"params": params})
-    fm = masked_mean((v - target) ** 2, mask)
-    prior_mse = masked_mean((prior - x1) ** 2, mask)
-    return fm + cfg.prior_weight * prior_mse, {"fm_mse": fm, "prior_mse": prior_mse}
 
 
 def start_point(cfg: FlowConfig, prior: jax.Array, noise: jax.Array) -> jax.Array:

@@ -13,7 +13,8 @@ from chorus.codec.speaker import SpeakerEncoder
 from chorus.codec.tokenizer import SemanticTokenizer
 from chorus.codec.vocoder import Vocoder
 
-STAGES = ("speaker", "tokenizer", "flow", "vocoder")  # training order
+# The networks, in their training order (each is one stage of experiments/codec).
+NETWORKS = ("speaker", "tokenizer", "flow", "vocoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,4 +49,4 @@ def init_params(models: CodecModels, cfg: CodecConfig, name: str, key: jax.Array
                                 jnp.zeros((1,)), mask)["params"]
     if name == "vocoder":
         return models.vocoder.init(key, mel, mask)["params"]
-    raise ValueError(f"init_params name: expected one of {list(STAGES)}, got {name!r}")
+    raise ValueError(f"init_params name: expected one of {list(NETWORKS)}, got {name!r}")

@@ -1,6 +1,6 @@
 """A trained codec: waveform <-> 25 Hz codes, transcripts and speaker embeddings.
 
-    codec = Codec.load(workdir)
+    codec = Codec.load(run_dir)                     # a `chorus train --experiment codec` run
     codes = codec.encode(wave)                      # int32 (N,), N = ceil(frames / 4)
     wave2 = codec.decode(codes, speaker=codec.speaker_embedding(ref_wave))
     text = codec.transcribe(wave)                   # CTC head, greedy
@@ -14,65 +14,81 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Mapping, Sequence
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from chorus.audio.io import check_wave
-from chorus.codec import checkpoint, flow, text
+from chorus.codec import flow, text
 from chorus.codec.compile import jit
 from chorus.codec.config import CodecConfig
-from chorus.codec.features import MelStats, clip_log_mel, round_up
-from chorus.codec.models import STAGES, CodecModels, init_params
+from chorus.codec.features import clip_log_mel, round_up
+from chorus.codec.models import NETWORKS, CodecModels
 from chorus.codec.vocoder import griffin_lim
 
 CODES_PER_BUCKET = 25  # one second
-
-
-def codec_dir(workdir: str) -> str:
-    return os.path.join(workdir, "codec")
+# Mean speaker embedding per training voice, written into the run dir by the training
+# (so `decode --voice NAME` needs no reference clip).
+VOICES_NAME = "voices.json"
 
 
 class Codec:
-    def __init__(self, cfg: CodecConfig, params: dict, stats: MelStats,
-                 voices: dict[str, np.ndarray] | None = None):
+    def __init__(self, cfg: CodecConfig, params: Mapping[str, object],
+                 voices: Mapping[str, np.ndarray] | None = None):
+        """params: {network name: its params} for some of NETWORKS (a codec being trained
+        has only the earlier networks; using a missing one is an error naming it)."""
+        unknown = sorted(set(params) - set(NETWORKS))
+        if unknown:
+            raise ValueError(f"Codec params: expected networks among {list(NETWORKS)}, got "
+                             f"{unknown}")
         self.cfg = cfg
         self.models = CodecModels.build(cfg)
-        self.params = params
-        self.stats = stats
-        self.voices = voices or {}
+        self._params = dict(params)
+        self.voices = dict(voices or {})
         self._sample_fns: dict = {}
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, workdir: str) -> Codec:
-        folder = codec_dir(workdir)
-        cfg_path = os.path.join(folder, "codec_config.json")
-        if not os.path.isfile(cfg_path):
-            raise FileNotFoundError(f"{cfg_path}: expected a trained codec in --workdir "
-                                    f"{workdir} (run `chorus codec train` first)")
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = CodecConfig.from_json(f.read())
-        models = CodecModels.build(cfg)
-        params = {}
-        for i, name in enumerate(STAGES):
-            # eval_shape: only the tree structure is needed, not initialized values.
-            target = jax.eval_shape(lambda k, n=name: init_params(models, cfg, n, k),
-                                    jax.random.PRNGKey(i))
-            raw = checkpoint.load_raw(os.path.join(folder, f"{name}.ckpt"))["params"]
-            if name == "speaker":
-                raw = raw["encoder"]  # the training classifier is not part of the codec
-            params[name] = flax.serialization.from_state_dict(target, raw)
-        stats = MelStats.load(os.path.join(folder, "mel_stats.npz"))
+    def load(cls, run_dir: str, networks: Sequence[str] = NETWORKS) -> Codec:
+        """The codec trained in `run_dir` (one stage run per network in `run_dir/<name>/`),
+        params only (`chorus.training.restore.load_run`): no training data needed."""
+        from chorus.training.restore import load_run
+
+        cfg, params = None, {}
+        for name in networks:
+            stage_dir = os.path.join(run_dir, name)
+            if not os.path.isdir(stage_dir):
+                raise FileNotFoundError(f"{run_dir}: expected a trained codec with the stage "
+                                        f"run {stage_dir} (run `chorus train --experiment codec "
+                                        f"--workdir {run_dir}` first)")
+            # One device: the codec's jits run per utterance, unsharded.
+            run = load_run(stage_dir, devices=jax.local_devices()[:1])
+            stage_cfg = CodecConfig.from_experiment(run.config.experiment)
+            if cfg is not None and stage_cfg != cfg:
+                raise ValueError(f"{stage_dir}/config.json: expected the codec networks of the "
+                                 f"other stages, got different experiment sections (a stage "
+                                 f"trained with other --set values?)")
+            cfg = stage_cfg
+            params[name] = run.params[name]
         voices = {}
-        voices_path = os.path.join(folder, "voices.json")
-        if os.path.isfile(voices_path):
-            with open(voices_path, encoding="utf-8") as f:
+        path = os.path.join(run_dir, VOICES_NAME)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
                 voices = {k: np.asarray(v, np.float32) for k, v in json.load(f).items()}
-        return cls(cfg, params, stats, voices)
+        return cls(cfg, params, voices)
+
+    @property
+    def params(self) -> dict:
+        return dict(self._params)
+
+    def network_params(self, name: str):
+        if name not in self._params:
+            raise ValueError(f"codec: the {name} network is not loaded (loaded: "
+                             f"{sorted(self._params)}); train its stage first")
+        return self._params[name]
 
     # ------------------------------------------------------------------ features
 
@@ -88,7 +104,7 @@ class Codec:
         return clip_log_mel(self.check(wave), self.cfg.mel)
 
     def _padded_mel(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        mel = self.stats.normalize(self.log_mel(wave))
+        mel = self.cfg.mel.normalize(self.log_mel(wave))
         frames = mel.shape[0]
         length = round_up(frames, 4 * CODES_PER_BUCKET)
         padded = np.zeros((1, length, mel.shape[1]), np.float32)
@@ -107,7 +123,7 @@ class Codec:
     def encode(self, wave: np.ndarray) -> np.ndarray:
         """Waveform -> int32 codes at 25 Hz: ceil((N // hop) / 4) of them."""
         mel, mask, frames = self._padded_mel(wave)
-        codes = self._indices_fn(self.params["tokenizer"], mel, mask)
+        codes = self._indices_fn(self.network_params("tokenizer"), mel, mask)
         return np.asarray(codes[0, :-(-frames // 4)], np.int32)
 
     @functools.cached_property
@@ -120,7 +136,7 @@ class Codec:
         codes = self.check_codes(codes)
         n = codes.size
         padded, mask = _pad_codes(codes, round_up(n, CODES_PER_BUCKET))
-        logits = self._ctc_fn(self.params["tokenizer"], padded, mask)
+        logits = self._ctc_fn(self.network_params("tokenizer"), padded, mask)
         return text.ctc_greedy(np.asarray(jnp.argmax(logits[0, :n], axis=-1)))
 
     def transcribe(self, wave: np.ndarray) -> str:
@@ -132,7 +148,16 @@ class Codec:
 
     def speaker_embedding(self, wave: np.ndarray) -> np.ndarray:
         mel, mask, _ = self._padded_mel(wave)
-        return np.asarray(self._speaker_fn(self.params["speaker"], mel, mask)[0])
+        return np.asarray(self._speaker_fn(self.network_params("speaker"), mel, mask)[0])
+
+    def analyze(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, speaker embedding) of one clip from one log-mel: `encode` and
+        `speaker_embedding` at once (encoding a corpus)."""
+        mel, mask, frames = self._padded_mel(wave)
+        codes = self._indices_fn(self.network_params("tokenizer"), mel, mask)
+        embedding = self._speaker_fn(self.network_params("speaker"), mel, mask)
+        return (np.asarray(codes[0, :-(-frames // 4)], np.int32),
+                np.asarray(embedding[0], np.float32))
 
     # ------------------------------------------------------------------ synthesis
 
@@ -197,7 +222,7 @@ class Codec:
         steps, guidance = self.flow_settings(steps, guidance)
         n = codes.size
         padded, cmask = _pad_codes(codes, round_up(n, CODES_PER_BUCKET))
-        out = self._sample_fn(steps, guidance)(self.params["flow"], padded, cmask,
+        out = self._sample_fn(steps, guidance)(self.network_params("flow"), padded, cmask,
                                                jnp.asarray(spk)[None], jax.random.PRNGKey(seed))
         return np.asarray(out[0, :4 * n])
 
@@ -209,7 +234,7 @@ class Codec:
         """Normalized log-mel (T, n_mels) -> waveform (T * hop,)."""
         frames = mel_norm.shape[0]
         if vocoder == "griffin-lim":
-            return griffin_lim(self.stats.denormalize(mel_norm), self.cfg.mel,
+            return griffin_lim(self.cfg.mel.denormalize(mel_norm), self.cfg.mel,
                                self.cfg.vocoder.griffin_lim_iters)
         if vocoder != "neural":
             raise ValueError(f"vocoder: expected 'neural' or 'griffin-lim', got {vocoder!r}")
@@ -218,7 +243,7 @@ class Codec:
         padded[0, :frames] = mel_norm
         mask = np.zeros((1, length), np.float32)
         mask[0, :frames] = 1.0
-        wave = self._vocode_fn(self.params["vocoder"], padded, mask)
+        wave = self._vocode_fn(self.network_params("vocoder"), padded, mask)
         return np.asarray(wave[0, :frames * self.cfg.mel.hop_length])
 
     def decode(self, codes: np.ndarray, speaker=None, steps: int | None = None,
@@ -242,24 +267,3 @@ def _pad_codes(codes: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     mask[0, :codes.size] = 1.0
     return padded, mask
 
-
-class AudioToCodes:
-    """Picklable `audio_to_codes(wave, sample_rate) -> int32 codes` for data pipelines.
-
-    Holds only the workdir; each process (e.g. a grain worker) loads the codec on first use.
-    """
-
-    def __init__(self, workdir: str):
-        self.workdir = workdir
-        self._codec: Codec | None = None
-
-    def __getstate__(self) -> dict:
-        return {"workdir": self.workdir, "_codec": None}
-
-    def __call__(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        from chorus.audio.resample import resample
-
-        if self._codec is None:
-            self._codec = Codec.load(self.workdir)
-        target = self._codec.cfg.mel.sample_rate
-        return self._codec.encode(resample(np.asarray(wave, np.float32), sample_rate, target))

@@ -1,4 +1,6 @@
-"""Speaker encoder (log-mel -> unit-norm embedding), its CosFace loss, cosine scoring and EER."""
+"""Speaker encoder (log-mel -> unit-norm embedding), cosine scoring and the equal error rate.
+
+Trained with CosFace over the training voices (experiments/codec/losses.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from chorus.codec.config import SpeakerConfig
 from chorus.codec.layers import ConvNeXtBlock
@@ -32,24 +33,6 @@ class SpeakerEncoder(nn.Module):
         stats = jnp.concatenate([mean, jnp.sqrt(var + 1e-5)], axis=-1)
         e = nn.Dense(c.embed_dim, name="embed")(nn.gelu(nn.Dense(c.dim, name="pool")(stats)))
         return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-6)
-
-
-def init_classifier(key: jax.Array, num_speakers: int, embed_dim: int) -> jax.Array:
-    return jax.random.normal(key, (num_speakers, embed_dim)) / np.sqrt(embed_dim)
-
-
-def speaker_loss(model: SpeakerEncoder, params, batch: dict):
-    """CosFace: softmax over s * (cos(e, w_k) - m [k = label]); params has encoder + classifier."""
-    c = model.cfg
-    emb = model.apply({"params": params["encoder"]}, batch["mel"], batch["mel_mask"])
-    w = params["classifier"]
-    w = w / jnp.maximum(jnp.linalg.norm(w, axis=-1, keepdims=True), 1e-6)
-    cos = emb @ w.T
-    onehot = jax.nn.one_hot(batch["speaker"], w.shape[0])
-    logits = c.scale * (cos - c.margin * onehot)
-    loss = jnp.mean(optax.softmax_cross_entropy(logits, onehot))
-    acc = jnp.mean(jnp.argmax(cos, axis=-1) == batch["speaker"])
-    return loss, {"ce": loss, "acc": acc}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

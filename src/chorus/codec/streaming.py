@@ -107,9 +107,10 @@ class StreamingDetokenizer:
         frames = np.arange(first, first + r + c * FRAMES_PER_CODE)
         limit = total * FRAMES_PER_CODE if final else np.inf
         fmask = ((frames >= 0) & (frames < limit)).astype(np.float32)[None]
-        mel, self.cache = self._flow_fn(self.codec.params["flow"], jnp.asarray(window)[None],
-                                        jnp.asarray(wmask)[None], self.spk, self.key, k * c,
-                                        self.cache, jnp.asarray(fmask), span_codes=c)
+        mel, self.cache = self._flow_fn(self.codec.network_params("flow"),
+                                        jnp.asarray(window)[None], jnp.asarray(wmask)[None],
+                                        self.spk, self.key, k * c, self.cache,
+                                        jnp.asarray(fmask), span_codes=c)
         keep = c * FRAMES_PER_CODE
         if final:
             keep = min(keep, total * FRAMES_PER_CODE - k * c * FRAMES_PER_CODE)
@@ -128,7 +129,7 @@ class StreamingDetokenizer:
         valid = (frames >= 0) & (frames < have)
         mel = np.zeros((1, length, self.n_mels), np.float32)
         mel[0, valid] = self.mel[frames[valid]]
-        wave = np.asarray(self._vocode_fn(self.codec.params["vocoder"], mel,
+        wave = np.asarray(self._vocode_fn(self.codec.network_params("vocoder"), mel,
                                           valid.astype(np.float32)[None]))[0]
         self.vocoder_chunks += 1
         # Segment [start, start + span) frames plus the cross-fade extension, in samples.

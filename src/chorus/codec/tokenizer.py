@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import optax
 
 from chorus.codec import fsq, text
 from chorus.codec.config import FSQConfig, TokenizerConfig
-from chorus.codec.layers import ConvNeXtBlock, masked_mean
+from chorus.codec.layers import ConvNeXtBlock
 
 FRAMES_PER_CODE = 4
 
@@ -79,24 +77,3 @@ class SemanticTokenizer(nn.Module):
     def ctc_from_indices(self, indices: jax.Array, cmask: jax.Array) -> jax.Array:
         return self.decode(fsq.indices_to_codes(indices, self.fsq_cfg.levels), cmask)[0]
 
-
-def tokenizer_loss(model: SemanticTokenizer, params, batch: dict, rec_weight: float):
-    """CTC (per target character) + weighted L1 mel reconstruction, both on padded batches."""
-    codes, logits, rec = model.apply({"params": params}, batch["mel"], batch["mel_mask"])
-    cmask = code_mask(batch["mel_mask"])
-    label_pad = 1.0 - batch["label_mask"]
-    per_seq = optax.ctc_loss(logits, 1.0 - cmask, batch["labels"], label_pad,
-                             blank_id=text.BLANK)
-    chars = jnp.maximum(jnp.sum(batch["label_mask"], axis=1), 1.0)
-    ctc = jnp.mean(per_seq / chars)
-    rec_l1 = masked_mean(jnp.abs(rec - batch["mel"]), batch["mel_mask"])
-    indices = fsq.codes_to_indices(codes, model.fsq_cfg.levels)
-    loss = ctc + rec_weight * rec_l1
-    return loss, {"ctc": ctc, "rec_l1": rec_l1,
-                  "codes_used": _distinct(indices, cmask, model.fsq_cfg.num_codes)}
-
-
-def _distinct(indices: jax.Array, mask: jax.Array, num_codes: int) -> jax.Array:
-    """Number of distinct codes in the batch (a codebook-usage health metric)."""
-    hist = jnp.zeros((num_codes,)).at[indices.reshape(-1)].add(mask.reshape(-1))
-    return jnp.sum(hist > 0).astype(jnp.float32)

@@ -1,8 +1,9 @@
 """Waveform from log-mel: a Vocos-style neural vocoder and a Griffin-Lim baseline.
 
 Vocos idea: predict the STFT (log magnitude + phase) at the mel frame rate with a ConvNeXt
-stack and let an inverse STFT do the upsampling; no transposed convolutions. Trained here
-with multi-resolution spectral losses only (no adversarial term, to fit a CPU budget).
+stack and let an inverse STFT do the upsampling; no transposed convolutions. Trained with
+multi-resolution spectral losses only (experiments/codec/losses.py; no adversarial term, to
+fit a CPU budget).
 """
 
 from __future__ import annotations
@@ -40,26 +41,6 @@ class Vocoder(nn.Module):
         mag = jnp.minimum(jnp.exp(log_mag), 1e2)
         spec = mag * jnp.cos(phase) + 1j * (mag * jnp.sin(phase))
         return mel_jax.istft(spec, c.n_fft, self.hop_length, frame_mask=mask)
-
-
-def vocoder_loss(model: Vocoder, params, batch: dict, mel_cfg: MelConfig, mel_mean, mel_std):
-    """Log-mel L1 + multi-resolution STFT (spectral convergence + log magnitude) on a crop."""
-    wave = batch["wave"]
-    target_mel = mel_jax.log_mel(wave)
-    mask = jnp.ones(target_mel.shape[:2])
-    pred = model.apply({"params": params}, (target_mel - mel_mean) / mel_std, mask)
-    mel_l1 = jnp.mean(jnp.abs(mel_jax.log_mel(pred) - target_mel))
-    sc_total, mag_total = 0.0, 0.0
-    for n_fft in model.cfg.stft_resolutions:
-        ref = jnp.abs(mel_jax.stft(wave, n_fft, n_fft // 4))
-        hyp = jnp.abs(mel_jax.stft(pred, n_fft, n_fft // 4))
-        sc_total += jnp.sqrt(jnp.sum((ref - hyp) ** 2) / jnp.maximum(jnp.sum(ref**2), 1e-8))
-        mag_total += jnp.mean(jnp.abs(jnp.log(jnp.maximum(ref, 1e-5))
-                                      - jnp.log(jnp.maximum(hyp, 1e-5))))
-    k = len(model.cfg.stft_resolutions)
-    stft_loss = (sc_total + mag_total) / k
-    loss = model.cfg.mel_weight * mel_l1 + model.cfg.stft_weight * stft_loss
-    return loss, {"mel_l1": mel_l1, "stft": stft_loss}
 
 
 def griffin_lim(log_mel_frames: np.ndarray, cfg: MelConfig, n_iter: int) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -12,51 +11,59 @@ import numpy as np
 USAGE = """usage: chorus codec COMMAND [ARGS...]
 
 commands:
-  train   --preset P --workdir W [--data DIR] [--set KEY=VALUE ...]
+  train   --workdir W --data DIR [--preset P] [--set KEY=VALUE ...]
+          (= chorus train --experiment codec ...; e.g. --set experiment.train.flow.steps=50)
   encode  IN.wav CODES.npy --workdir W
+  encode  --workdir W --split S [--data DIR]     the split as codes (a RecordCache)
   decode  CODES.npy OUT.wav --workdir W [--speaker REF.wav | --voice NAME] [--steps N]
           [--guidance W] [--vocoder neural|griffin-lim] [--stream]
-  eval    --workdir W [--limit N]
+  eval    --workdir W [--limit N] [--data DIR]
 """
 
 
 def _train(argv: list[str]) -> int:
-    from chorus.codec.config import apply_overrides, get_preset
-    from chorus.codec.train import train_codec
+    from chorus.training.cli import train_main
 
-    p = argparse.ArgumentParser(prog="chorus codec train")
-    p.add_argument("--preset", default="cpu-tiny", help="cpu-tiny | gpu-1b | tpu-v5p-64-7b")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--data", default=None, help="a `chorus data synth` folder (shards/) or a "
-                   "folder with manifest.jsonl (default: synthesize with eSpeak NG)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="dotted config override, e.g. flow.train.steps=50")
-    a = p.parse_args(argv)
-    if a.data and not os.path.isdir(a.data):
-        raise FileNotFoundError(f"--data {a.data}: expected a folder, got no such folder")
-    cfg = apply_overrides(get_preset(a.preset), a.overrides)
-    summary = train_codec(cfg, a.workdir, a.data)
-    print(json.dumps(summary["seconds"]))
-    return 0
+    return train_main(["--experiment", "codec", *argv])
 
 
 def _encode(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="chorus codec encode")
+    p.add_argument("wav", nargs="?", help="a WAV file (or --split for a dataset split)")
+    p.add_argument("codes", nargs="?", help="where the int32 codes go (.npy)")
+    p.add_argument("--workdir", required=True, help="a trained codec run")
+    p.add_argument("--split", default=None, help="encode this split of the run's dataset")
+    p.add_argument("--data", default=None, help="dataset directory (default: the run's)")
+    a = p.parse_args(argv)
+    if a.split is not None:
+        if a.wav or a.codes:
+            raise ValueError("--split: expected no IN.wav / CODES.npy (a split is encoded "
+                             "into a RecordCache beside the dataset)")
+        return _encode_split(a.workdir, a.split, a.data)
+    if not (a.wav and a.codes):
+        raise ValueError("encode: expected IN.wav CODES.npy, or --split S")
     from chorus import atomic
     from chorus.audio.io import load_wave
     from chorus.codec.pipeline import Codec
 
-    p = argparse.ArgumentParser(prog="chorus codec encode")
-    p.add_argument("wav")
-    p.add_argument("codes")
-    p.add_argument("--workdir", required=True)
-    a = p.parse_args(argv)
-    codec = Codec.load(a.workdir)
+    codec = Codec.load(a.workdir, networks=("tokenizer",))
     wave = load_wave(a.wav, min_samples=codec.min_samples)
     codes = codec.encode(wave)
     atomic.write_npy(a.codes, codes)
     rate = codes.size / (wave.size / codec.cfg.mel.sample_rate)
     print(f"{a.codes}: {codes.size} codes ({rate:.2f} codes/s), transcript: "
           f"{codec.transcribe_codes(codes)!r}")
+    return 0
+
+
+def _encode_split(run_dir: str, split: str, data_dir: str | None) -> int:
+    from experiments.codec.corpus_codes import corpus_codes
+    from experiments.codec.evaluation import run_settings
+
+    settings = run_settings(run_dir)
+    data_dir = os.path.expanduser(data_dir or settings.data_dir)
+    cache = corpus_codes(run_dir, data_dir, split, settings.dataset)
+    print(f"{cache.path}: {len(cache)} records as codes ({cache.meta.producer_key})")
     return 0
 
 
@@ -86,8 +93,9 @@ def _decode(argv: list[str]) -> int:
     p.add_argument("--stream", action="store_true", help="decode chunk by chunk")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    codes = _load_codes(a.codes)
     codec = Codec.load(a.workdir)
-    codes = codec.check_codes(_load_codes(a.codes), a.codes)
+    codes = codec.check_codes(codes, a.codes)
     speaker = a.voice
     if a.speaker:
         speaker = codec.speaker_embedding(load_wave(a.speaker, min_samples=codec.min_samples))
@@ -106,16 +114,18 @@ def _decode(argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
-    from chorus.codec.evaluate import evaluate_codec, to_markdown
+    from experiments.codec.evaluation import DEFAULT_LIMIT, evaluate_codec, to_markdown
 
     p = argparse.ArgumentParser(prog="chorus codec eval")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--limit", type=int, default=None, help="at most N eval utterances")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                   help=f"resynthesized utterances (default {DEFAULT_LIMIT})")
+    p.add_argument("--data", default=None, help="dataset directory (default: the run's)")
     a = p.parse_args(argv)
-    if a.limit is not None and a.limit < 1:
+    if a.limit < 1:
         raise ValueError(f"--limit: expected a positive number, got {a.limit}")
-    results = evaluate_codec(a.workdir, a.limit)
-    print(to_markdown(results, results.get("preset", "")))
+    results = evaluate_codec(a.workdir, a.limit, a.data)
+    print(to_markdown(results))
     return 0
 
 
@@ -131,10 +141,11 @@ def main(argv: list[str]) -> int:
         print(f"chorus codec: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     from chorus.audio.io import AudioError
-    from chorus.codec.config import ConfigError
+    from chorus.config import ConfigError
+    from data_pipelines.record_cache import CacheError
 
     try:
         return COMMANDS[name](rest)
-    except (AudioError, ConfigError, ValueError, FileNotFoundError) as e:
+    except (AudioError, ConfigError, CacheError, ValueError, FileNotFoundError) as e:
         print(f"chorus codec {name}: error: {e}", file=sys.stderr)
         return 2
