@@ -17,7 +17,7 @@ PY=.venv/bin/python
 $CHORUS data synth --out "$RUN_DIR/corpus" --hours 6 --seed 0
 $CHORUS train --experiment asr --preset cpu-tiny --workdir "$RUN_DIR/asr" \
   --data "$RUN_DIR/corpus" --set train.steps="$STEPS" --set train.eval_every=200 \
-  --set train.checkpoint_every=100 --set train.log_every=25 --quiet
+  --set train.checkpoint_every=100 --set train.log_every=25
 $CHORUS eval --workdir "$RUN_DIR/asr" > "$RUN_DIR/asr_eval.json"
 cat "$RUN_DIR/asr/eval/asr_eval.md"
 

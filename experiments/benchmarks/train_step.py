@@ -37,8 +37,7 @@ import optax
 
 from chorus import sharding
 from chorus.atomic import write_json, write_text
-from chorus.commands.common import add_config_args, config_from_args
-from chorus.config import Config, apply_overrides
+from chorus.config import Config, add_config_args, apply_overrides, config_from_args
 from chorus.training import distributed
 from chorus.training.experiment import Experiment
 from chorus.training.state import init_state, make_state_spec

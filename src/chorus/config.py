@@ -422,7 +422,7 @@ def dataclass_from_dict(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 
 
 # Keys under `experiment` that the commands record for themselves (not a mode's settings).
-RESERVED_EXPERIMENT_KEYS = ("module",)
+RESERVED_EXPERIMENT_KEYS = ("module", "stage", "run_dir")
 
 
 def settings_from(cls: type, experiment: Mapping[str, Any], prefix: str = "experiment") -> Any:
@@ -542,3 +542,17 @@ def get_preset(name: str) -> Config:
 
 def load_config(preset: str, overrides: Sequence[str] = ()) -> Config:
     return apply_overrides(get_preset(preset), overrides)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_config_args(parser, default_preset: str = "cpu-tiny") -> None:
+    """--preset NAME and repeated --set KEY=VALUE on an argparse parser (every command)."""
+    parser.add_argument("--preset", default=default_preset, choices=sorted(PRESETS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="dotted override, e.g. model.num_layers=4")
+
+
+def config_from_args(args) -> Config:
+    return load_config(args.preset, args.overrides)

@@ -17,8 +17,7 @@ import jax
 
 import pallas_kernels
 from chorus import sharding
-from chorus.commands.common import add_config_args, config_from_args
-from chorus.config import Config
+from chorus.config import Config, add_config_args, config_from_args
 from chorus.model.factory import abstract_params
 from chorus.model.flops import flops_per_token, parameter_counts
 from chorus.model.unified import UnifiedAudioLM

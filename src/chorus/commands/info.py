@@ -10,8 +10,7 @@ import math
 import jax
 import numpy as np
 
-from chorus.commands.common import add_config_args, config_from_args
-from chorus.config import Config
+from chorus.config import Config, add_config_args, config_from_args
 from chorus.model.factory import abstract_params, param_logical_specs
 from chorus.model.flops import flops_per_token, parameter_counts
 from chorus.model.unified import UnifiedAudioLM

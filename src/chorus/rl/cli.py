@@ -29,8 +29,7 @@ import os
 import sys
 
 from chorus.atomic import write_json, write_text
-from chorus.commands.common import add_config_args
-from chorus.config import ConfigError, apply_overrides, load_config
+from chorus.config import ConfigError, add_config_args, apply_overrides, load_config
 
 INITIAL_EVAL, FINAL_METRICS, DONE_MARKER = "eval_initial.json", "final_metrics.json", "DONE"
 # Train metrics copied from the first logged step too (to show what moved).

@@ -21,8 +21,7 @@ import argparse
 import json
 import sys
 
-from chorus.commands.common import add_config_args
-from chorus.config import ConfigError, apply_overrides, load_config
+from chorus.config import ConfigError, add_config_args, apply_overrides, load_config
 
 EXPERIMENT_KEY = "experiment.module"
 DATA_KEY = "experiment.data_dir"
