@@ -44,9 +44,10 @@ from chorus.model.factory import example_batch
 from chorus.model.flops import backbone_train_flops
 from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
-from chorus.training.evaluation import loss_metrics
+from chorus.training.evaluation import evaluate_loss
 from chorus.training.experiment import Experiment
-from chorus.vocab import VocabLayout, num_audio_placeholders
+from chorus.vocab import VocabLayout
+from experiments.asr.regime import AsrRegime, asr_prompt
 
 # The verbs this mode adds to the `chorus` command (read by chorus.cli without importing us).
 COMMANDS = {"transcribe": ("experiments.asr:transcribe_main", "transcribe audio files")}
@@ -159,9 +160,10 @@ class AsrSettings:
 
 def _iterator_args(config: Config, settings: AsrSettings, layout: VocabLayout) -> dict:
     t = config.train
-    return dict(task="asr", data_dir=os.path.expanduser(settings.data_dir), layout=layout,
+    return dict(regime=AsrRegime(target=settings.asr_target),
+                data_dir=os.path.expanduser(settings.data_dir), layout=layout,
                 seq_len=t.seq_len, max_clips=t.max_audio_clips, max_frames=t.max_mel_frames,
-                dataset_name=settings.dataset, asr_target=settings.asr_target)
+                dataset_name=settings.dataset)
 
 
 def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
@@ -299,16 +301,9 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndar
 # ----------------------------------------------------------------------------- decoding
 
 
-def asr_prompt(layout: VocabLayout, num_mel_frames: int) -> np.ndarray:
-    """<asr> <audio>xN <transcript> for a clip of `num_mel_frames` log-mel frames."""
-    return np.array([layout.special("<asr>")]
-                    + [layout.audio_placeholder_id] * num_audio_placeholders(num_mel_frames)
-                    + [layout.special("<transcript>")], np.int32)
-
-
 def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int) -> dict:
     """Right-pads prompts and clips to fixed shapes (one compile per batch size)."""
-    width = 2 + num_audio_placeholders(max_frames)
+    width = len(asr_prompt(layout, max_frames))  # the longest prompt
     b = len(examples)
     prompts = np.full((b, width), layout.pad_id, np.int32)
     lengths = np.zeros((b,), np.int32)
@@ -385,8 +380,8 @@ def decode_eval(config: Config, settings: AsrSettings, asr: AsrModel, params,
     timing_pool: list[dict] = []
     for split in settings.eval_splits:
         examples = list(make_eval_iterator(
-            "asr", data_dir, split, layout, dataset_name=settings.dataset, max_frames=max_frames,
-            seq_len=config.train.seq_len, asr_target=settings.asr_target,
+            AsrRegime(target=settings.asr_target), data_dir, split, layout,
+            dataset_name=settings.dataset, max_frames=max_frames, seq_len=config.train.seq_len,
             max_examples=settings.eval_examples))
         if not examples:
             raise ValueError(f"{data_dir}: split {split!r} has no usable ASR example")
@@ -507,7 +502,7 @@ def build(config: Config) -> Experiment:
         from chorus.atomic import write_json, write_text
 
         batches = eval_iterator(jax.process_index(), jax.process_count(), t.seed)
-        result = loss_metrics(eval_loss_fn, params, batches)
+        result = evaluate_loss(eval_loss_fn, params, batches)
         result.update(decode_eval(config, settings, asr, params, layout))
         if jax.process_index() == 0:
             write_json(os.path.join(workdir, "eval", "asr_eval.json"), result)
@@ -520,6 +515,9 @@ def build(config: Config) -> Experiment:
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
         tokens_per_batch=t.batch_size * t.seq_len,
+        # Inference reads the tokenizer from the run directory (chorus transcribe).
+        assets={"tokenizer.model": os.path.join(os.path.expanduser(settings.data_dir),
+                                                "tokenizer.model")},
         # A second-stage heads run trains "mtp" only (the CTC head needs the backbone).
         frozen=tuple(name for name in ("backbone", "ctc") if name == "backbone"
                      or asr.ctc_head is not None) if settings.mtp_stage == "heads" else ())
@@ -539,11 +537,11 @@ def transcribe_main(argv: list[str]) -> int:
 
     from chorus.audio.io import load_wave
     from chorus.audio.mel import log_mel
-    from chorus.training.evaluation import restore_params
-    from chorus.training.run_config import read_run_config
+    from chorus.training.restore import asset_path, load_run
     from data_pipelines.tokenizer import TextTokenizer
 
-    config = read_run_config(args.workdir)
+    run = load_run(args.workdir, step=args.step)  # params only; the run dir is enough
+    config = run.config
     settings = AsrSettings.from_config(config.experiment)
     layout = VocabLayout.from_model_config(config.model)
     max_frames = config.train.max_mel_frames
@@ -561,12 +559,9 @@ def transcribe_main(argv: list[str]) -> int:
                   file=sys.stderr)
             return 2
         waves.append((path, wave, frames))
-    experiment = build(config)
-    step, params, _ = restore_params(config, experiment, args.workdir, args.step)
     asr = AsrModel.build(config, settings)
-    tokenizer = TextTokenizer.from_file(os.path.join(os.path.expanduser(settings.data_dir),
-                                                     "tokenizer.model"))
-    transcriber = Transcriber(config, asr, params, tokenizer)
+    tokenizer = TextTokenizer.from_file(asset_path(run.workdir, "tokenizer.model"))
+    transcriber = Transcriber(config, asr, run.params, tokenizer)
     for path, wave, frames in waves:
         example = {"prompt_tokens": asr_prompt(layout, frames.shape[0]),
                    "audio_features": frames, "audio_mask": np.ones(frames.shape[0], bool)}
@@ -574,7 +569,7 @@ def transcribe_main(argv: list[str]) -> int:
         result, seconds = _timed(lambda r=request: transcriber.decode(
             r, "greedy" if args.greedy else "verified"))
         text = transcriber.texts(result)[0]
-        print(json.dumps({"file": path, "text": text, "step": step,
+        print(json.dumps({"file": path, "text": text, "step": run.step,
                           "audio_seconds": len(wave) / 16_000, "decode_seconds": seconds}))
     return 0
 
