@@ -30,6 +30,7 @@ import numpy as np
 
 from chorus.config import Config, ConfigError, check, settings_from
 from chorus.rl.experiment import build_rl_experiment
+from chorus.rl.rollout import stack_ids
 from chorus.rl.settings import RLSettings
 from chorus.rl.task import Completion, Prompts
 from chorus.training.experiment import Experiment
@@ -110,12 +111,8 @@ class SymbolTask:
         return Prompts(out, lengths, tuple(refs))  # text-only prompts
 
     def answers(self, texts) -> tuple[np.ndarray, np.ndarray]:
-        out = np.full((len(texts), self.answer_width), self.layout.pad_id, np.int32)
-        lengths = np.zeros((len(texts),), np.int32)
-        for i, t in enumerate(texts):
-            ids = [*self.encode(t), self.layout.eos_id][:self.answer_width]
-            out[i, :len(ids)], lengths[i] = ids, len(ids)
-        return out, lengths
+        return stack_ids([[*self.encode(t), self.layout.eos_id][:self.answer_width]
+                          for t in texts], self.answer_width, self.layout.pad_id)
 
     def corrupt(self, texts, rng: np.random.Generator) -> list[str]:
         out = []

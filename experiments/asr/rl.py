@@ -11,36 +11,23 @@ one flat `AsrRLSettings`; `data_dir` defaults to the `--init-from` run's.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
 import numpy as np
 
-from chorus.config import Config, ConfigError, check, settings_from
+from chorus.config import Config, ConfigError, settings_from
 from chorus.rl.experiment import build_rl_experiment
-from chorus.rl.settings import RLSettings
+from chorus.rl.rollout import stack_ids
 from chorus.rl.task import Completion, Prompts
 from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
-from experiments.asr import AsrModel, AsrSettings, pad_requests
+from experiments.asr.model import AsrModel
 from experiments.asr.regime import AsrRegime
+from experiments.asr.settings import AsrRLSettings
+from experiments.asr.transcriber import pad_requests
 
 COMPANIONS = ("mtp", "ctc")  # the ASR run's heads kept beside the RL policy
-
-
-@dataclasses.dataclass(frozen=True)
-class AsrRLSettings(RLSettings, AsrSettings):
-    rl_train_pool: int = 512  # prompts drawn from the first N examples of the train split
-    rl_eval_pool: int = 256  # held-out prompts from the first N of eval_splits[0]
-
-    def __post_init__(self):
-        AsrSettings.__post_init__(self)
-        RLSettings.__post_init__(self)
-        for name in ("rl_train_pool", "rl_eval_pool"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and value >= 1, f"experiment.{name}", "an int >= 1",
-                  value)
 
 
 class AsrTask:
@@ -101,13 +88,9 @@ class AsrTask:
                        {k: request[k] for k in ("audio_features", "audio_mask")})
 
     def answers(self, texts) -> tuple[np.ndarray, np.ndarray]:
-        out = np.full((len(texts), self.answer_width), self.layout.pad_id, np.int32)
-        lengths = np.zeros((len(texts),), np.int32)
-        for i, text in enumerate(texts):
-            ids = [*self.tokenizer.encode(text).tolist()[:self.answer_width - 1],
-                   self.layout.eos_id]
-            out[i, :len(ids)], lengths[i] = ids, len(ids)
-        return out, lengths
+        w = self.answer_width
+        return stack_ids([[*self.tokenizer.encode(t).tolist()[:w - 1], self.layout.eos_id]
+                          for t in texts], w, self.layout.pad_id)
 
     def corrupt(self, texts, rng: np.random.Generator) -> list[str]:
         """DPO's rejected transcripts: one word dropped (or one added to a one-word text)."""
