@@ -7,6 +7,7 @@ task with a companion tree, so `load_run` can rebuild its runs.
 """
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import pytest
 from chorus.config import ConfigError, apply_overrides, load_config, settings_from
 from chorus.rl.algorithms import OnPolicyAlgorithm, available_algorithms, register_algorithm
 from chorus.rl.experiment import build_rl_experiment
-from chorus.rl.init_from import preload
+from chorus.rl.init_from import preload, release
 from chorus.training.restore import load_run
 from chorus.training.state import run_keys, unbox
 from chorus.training.trainer import Trainer
@@ -163,6 +164,32 @@ def test_companions_ride_along_frozen_and_are_exported(warmup, straight):
                          sft.params["backbone"])
     assert max(jax.tree.leaves(moved)) > 0
     assert rl.experiment.frozen == ("reference", "judge")
+    # the RL run's directory alone: the init run gone, nothing preloaded
+    release()
+    os.rename(warmup, f"{warmup}.gone")
+    try:
+        alone = load_run(str(straight))
+    finally:
+        os.rename(f"{warmup}.gone", warmup)
+    np.testing.assert_array_equal(np.asarray(alone.params["judge"]["w"]),
+                                  np.asarray(rl.params["judge"]["w"]))
+
+
+def test_init_from_is_read_only_when_params_are_materialized(warmup):
+    config = _config("experiment.algo=grpo", f"experiment.init_from={warmup}")
+    experiment = build(config)
+    release()
+    key = run_keys(config)[0]
+    shapes = jax.eval_shape(experiment.init_fn, key)  # state specs, resumes: nothing is read
+    assert sorted(shapes) == ["judge", "policy", "reference"]
+    with pytest.raises(Exception, match="is not loaded; call chorus.rl.init_from.preload"):
+        jax.jit(experiment.init_fn)(key)
+    preload(str(warmup))
+    params = unbox(jax.jit(experiment.init_fn)(key))
+    sft = load_run(str(warmup)).params
+    for a, b in zip(jax.tree.leaves(params["policy"]), jax.tree.leaves(sft["backbone"]),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_resume_mid_cycle_resamples_from_the_restored_params(warmup, straight, tmp_path):

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sft_steps and args.init_from:
         parser.error("--sft-steps and --init-from: expected at most one initialization")
 
-    from chorus.rl.init_from import preload
+    from chorus.rl.init_from import preload, release
     from chorus.training import distributed
     from chorus.training.evaluation import evaluate_checkpoint
     from chorus.training.experiment import ExperimentError, load_experiment
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "with evaluate(params, workdir) for held-out scores")
         initial = _initial_eval(config, experiment, workdir)
         result = _run(prog, config, experiment, workdir, args.quiet)
+        release()  # the init run's host copy served the fresh start
     except (ConfigError, ExperimentError, IncompatibleConfigError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2

@@ -41,6 +41,11 @@ def preload(workdir: str, what: str = "experiment.init_from") -> Mapping[str, An
     return _LOADED[path]
 
 
+def release() -> None:
+    """Drops the preloaded host copy (once the trainer's params exist, it is not needed)."""
+    _LOADED.clear()
+
+
 def _load_exported(path: str, workdir: str, what: str) -> Mapping[str, Any]:
     from chorus.training.restore import load_run
 
