@@ -14,6 +14,7 @@ from chorus.config import load_config
 from chorus.rl import cli as rl_cli
 from chorus.training.cli import train_main
 from experiments import asr
+from experiments.asr import cli as asr_cli
 
 RUN = [*ASR, "experiment.mtp.num_heads=2", "experiment.speed_examples=0",
        "experiment.eval_examples=2", "decode.max_new_tokens=8", "train.log_every=1",
@@ -51,15 +52,15 @@ def test_transcribe_reads_other_rates_and_formats_and_rejects_bad_files(trained,
 
     soundfile.write(flac, librosa.resample(wave, orig_sr=16_000, target_sr=22_050), 22_050)
     capsys.readouterr()
-    assert asr.transcribe_main(["--workdir", str(trained), str(flac)]) == 0
+    assert asr_cli.main(["--workdir", str(trained), str(flac)]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["file"] == str(flac) and isinstance(line["text"], str) and line["step"] == 3
     assert line["audio_seconds"] == pytest.approx(len(wave) / 16_000, abs=0.01)
 
     junk = tmp_path / "notes.wav"
     junk.write_text("not audio")
-    assert asr.transcribe_main(["--workdir", str(trained), str(junk)]) == 2
-    assert f"{junk}: cannot read audio" in capsys.readouterr().err
+    assert asr_cli.main(["--workdir", str(trained), str(junk)]) == 2
+    assert f"{junk}: expected a readable audio file" in capsys.readouterr().err
 
 
 def test_rl_batches_carry_each_prompts_audio(corpus):
@@ -92,19 +93,48 @@ def test_rl_batches_carry_each_prompts_audio(corpus):
     assert np.isfinite(float(loss))
 
 
-def test_rl_grpo_from_the_asr_checkpoint(trained, tmp_path):
-    workdir = tmp_path / "grpo"
+@pytest.fixture(scope="module")
+def grpo_run(trained, tmp_path_factory):
+    """`chorus rl --experiment asr --algo grpo` initialized from the ASR run."""
+    workdir = tmp_path_factory.mktemp("rl") / "grpo"
     argv = ["--experiment", "asr", "--algo", "grpo", "--workdir", str(workdir), "--quiet",
             "--init-from", str(trained),
             *_sets(*RUN, "train.steps=2", "experiment.group_size=4",
                    "experiment.rl_train_pool=6", "experiment.rl_eval_pool=2",
                    "experiment.eval_prompts=2", "experiment.rewards={neg_wer: 1.0}")]
     assert rl_cli.main(argv) == 0  # data_dir comes from the --init-from run
-    with open(workdir / "final_metrics.json") as f:
+    return workdir
+
+
+def test_rl_grpo_from_the_asr_checkpoint(grpo_run):
+    with open(grpo_run / "final_metrics.json") as f:
         final = json.load(f)
     for when in ("initial", "final"):
         assert -10 < final[f"{when}/heldout/greedy/reward/neg_wer"] <= 0
-    assert os.path.exists(workdir / "DONE")
+    assert os.path.exists(grpo_run / "DONE")
+
+
+def test_transcribe_runs_on_the_rl_run_dir_alone(grpo_run, corpus, tmp_path, capsys):
+    """The RL run exports its policy as the backbone plus the init run's heads, and keeps the
+    tokenizer: `chorus transcribe` needs nothing else (the corpus is moved away first)."""
+    from data_pipelines.synthesis import synthesize
+
+    wave, _ = synthesize("how many apples", voice="en-us+f3", rate=160)
+    path = tmp_path / "q.wav"
+    soundfile.write(path, wave, 16_000)
+    hidden = corpus + ".hidden"
+    os.rename(corpus, hidden)
+    try:
+        capsys.readouterr()
+        assert asr_cli.main(["--workdir", str(grpo_run), "--set", "decode.max_new_tokens=6",
+                             str(path)]) == 0
+        verified = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert asr_cli.main(["--workdir", str(grpo_run), "--greedy",
+                             "--set", "decode.max_new_tokens=6", str(path)]) == 0
+        greedy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    finally:
+        os.rename(hidden, corpus)
+    assert verified["step"] == 2 and verified["text"] == greedy["text"]
 
 
 def test_heads_stage_trains_sequential_heads_on_the_frozen_backbone(trained, corpus, tmp_path):

@@ -1,4 +1,4 @@
-"""experiments/asr.py on a real (tiny) synthesized corpus: settings, data shards, the loss and
+"""experiments/asr on a real (tiny) synthesized corpus: settings, data shards, the loss and
 `evaluate` on initialized params (training itself is covered by test_training_runs)."""
 
 import jax
@@ -23,14 +23,18 @@ def corpus(tiny_asr_corpus):
     return tiny_asr_corpus
 
 
-def test_asr_settings_are_validated(tmp_path):
+def test_asr_settings_are_validated_and_the_data_dir_where_data_opens(tmp_path):
+    with pytest.raises(ConfigError, match=r"experiment: unknown field\(s\) \['data_workerz'\]"):
+        build(load_config("cpu-tiny", ASR + ["experiment.data_workerz=2"]))
+    with pytest.raises(ConfigError, match=r"experiment.mtp.num_heads: expected an int"):
+        build(load_config("cpu-tiny", ASR + ["experiment.mtp.num_heads=two"]))
+    # Building opens no data (inference restores need no corpus); the iterators do.
+    experiment = build(load_config("cpu-tiny", ASR))
     with pytest.raises(ConfigError, match=r"experiment.data_dir: expected the dataset dir"):
-        build(load_config("cpu-tiny", ASR))
+        experiment.train_iterator(0, 1, 0)
+    missing = build(load_config("cpu-tiny", ASR + [f"experiment.data_dir={tmp_path}/nope"]))
     with pytest.raises(ConfigError, match="experiment.data_dir: expected an existing dir"):
-        build(load_config("cpu-tiny", ASR + [f"experiment.data_dir={tmp_path}/nope"]))
-    with pytest.raises(ConfigError, match=r"unknown ASR setting\(s\) \['data_workerz'\]"):
-        build(load_config("cpu-tiny", ASR + [f"experiment.data_dir={tmp_path}",
-                                             "experiment.data_workerz=2"]))
+        missing.eval_iterator(0, 1, 0)
 
 
 def test_asr_batches_shard_over_hosts_and_evaluate_runs(corpus, tmp_path):

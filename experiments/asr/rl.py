@@ -5,8 +5,8 @@
 The policy is the backbone (the MTP and CTC heads are not trained by RL); the init run's
 "mtp" and "ctc" heads ride along as frozen companions, so the RL run exports {"backbone",
 "mtp", "ctc"} like an ASR run and its directory alone transcribes (`chorus transcribe`).
-Settings: the ASR keys (AsrSettings), the RL keys (chorus.rl.settings) and the prompt pools,
-one flat `AsrRLSettings`; `data_dir` defaults to the `--init-from` run's.
+Settings: `experiments.asr.settings.AsrRLSettings` (the ASR keys, the RL keys and the prompt
+pools, flat); `data_dir` defaults to the `--init-from` run's.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
 from experiments.asr.model import AsrModel
 from experiments.asr.regime import AsrRegime
-from experiments.asr.settings import AsrRLSettings
+from experiments.asr.settings import AsrRLSettings, data_dir
 from experiments.asr.transcriber import pad_requests
 
 COMPANIONS = ("mtp", "ctc")  # the ASR run's heads kept beside the RL policy
@@ -44,36 +44,30 @@ class AsrTask:
         self.max_frames = config.train.max_mel_frames
         self.answer_width = config.decode.max_new_tokens  # <eos> included
         self.stop_tokens = (self.layout.eos_id,)
-        self.data_dir = os.path.expanduser(settings.data_dir)
-        self.assets = ({"tokenizer.model": os.path.join(self.data_dir, "tokenizer.model")}
-                       if self.data_dir else {})
+        corpus = os.path.expanduser(settings.data_dir)
+        self.assets = ({"tokenizer.model": os.path.join(corpus, "tokenizer.model")}
+                       if corpus else {})
         self.asr = AsrModel.build(config, settings)
-
-    def _data_dir(self) -> str:
-        if not self.data_dir:
-            raise ConfigError("experiment.data_dir: expected the corpus directory (or an "
-                              "--init-from run that names one), got ''")
-        return self.data_dir
 
     @functools.cached_property
     def tokenizer(self):
         from data_pipelines.tokenizer import TextTokenizer
 
-        return TextTokenizer.from_file(os.path.join(self._data_dir(), "tokenizer.model"))
+        return TextTokenizer.from_file(os.path.join(data_dir(self.settings), "tokenizer.model"))
 
     @functools.cached_property
     def pools(self) -> dict[str, list[dict]]:
         from data_pipelines import make_eval_iterator
 
-        data_dir, s = self._data_dir(), self.settings
+        corpus, s = data_dir(self.settings), self.settings
 
         def pool(split: str, n: int) -> list[dict]:
             examples = list(make_eval_iterator(
-                AsrRegime(target=s.asr_target), data_dir, split, self.layout,
+                AsrRegime(target=s.asr_target), corpus, split, self.layout,
                 dataset_name=s.dataset, max_frames=self.max_frames,
                 seq_len=self.config.train.seq_len, max_examples=n))
             if not examples:
-                raise ConfigError(f"{data_dir}: split {split!r} has no usable ASR example")
+                raise ConfigError(f"{corpus}: split {split!r} has no usable ASR example")
             return examples
 
         return {"train": pool(s.train_split, s.rl_train_pool),

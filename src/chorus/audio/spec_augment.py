@@ -10,6 +10,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from chorus.config import check
+
 
 @dataclasses.dataclass(frozen=True)
 class SpecAugmentConfig:
@@ -20,12 +22,10 @@ class SpecAugmentConfig:
 
     def __post_init__(self):
         for name in ("num_freq_masks", "max_freq_width", "num_time_masks"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"SpecAugmentConfig.{name}: expected >= 0, got "
-                                 f"{getattr(self, name)}")
-        if not 0 <= self.max_time_fraction <= 1:
-            raise ValueError(f"SpecAugmentConfig.max_time_fraction: expected in [0, 1], got "
-                             f"{self.max_time_fraction}")
+            check(getattr(self, name) >= 0, f"spec_augment.{name}", "a number >= 0",
+                  getattr(self, name))
+        check(0 <= self.max_time_fraction <= 1, "spec_augment.max_time_fraction",
+              "a fraction in [0, 1]", self.max_time_fraction)
 
 
 def _band_masks(rng, count: int, max_width: jax.Array, size: int, limit: jax.Array,

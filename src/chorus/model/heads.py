@@ -22,8 +22,6 @@ tree, so they can be trained jointly with the backbone or on a frozen one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -57,17 +55,6 @@ class MTPConfig:
         if not isinstance(self.loss_weight, int | float) or self.loss_weight < 0:
             raise ConfigError(f"mtp.loss_weight: expected a number >= 0, got "
                               f"{self.loss_weight!r}")
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> MTPConfig:
-        """Builds from plain JSON values, e.g. `config.experiment["mtp"]`."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"mtp: expected a mapping, got {data!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"mtp: unknown field(s) {unknown}; expected some of {sorted(names)}")
-        return cls(**dict(data))
 
 
 # ----------------------------------------------------------------------------- modules

@@ -42,6 +42,10 @@ files in the iterator factories and `evaluate`.
                                       key when the run has one (ASR: {"backbone", "mtp",
                                       "ctc"}; RL: {"backbone": policy, **companions}).
                                       Optional; default identity. `load_run(workdir).params`.
+    before_init()                  -> None; optional: called by the Trainer right before it
+                                      initializes fresh params (never on a resume, never by
+                                      load_run), e.g. to read another run whose params an
+                                      init_fn takes over (`experiment.backbone_from`)
 
 Staged experiments: a module may also define `stages(config) -> [Stage(name, overrides)]`
 (chorus.training.stages). `chorus train --experiment E --workdir W` then runs each stage in
@@ -99,6 +103,7 @@ class Experiment:
     eval_loss_fn: LossFn | None = None
     assets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     export_params: Callable[[Any], Any] | None = None
+    before_init: Callable[[], None] | None = None
 
     @property
     def loss_fn_for_eval(self) -> LossFn:
@@ -115,7 +120,7 @@ class Experiment:
                 raise ExperimentError(f"{where}.{field}: expected a callable, got "
                                       f"{getattr(self, field)!r}")
         for field in ("eval_iterator", "evaluate", "policy_sink", "eval_loss_fn",
-                      "export_params"):
+                      "export_params", "before_init"):
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise ExperimentError(f"{where}.{field}: expected a callable or None, got "

@@ -102,6 +102,8 @@ class Trainer:
     def _restore_or_init(self, ckpts: Checkpoints, spec: StateSpec, logger: MetricsLogger):
         latest = ckpts.latest_step()
         if latest is None:
+            if self.experiment.before_init is not None:
+                self.experiment.before_init()
             state = init_state(spec, self.experiment, self.mesh)
             return state, jax.random.key_data(spec.base_key), None, None
         restored = ckpts.restore(latest, spec.abstract)

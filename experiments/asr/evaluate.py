@@ -1,0 +1,132 @@
+"""The table the ASR mode reports (`chorus eval --workdir W`, W/eval/asr_eval.{json,md}):
+
+    per split   WER / CER / exact match with verified decoding, checked token-identical to
+                greedy decoding; accepted tokens per verify step; backbone forwards per token
+    speed       greedy vs verified wall-clock at batch 1 and 8 on the same utterances, the
+                shared encoder + prefill timed alone (the decode phase's own speedup), RTF
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from chorus.config import Config
+from chorus.decoding.verified import decode_stats
+from chorus.eval.text_metrics import error_rates
+from chorus.progress import progress
+from chorus.vocab import VocabLayout
+from experiments.asr.regime import AsrRegime
+from experiments.asr.settings import AsrSettings, data_dir
+from experiments.asr.transcriber import Transcriber, pad_requests, timed
+
+SPEED_REPEATS = 3  # timed passes per mode; the fastest counts (CPU timings are noisy)
+BATCH = 8
+
+
+def _batches(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i: i + size]
+
+
+def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber) -> dict:
+    """WER/CER per split with verified decoding (checked token-identical to greedy), acceptance
+    and forwards per token, and greedy-vs-verified wall-clock at batch 1 and 8."""
+    from data_pipelines import make_eval_iterator
+
+    layout = transcriber.layout
+    folder = data_dir(settings)
+    max_frames = config.train.max_mel_frames
+    report: dict[str, Any] = {}
+    timing_pool: list[dict] = []
+    for split in settings.eval_splits:
+        examples = list(make_eval_iterator(
+            AsrRegime(target=settings.asr_target), folder, split, layout,
+            dataset_name=settings.dataset, max_frames=max_frames, seq_len=config.train.seq_len,
+            max_examples=settings.eval_examples))
+        if not examples:
+            raise ValueError(f"{folder}: split {split!r} has no usable ASR example")
+        timing_pool = timing_pool or examples
+        hyps, refs, identical, stats = [], [], 0, []
+        audio_seconds = 0.0
+        with progress(len(examples), f"eval {split}", "utt") as bar:
+            for chunk in _batches(examples, BATCH):
+                request = pad_requests(chunk, layout, max_frames)
+                verified = transcriber.decode(request, mode="verified")
+                greedy = transcriber.decode(request, mode="greedy")
+                same = np.all(np.asarray(verified.tokens) == np.asarray(greedy.tokens), axis=1)
+                identical += int(same.sum())
+                hyps += transcriber.texts(verified)
+                refs += [ex["reference_text"] for ex in chunk]
+                stats.append(decode_stats(verified))
+                audio_seconds += float(request["audio_mask"].sum()) / 100.0
+                bar.update(len(chunk))
+        report[split] = {
+            **error_rates(refs, hyps),
+            "identical_to_greedy": identical / len(examples),
+            "tokens_per_step": float(np.mean([s["tokens_per_step"] for s in stats])),
+            "forwards_per_token": float(np.mean([s["forwards_per_token"] for s in stats])),
+            "audio_seconds": audio_seconds,
+            "examples": [{"reference": r, "hypothesis": h} for r, h in
+                         list(zip(refs, hyps, strict=True))[:5]],
+        }
+    if settings.speed_examples and transcriber.asr.heads is not None:
+        report["speed"] = speed_eval(transcriber, timing_pool[: settings.speed_examples],
+                                     layout, max_frames)
+    return report
+
+
+def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: VocabLayout,
+               max_frames: int) -> dict:
+    """Greedy vs verified wall-clock on the same utterances, same run, compiled first.
+
+    Also times the shared part alone (audio encoder + prompt prefill + first token:
+    `mode="prefill"`), so the decode phase's own speedup is reported beside the end-to-end one.
+    """
+    rows = {}
+    for batch_size in (1, BATCH):
+        requests = [pad_requests(c, layout, max_frames) for c in _batches(examples, batch_size)
+                    if len(c) == batch_size]
+        if not requests:
+            continue
+        times = {}
+        for mode in ("prefill", "greedy", "verified"):
+            transcriber.decode(requests[0], mode=mode)  # compile
+            passes = []
+            for _ in range(SPEED_REPEATS):
+                passes.append(sum(timed(lambda r=request, m=mode: transcriber.decode(
+                    r, mode=m))[1] for request in requests))
+            times[mode] = min(passes)
+        audio = sum(float(r["audio_mask"].sum()) / 100.0 for r in requests)
+        decode_greedy = max(times["greedy"] - times["prefill"], 1e-9)
+        decode_verified = max(times["verified"] - times["prefill"], 1e-9)
+        rows[f"batch_{batch_size}"] = {
+            "prefill_seconds": times["prefill"],
+            "greedy_seconds": times["greedy"], "verified_seconds": times["verified"],
+            "speedup": times["greedy"] / times["verified"],
+            "decode_phase_speedup": decode_greedy / decode_verified,
+            "rtf_verified": times["verified"] / audio, "rtf_greedy": times["greedy"] / audio,
+            "utterances": len(requests) * batch_size}
+    return rows
+
+
+def report_markdown(report: dict) -> str:
+    lines = ["| split | WER | CER | exact | tokens/step | forwards/token | = greedy |",
+             "|---|---|---|---|---|---|---|"]
+    for split, r in report.items():
+        if not isinstance(r, dict) or "wer" not in r:
+            continue
+        lines.append(f"| {split} | {r['wer']:.3f} | {r['cer']:.3f} | {r['exact_match']:.3f} | "
+                     f"{r['tokens_per_step']:.2f} | {r['forwards_per_token']:.3f} | "
+                     f"{r['identical_to_greedy']:.0%} |")
+    if "speed" in report:
+        lines += ["", "| batch | encoder + prefill s | greedy s | verified s | speedup | "
+                  "decode-phase speedup | RTF (verified) |", "|---|---|---|---|---|---|---|"]
+        for name, r in report["speed"].items():
+            lines.append(f"| {name.split('_')[1]} | {r['prefill_seconds']:.2f} | "
+                         f"{r['greedy_seconds']:.2f} | {r['verified_seconds']:.2f} | "
+                         f"{r['speedup']:.2f}x | {r['decode_phase_speedup']:.2f}x | "
+                         f"{r['rtf_verified']:.4f} |")
+    return "\n".join(lines) + "\n"

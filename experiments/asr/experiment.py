@@ -1,0 +1,112 @@
+"""The ASR training experiment (`chorus train --experiment asr`): data, model, loss, eval.
+
+    data     the prepared dataset's packed ASR batches (AsrRegime through data_pipelines)
+    model    backbone + MTP heads + CTC head (experiments/asr/model.py)
+    loss     training: with SpecAugment; eval loop: without
+    evaluate the loss on the eval split, then the decoding table (experiments/asr/evaluate.py)
+    assets   the tokenizer, so inference needs the run directory alone
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from chorus.config import Config
+from chorus.model.flops import backbone_train_flops
+from chorus.training.evaluation import evaluate_loss
+from chorus.training.experiment import Experiment
+from chorus.vocab import VocabLayout
+from experiments.asr.model import AsrModel
+from experiments.asr.regime import AsrRegime
+from experiments.asr.settings import AsrSettings, asr_settings, data_dir
+
+TOKENIZER = "tokenizer.model"
+
+
+def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
+    """(train_iterator, eval_iterator) factories: (shard_index, shard_count, seed) -> iterator.
+
+    Each host reads its own records and builds batch_size // shard_count rows of the batch.
+    The data directory is checked here, when data is first opened (not when configs load).
+    """
+    from data_pipelines import make_train_iterator
+
+    t = config.train
+
+    def base() -> dict:
+        return dict(regime=AsrRegime(target=settings.asr_target), data_dir=data_dir(settings),
+                    layout=layout, seq_len=t.seq_len, max_clips=t.max_audio_clips,
+                    max_frames=t.max_mel_frames, dataset_name=settings.dataset)
+
+    def train_iterator(shard_index: int, shard_count: int, seed: int):
+        return make_train_iterator(
+            split=settings.train_split, batch_size=t.batch_size // shard_count, seed=seed,
+            shard_index=shard_index, shard_count=shard_count,
+            num_workers=settings.data_workers, **base())
+
+    def eval_iterator(shard_index: int, shard_count: int, seed: int):
+        # One ordered pass: the same eval batches every time.
+        return make_train_iterator(
+            split=settings.eval_split, batch_size=t.batch_size // shard_count, seed=seed,
+            shard_index=shard_index, shard_count=shard_count, num_epochs=1, shuffle=False,
+            **base())
+
+    return train_iterator, eval_iterator
+
+
+def _with_pretrained_backbone(init_fn, run_dir: str):
+    """init_fn whose backbone is the exported backbone of `run_dir` (experiment.backbone_from);
+    the values are read by `before_init` (a fresh start only)."""
+    from chorus.rl.init_from import pretrained
+
+    def init(rng):
+        params = init_fn(rng)
+        return {**params, **pretrained({"backbone": params["backbone"]}, run_dir,
+                                       {"backbone": "backbone"}, "experiment.backbone_from")}
+
+    return init
+
+
+def build(config: Config) -> Experiment:
+    settings = asr_settings(config)
+    layout = VocabLayout.from_model_config(config.model)
+    asr = AsrModel.build(config, settings)
+    joint = settings.mtp_stage == "joint"
+    eval_loss_fn = asr.loss_fn(train_backbone=joint)
+    train_iterator, eval_iterator = make_data(config, settings, layout)
+    t = config.train
+    init_fn, before_init = asr.init_fn(config), None
+    if settings.backbone_from:
+        from chorus.rl.init_from import preload
+
+        init_fn = _with_pretrained_backbone(init_fn, settings.backbone_from)
+        before_init = lambda: preload(settings.backbone_from, "experiment.backbone_from")
+
+    def evaluate(params, workdir: str) -> dict:
+        from chorus.atomic import write_json, write_text
+        from data_pipelines.tokenizer import TextTokenizer
+        from experiments.asr.evaluate import decode_eval, report_markdown
+        from experiments.asr.transcriber import Transcriber
+
+        batches = eval_iterator(jax.process_index(), jax.process_count(), t.seed)
+        result = evaluate_loss(eval_loss_fn, params, batches)
+        tokenizer = TextTokenizer.from_file(os.path.join(data_dir(settings), TOKENIZER))
+        result.update(decode_eval(config, settings, Transcriber(config, asr, params, tokenizer)))
+        if jax.process_index() == 0:
+            write_json(os.path.join(workdir, "eval", "asr_eval.json"), result)
+            write_text(os.path.join(workdir, "eval", "asr_eval.md"), report_markdown(result))
+        return result
+
+    return Experiment(
+        name="asr", init_fn=init_fn, loss_fn=asr.loss_fn(train_backbone=joint, augment=True),
+        eval_loss_fn=eval_loss_fn, train_iterator=train_iterator, eval_iterator=eval_iterator,
+        evaluate=evaluate, before_init=before_init,
+        flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
+                                             t.max_audio_clips, t.max_mel_frames),
+        tokens_per_batch=t.batch_size * t.seq_len,
+        assets={TOKENIZER: os.path.join(os.path.expanduser(settings.data_dir), TOKENIZER)},
+        # A second-stage heads run trains "mtp" only (the CTC head needs the backbone).
+        frozen=() if joint else tuple(
+            name for name in ("backbone", "ctc") if name == "backbone" or asr.ctc_head is not None))

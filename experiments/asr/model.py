@@ -1,0 +1,112 @@
+"""The ASR model: the shared backbone plus this mode's heads, and its loss.
+
+    params = {"backbone", "mtp"?, "ctc"?}
+    loss   = transcript CE (target positions of the regime's loss_mask)
+             + lambda/k * sum_j CE_j of the k multi-token-prediction heads (experiment.mtp)
+             + ctc_weight * CTC of each clip's transcript over its adaptor frames
+
+The backbone knows no mode: MTP heads read its hidden states, the CTC head the adaptor frames
+it spliced in. SpecAugment masks the training log-mel with the step's rng; evaluation uses the
+same loss without augmentation (`Experiment.eval_loss_fn`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from chorus.audio.spec_augment import SpecAugmentConfig, spec_augment
+from chorus.config import Config
+from chorus.model import heads as mtp_heads
+from chorus.model.ctc import CtcHead, clip_transcripts, ctc_loss
+from chorus.model.factory import example_batch
+from chorus.model.losses import cross_entropy, token_accuracy
+from chorus.model.unified import UnifiedAudioLM
+from chorus.vocab import VocabLayout
+from experiments.asr.settings import AsrSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class AsrModel:
+    """The backbone, its MTP heads and CTC head (each optional beyond the backbone);
+    params = {"backbone", "mtp"?, "ctc"?}."""
+
+    backbone: UnifiedAudioLM
+    heads: Any  # flax module or None
+    mtp: mtp_heads.MTPConfig | None
+    ctc_head: CtcHead | None = None
+    ctc_weight: float = 0.0
+    spec_augment: SpecAugmentConfig | None = None  # applied by loss_fn(augment=True)
+
+    @classmethod
+    def build(cls, config: Config, settings: AsrSettings) -> AsrModel:
+        mtp = settings.mtp
+        heads = None if mtp is None else mtp_heads.build_mtp(config.model, mtp)
+        ctc_head = CtcHead(config.model.text_vocab_size) if settings.ctc_weight > 0 else None
+        return cls(UnifiedAudioLM(config), heads, mtp, ctc_head, settings.ctc_weight,
+                   settings.spec_augment)
+
+    def init_fn(self, config: Config):
+        """rng -> boxed params (logical axis names on the leaves; the trainer shards)."""
+        b = example_batch(config, 1, 8)
+
+        def init_fn(rng):
+            backbone_rng, heads_rng, ctc_rng = jax.random.split(rng, 3)
+            params = {"backbone": self.backbone.init(
+                backbone_rng, b["tokens"], b["positions"], b["segment_ids"],
+                b["audio_features"], b["audio_mask"])["params"]}
+            if self.heads is not None:
+                params["mtp"] = mtp_heads.init_boxed(self.heads, config, heads_rng)
+            if self.ctc_head is not None:
+                params["ctc"] = self.ctc_head.init(
+                    ctc_rng, jnp.zeros((1, 8, config.model.d_model)))["params"]
+            return params
+
+        return init_fn
+
+    def loss_fn(self, train_backbone: bool = True, augment: bool = False):
+        """Transcript CE + MTP (lambda/k * sum_j CE_j) + ctc_weight * CTC over the adaptor
+        frames. train_backbone=False (second-stage heads): the backbone is a constant and the
+        loss is the MTP loss alone. augment: SpecAugment the log-mel with the step's rng (the
+        training loss; evaluation uses augment=False). Metrics include token accuracy per
+        depth."""
+        layout = VocabLayout.from_model_config(self.backbone.config.model)
+
+        def loss_fn(params, batch, rng):
+            if augment and self.spec_augment is not None:
+                b, a, t, n = batch["audio_features"].shape
+                feats = spec_augment(rng, batch["audio_features"].reshape(b * a, t, n),
+                                     batch["audio_mask"].reshape(b * a, t), self.spec_augment)
+                batch = {**batch, "audio_features": feats.reshape(b, a, t, n)}
+            backbone = params["backbone"]
+            if not train_backbone:
+                backbone = jax.lax.stop_gradient(backbone)
+            out = self.backbone.apply({"params": backbone}, batch["tokens"], batch["positions"],
+                                      batch["segment_ids"], batch["audio_features"],
+                                      batch["audio_mask"])
+            ce, count = cross_entropy(out["logits"], batch["targets"], batch["loss_mask"])
+            metrics = {"ce": jax.lax.stop_gradient(ce), "tokens": count,
+                       "accuracy": jax.lax.stop_gradient(token_accuracy(
+                           out["logits"], batch["targets"], batch["loss_mask"])),
+                       # 0 when the data pipeline sized the <audio> placeholders to the clips
+                       "audio_placeholder_excess": abs(out["audio_placeholder_excess"]).sum()}
+            loss = ce if train_backbone else 0.0
+            if self.heads is not None:
+                extra, mtp_metrics = mtp_heads.mtp_loss(self.backbone, backbone, self.heads,
+                                                        params["mtp"], out["hidden"], batch,
+                                                        self.mtp)
+                loss, metrics = loss + extra, {**metrics, **mtp_metrics}
+            if self.ctc_head is not None and train_backbone:
+                labels = clip_transcripts(
+                    batch["tokens"], batch["targets"], batch["loss_mask"], batch["segment_ids"],
+                    out["audio_frame_mask"], placeholder_id=layout.audio_placeholder_id,
+                    text_size=layout.text_size)
+                logits = self.ctc_head.apply({"params": params["ctc"]}, out["audio_frames"])
+                ctc, ctc_metrics = ctc_loss(logits, out["audio_frame_mask"], labels)
+                loss, metrics = loss + self.ctc_weight * ctc, {**metrics, **ctc_metrics}
+            return loss, {**metrics, "loss": loss}
+
+        return loss_fn

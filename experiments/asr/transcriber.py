@@ -1,0 +1,105 @@
+"""Batched transcription: the regime's prompt, verified multi-token decoding, text out.
+
+    transcriber = load_transcriber("runs/asr")           # an ASR run, or an RL run of it
+    request = pad_requests([{"prompt_tokens": asr_prompt(layout, n), "audio_features": mel,
+                             "audio_mask": mask}], layout, max_frames)
+    texts = transcriber.texts(transcriber.decode(request))
+
+Inference needs the run directory alone: params only (`chorus.training.restore.load_run`),
+the tokenizer from the run's assets. An RL run (`chorus rl --experiment asr`) exports its
+policy as the backbone plus the MTP / CTC heads of the run it started from (frozen
+companions), and its settings hold the ASR ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from chorus.config import Config
+from chorus.decoding.verified import greedy_decode, verified_decode
+from chorus.vocab import VocabLayout
+from experiments.asr.model import AsrModel
+from experiments.asr.regime import asr_prompt
+from experiments.asr.settings import asr_settings
+
+MODES = ("verified", "greedy", "prefill")
+
+
+def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int) -> dict:
+    """Right-pads prompts and clips to fixed shapes (one compile per batch size)."""
+    width = len(asr_prompt(layout, max_frames))  # the longest prompt
+    b = len(examples)
+    prompts = np.full((b, width), layout.pad_id, np.int32)
+    lengths = np.zeros((b,), np.int32)
+    feats = np.zeros((b, 1, max_frames, examples[0]["audio_features"].shape[-1]), np.float32)
+    mask = np.zeros((b, 1, max_frames), bool)
+    for i, ex in enumerate(examples):
+        p = np.asarray(ex["prompt_tokens"])
+        prompts[i, : len(p)] = p
+        lengths[i] = len(p)
+        t = min(ex["audio_features"].shape[-2], max_frames)
+        feats[i, 0, :t] = ex["audio_features"].reshape(-1, feats.shape[-1])[:t]
+        mask[i, 0, :t] = np.asarray(ex["audio_mask"]).reshape(-1)[:t]
+    return {"prompts": prompts, "lengths": lengths, "audio_features": feats, "audio_mask": mask}
+
+
+class Transcriber:
+    """Batched transcription with verified decoding (greedy when there are no MTP heads)."""
+
+    def __init__(self, config: Config, asr: AsrModel, params, tokenizer):
+        self.config, self.asr, self.params, self.tokenizer = config, asr, params, tokenizer
+        self.layout = VocabLayout.from_model_config(config.model)
+        k = asr.mtp.num_heads if asr.mtp is not None else 0
+        self.settings = dataclasses.replace(config.decode, temperature=0.0, num_draft_tokens=k)
+
+    def decode(self, request: dict, mode: str = "verified"):
+        """mode: "verified" (greedy when there are no heads), "greedy", or "prefill" (encoder,
+        prompt prefill and the first token only: the part both decoders share)."""
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
+        p = self.params
+        args = (jnp.asarray(request["prompts"]), jnp.asarray(request["lengths"]))
+        audio = dict(audio_features=jnp.asarray(request["audio_features"]),
+                     audio_mask=jnp.asarray(request["audio_mask"]))
+        if mode == "verified" and self.asr.heads is not None:
+            return verified_decode(self.asr.backbone, p["backbone"], self.asr.heads, p["mtp"],
+                                   *args, self.settings, **audio)
+        return greedy_decode(self.asr.backbone, p["backbone"], *args,
+                             max_new_tokens=1 if mode == "prefill" else
+                             self.settings.max_new_tokens, **audio)
+
+    def texts(self, result) -> list[str]:
+        tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
+        out = []
+        for row, n in zip(tokens, lengths, strict=True):
+            ids = [int(t) for t in row[:n] if t < self.layout.text_size]  # drops <eos>
+            out.append(self.tokenizer.decode(ids))
+        return out
+
+
+def timed(fn) -> tuple[Any, float]:
+    """(result, seconds) of a decode, waiting for the device."""
+    start = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out.tokens)
+    return out, time.perf_counter() - start
+
+
+def load_transcriber(workdir: str, overrides: Sequence[str] = (), step: int | None = None,
+                     ) -> tuple[Transcriber, Any]:
+    """(Transcriber, run) of an ASR or ASR-RL run directory; params only."""
+    from chorus.training.restore import asset_path, load_run
+    from data_pipelines.tokenizer import TextTokenizer
+
+    run = load_run(workdir, overrides, step=step)
+    config = run.config
+    asr = AsrModel.build(config, asr_settings(config))
+    tokenizer = TextTokenizer.from_file(asset_path(run.workdir, "tokenizer.model"))
+    return Transcriber(config, asr, run.params, tokenizer), run
