@@ -174,6 +174,27 @@ def test_every_acceptance_pattern_commits_exactly_the_greedy_tokens(backbone):
     np.testing.assert_array_equal(got.num_forwards, forwards)
     np.testing.assert_array_equal(got.num_accepted, accepted)
     assert len(set(accepted.tolist())) > 1  # rows really differ
+    _check_trace(got, K)
+
+
+def _check_trace(result, k):
+    """The per-step trace replays the output: step i commits its first a_i drafts and one
+    bonus token after the prefill's first token, and sums to the per-row totals."""
+    tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
+    drafts, accepted = np.asarray(result.step_drafts), np.asarray(result.step_accepted)
+    assert drafts.shape[2] == k
+    for row in range(tokens.shape[0]):
+        live = accepted[row] >= 0
+        assert live.sum() == int(result.num_forwards[row])
+        assert accepted[row][live].sum() == int(result.num_accepted[row])
+        assert not live[int(live.sum()):].any()  # live steps come first
+        position = 1  # token 0 is the prefill's
+        for i in np.flatnonzero(live):
+            a = int(accepted[row, i])
+            end = min(position + a, int(lengths[row]))
+            np.testing.assert_array_equal(drafts[row, i, :end - position],
+                                          tokens[row, position:end])
+            position += a + 1
 
 
 @pytest.mark.parametrize("design", ["parallel", "sequential"])
@@ -194,6 +215,7 @@ def test_verified_greedy_is_token_identical_to_greedy(backbone, parallel_heads,
         np.testing.assert_array_equal(got.tokens, want.tokens)
         np.testing.assert_array_equal(got.lengths, want.lengths)
         assert np.all(np.asarray(got.num_forwards) <= np.asarray(want.num_forwards))
+        _check_trace(got, K)
 
 
 def test_cache_after_verified_decoding_holds_exactly_the_committed_tokens(backbone,

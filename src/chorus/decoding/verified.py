@@ -37,6 +37,10 @@ class DecodeResult:
     lengths: jax.Array  # [B] output tokens, a stop token included
     num_forwards: jax.Array  # [B] backbone decode forwards while the row was live (no prefill)
     num_accepted: jax.Array  # [B] accepted drafts summed over those forwards
+    # The per-step trace: drafts d_1..d_k of verify step i and how many were accepted (-1 once
+    # the row is done), [B, max_new_tokens, k] and [B, max_new_tokens].
+    step_drafts: jax.Array
+    step_accepted: jax.Array
     # Rows [0, cache.lengths) hold prompt + tokens[:cache.lengths - prompt_lengths] (a row that
     # finished sits at its last window's start, >= prompt + length - k - 2); to continue,
     # feed the remaining output tokens as one window.
@@ -58,6 +62,8 @@ class _LoopState:
     next_token: jax.Array  # [B] the next base token b
     num_forwards: jax.Array
     num_accepted: jax.Array
+    step_drafts: jax.Array
+    step_accepted: jax.Array
 
 
 def prompt_forward(model, params, prompts, lengths, cache, audio_features, audio_mask,
@@ -107,7 +113,9 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
         out=out.at[:, 0].set(first),
         num_out=num_out, length=length, done=done, follow=follow, window_hidden=window_hidden,
         accepted=jnp.zeros((b,), jnp.int32), next_token=first,
-        num_forwards=jnp.zeros((b,), jnp.int32), num_accepted=jnp.zeros((b,), jnp.int32))
+        num_forwards=jnp.zeros((b,), jnp.int32), num_accepted=jnp.zeros((b,), jnp.int32),
+        step_drafts=jnp.zeros((b, max_new, k), jnp.int32),
+        step_accepted=jnp.full((b, max_new), -1, jnp.int32))
 
     def body(s: _LoopState) -> _LoopState:
         live = ~s.done
@@ -152,14 +160,17 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
             length=jnp.where(live, length, s.length), done=s.done | done_now, follow=follow,
             window_hidden=hidden, accepted=a, next_token=nxt,
             num_forwards=s.num_forwards + live,
-            num_accepted=s.num_accepted + jnp.where(live, a, 0))
+            num_accepted=s.num_accepted + jnp.where(live, a, 0),
+            step_drafts=s.step_drafts.at[:, s.step].set(drafts),
+            step_accepted=s.step_accepted.at[:, s.step].set(jnp.where(live, a, -1)))
 
     def cond(s: _LoopState):
         return jnp.any(~s.done) & (s.step < max_new)
 
     s = jax.lax.while_loop(cond, body, state)
     tokens = stopping.pad_after(s.out[:, :max_new], s.length, pad_id)
-    return DecodeResult(tokens, s.length, s.num_forwards, s.num_accepted, s.cache)
+    return DecodeResult(tokens, s.length, s.num_forwards, s.num_accepted, s.step_drafts,
+                        s.step_accepted, s.cache)
 
 
 _decode_jit = jax.jit(_decode_loop, static_argnames=("model", "settings", "capacity"))
