@@ -9,7 +9,6 @@ import numpy as np
 from test_training_asr import ASR
 
 from chorus.config import load_config
-from chorus.rl.init_from import preload
 from chorus.training.cli import train_main
 from chorus.training.restore import asset_path, load_run
 from chorus.training.trainer import Trainer
@@ -31,7 +30,6 @@ def test_grpo_run_exports_the_init_runs_heads_and_tokenizer(tiny_asr_corpus, tmp
         "experiment.rewards={neg_wer: 1.0}"])
     experiment = asr.build(config)  # data_dir: the init run's
     assert sorted(experiment.frozen) == ["ctc", "mtp", "reference"]
-    preload(str(init))
     workdir = tmp_path / "grpo"
     assert Trainer(config, experiment, str(workdir), console=False).run().step == 1
 

@@ -139,7 +139,6 @@ def warmup(tmp_path_factory):
 def _grpo(workdir, warmup, stop_at_step=None):
     config = _config("train.steps=4", "experiment.algo=grpo", "experiment.updates_per_rollout=2",
                      f"experiment.init_from={warmup}", "experiment.rewards={neg_cer: 1.0}")
-    preload(str(warmup))
     return Trainer(config, build(config), str(workdir), console=False,
                    stop_at_step=stop_at_step).run()
 

@@ -79,6 +79,8 @@ def _initial_eval(config, experiment, workdir: str) -> dict:
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
+    if experiment.before_init is not None:  # as the Trainer does before a fresh init
+        experiment.before_init()
     init_key, _ = run_keys(config)
     mesh = sharding.make_mesh(config.mesh)
     shardings = boxed_shardings(jax.eval_shape(experiment.init_fn, init_key), mesh)
@@ -89,18 +91,6 @@ def _initial_eval(config, experiment, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     write_json(path, scores)
     return scores
-
-
-def _has_checkpoint(workdir: str) -> bool:
-    from chorus.training.checkpointing import Checkpoints
-
-    if not os.path.isdir(workdir):
-        return False
-    ckpts = Checkpoints(workdir, read_only=True)
-    try:
-        return ckpts.latest_step() is not None
-    finally:
-        ckpts.close()
 
 
 def _run(prog: str, config, experiment, workdir: str, quiet: bool):
@@ -132,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sft_steps and args.init_from:
         parser.error("--sft-steps and --init-from: expected at most one initialization")
 
-    from chorus.rl.init_from import preload, release
+    from chorus.rl.init_from import release
     from chorus.training import distributed
     from chorus.training.evaluation import evaluate_checkpoint
     from chorus.training.experiment import ExperimentError, load_experiment
@@ -155,9 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         if init_from:
             config = apply_overrides(config, [f"experiment.init_from={init_from}"])
         experiment = load_experiment(args.experiment, config)
-        init_run = config.experiment.get("init_from")
-        if init_run and not _has_checkpoint(workdir):  # a fresh start reads the init run
-            preload(init_run)
         if experiment.evaluate is None:
             raise ExperimentError(f"--experiment {args.experiment}: expected an Experiment "
                                   "with evaluate(params, workdir) for held-out scores")

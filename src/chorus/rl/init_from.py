@@ -7,8 +7,9 @@ companions...}). The RL experiment takes its policy from "backbone" and its comp
 trees a task keeps, e.g. ASR's "mtp" and "ctc") from the keys of the same names. Nothing here
 knows a mode's tree.
 
-Reading the other run is separate from building this one: `preload(run)` (which `chorus rl`
-calls before a fresh start) restores its exported params into a host cache, and `pretrained`
+Reading the other run is separate from building this one: `preload(run)` (the RL
+experiment's `before_init`, which the Trainer calls only before a fresh init) restores its
+exported params into a host cache, and `pretrained`
 fills a fresh init from that cache through a host callback, which runs only when the trainer
 materializes params. Tracing for shapes (state specs, a resume, `load_run` of the new run)
 never reads the other run, which need not exist once the new run has a checkpoint. (A
@@ -124,8 +125,8 @@ def pretrained(boxed: Mapping[str, Any], workdir: str, names: Mapping[str, str],
     def read() -> list[np.ndarray]:
         if path not in _LOADED:
             raise ConfigError(f"{what}: {workdir} is not loaded; call chorus.rl.init_from."
-                              "preload(run) before the params are initialized (`chorus rl` "
-                              "does)")
+                              "preload(run) before the params are initialized (the "
+                              "experiment's before_init, which the Trainer calls)")
         exported = _LOADED[path]
         missing = sorted(n for n in names.values() if n not in exported)
         if missing:
