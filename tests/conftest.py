@@ -21,3 +21,24 @@ def tiny_asr_corpus(tmp_path_factory):
     synth_corpus(out, CorpusConfig(seed=0, hours=0.02, shard_size=10), workers=1,
                  vocab_size=128, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_asr_run(tiny_asr_corpus, tmp_path_factory):
+    """A 3-step `chorus train --experiment asr` run on the tiny corpus (MTP k = 2), shared by
+    the ASR CLI tests and the notebooks."""
+    import json
+
+    import numpy as np
+    from test_asr_cli import RUN, _sets
+
+    from chorus.training.cli import train_main
+
+    workdir = tmp_path_factory.mktemp("asr")
+    assert train_main(["--experiment", "asr", "--workdir", str(workdir), "--data",
+                       tiny_asr_corpus, "--quiet", *_sets(*RUN, "train.steps=3")]) == 0
+    with open(workdir / "metrics.jsonl") as f:
+        steps = [json.loads(line) for line in f if '"event"' not in line]
+    # the hybrid loss: transcript CE + MTP + CTC over the adaptor frames
+    assert all(np.isfinite(r["ctc/loss"]) and r["ctc/clips"] > 0 for r in steps)
+    return workdir
