@@ -59,7 +59,7 @@ class ToyTask:
 
     def batch(self, rng: np.random.Generator, config: Config, batch_size: int,
               seq_len: int) -> dict[str, np.ndarray]:
-        """A packed batch in the DESIGN.md format: two sequences per row."""
+        """A packed batch in the batch format of docs/design.md: two sequences per row."""
         pad = VocabLayout.from_model_config(config.model).pad_id
         out = {"tokens": np.full((batch_size, seq_len), pad, np.int32),
                "targets": np.full((batch_size, seq_len), pad, np.int32),

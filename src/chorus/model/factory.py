@@ -18,7 +18,7 @@ BATCH_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions", "aud
 
 def example_batch(config: Config, batch_size: int, seq_len: int, num_clips: int = 1,
                   mel_frames: int = 8 * MEL_FRAMES_PER_PLACEHOLDER) -> dict[str, np.ndarray]:
-    """A zero batch in the DESIGN.md format, for shapes, init and AOT compilation."""
+    """A zero batch in the batch format of docs/design.md, for shapes, init and AOT compilation."""
     return {
         "tokens": np.zeros((batch_size, seq_len), np.int32),
         "targets": np.zeros((batch_size, seq_len), np.int32),

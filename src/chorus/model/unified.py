@@ -1,6 +1,6 @@
 """UnifiedAudioLM: one backbone over the unified token stream, knowing no mode.
 
-Inputs follow the batch format of DESIGN.md. Audio clips are encoded, and the k-th `<audio>`
+Inputs follow the batch format of docs/design.md. Audio clips are encoded, and the k-th `<audio>`
 placeholder of each row is replaced by that row's k-th valid adaptor frame (clips in order).
 """
 
