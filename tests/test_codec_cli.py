@@ -111,6 +111,8 @@ def test_flow_stage_reads_the_record_cache_it_wrote(trained, data_dir):
     encoders = Codec.load(workdir, networks=ENCODERS)
     key = producer_key(encoders)
     assert os.listdir(os.path.join(data_dir, "caches")) == [key]
+    with open(os.path.join(workdir, "corpus_codes.json")) as f:  # where TTS finds the key
+        assert json.load(f) == {"producer_key": key, "data_dir": data_dir, "splits": ["train"]}
     cache = RecordCache.open(data_dir, key, "train")
     source = open_source("chorus_speech", data_dir, "train")
     assert len(cache) == len(source) and cache.meta.attrs["num_codes"] == 1000

@@ -45,15 +45,16 @@ def build(config: Config) -> Experiment:
     from experiments.codec import data, losses
 
     settings = read_settings(config)
-    stage = settings.stage
-    if not stage:
-        raise ValueError("experiment.stage: expected one of the codec stages "
-                         f"{list(STAGES)} (set by `chorus train --experiment codec`, which "
-                         "runs them all), got ''")
+    stage = config.experiment.get("stage", "")  # the stage runner's keys
+    run_dir = config.experiment.get("run_dir", "")
+    if stage not in STAGES:
+        raise ValueError(f"experiment.stage: expected one of the codec stages {list(STAGES)} "
+                         f"(set by `chorus train --experiment codec`, which runs them all), "
+                         f"got {stage!r}")
     objective = losses.objective(stage, settings.codec, settings.num_speaker_classes)
 
     def train_iterator(shard_index: int, shard_count: int, seed: int):
-        cache = (lambda: corpus_cache(settings)) if stage == "flow" else None
+        cache = (lambda: corpus_cache(settings, run_dir)) if stage == "flow" else None
         return data.train_iterator(settings, stage, config.train.batch_size, shard_index,
                                    shard_count, seed, cache=cache)
 
@@ -62,19 +63,19 @@ def build(config: Config) -> Experiment:
                       export_params=objective.export_params)
 
 
-def corpus_cache(settings: CodecSettings):
+def corpus_cache(settings: CodecSettings, run_dir: str):
     """The train split as codes (encoded once by the finished speaker + tokenizer stages)
     and the run's voice table."""
     from experiments.codec import corpus_codes
     from experiments.codec.data import check_data_dir
 
-    if not settings.run_dir:
+    if not run_dir:
         raise ValueError("experiment.run_dir: expected the codec run directory (set by "
                          "`chorus train`), got ''")
     data_dir = check_data_dir(settings)
-    cache = corpus_codes.corpus_codes(settings.run_dir, data_dir, settings.train_split,
+    cache = corpus_codes.corpus_codes(run_dir, data_dir, settings.train_split,
                                       settings.dataset)
-    corpus_codes.write_voice_table(settings.run_dir, cache, data_dir, settings.dataset,
+    corpus_codes.write_voice_table(run_dir, cache, data_dir, settings.dataset,
                                    settings.train_split, settings.heldout_speaker_ids)
     return cache
 

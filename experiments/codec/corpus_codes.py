@@ -36,6 +36,7 @@ from experiments.codec.data import speaker_of
 ENCODERS = ("speaker", "tokenizer")  # the networks whose outputs are cached
 # Whole records are encoded (not the training crops): allow long ones.
 ENCODE_LIMITS = AudioLimits(max_seconds=120.0)
+KEY_NAME = "corpus_codes.json"  # in the codec run dir: which cache its encoders made
 HINT = "it is written by the codec's flow stage or `chorus codec encode --split S`"
 
 
@@ -102,9 +103,24 @@ def _wait_for(data_dir: str, key: str, split: str, timeout_s: float = 3600.0) ->
 
 def corpus_codes(run_dir: str, data_dir: str, split: str, dataset: str = "chorus_speech",
                  progress: bool = True) -> RecordCache:
-    """The RecordCache of `split` made by the codec trained in `run_dir` (encoded if needed)."""
+    """The RecordCache of `split` made by the codec trained in `run_dir` (encoded if needed).
+
+    Also records the key in `run_dir/corpus_codes.json` ({"producer_key", "data_dir",
+    "splits"}), where a TTS run finds its `experiment.cache_key`."""
     codec = Codec.load(run_dir, networks=ENCODERS)
-    return encode_split(codec, data_dir, dataset, split, progress=progress)
+    cache = encode_split(codec, data_dir, dataset, split, progress=progress)
+    if jax.process_index() == 0:
+        path = os.path.join(run_dir, KEY_NAME)
+        record = {"producer_key": cache.meta.producer_key, "data_dir": os.path.abspath(
+            os.path.expanduser(data_dir)), "splits": [split]}
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+            if (old.get("producer_key"), old.get("data_dir")) == (record["producer_key"],
+                                                                  record["data_dir"]):
+                record["splits"] = sorted({*old.get("splits", []), split})
+        atomic.write_json(path, record)
+    return cache
 
 
 def voice_table(cache: RecordCache, source, heldout_speaker_ids: frozenset[str],

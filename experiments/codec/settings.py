@@ -11,13 +11,13 @@ Three kinds of fields, all overridable with `--set experiment.<field>=...`:
   onto the shared `train.*` / `optim.*` sections of each stage's run, so a stage's
   `config.json` says how it was trained in the trainer's own words.
 
-`stage` and `run_dir` are set by `chorus train` for each stage (chorus.training.stages).
+`experiment.stage` and `experiment.run_dir` are the stage runner's (chorus.training.stages),
+read by `build` from the config, not settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 from chorus.codec.config import CodecConfig
 from chorus.config import Config, ConfigError, check, positive, settings_from
@@ -88,9 +88,6 @@ class CodecSettings(CodecConfig):
     speaker_classes: int = 0
     data_workers: int = 0  # grain worker processes per host (0 = in the training process)
     train: Schedules = Schedules()
-    # Set by `chorus train` for each stage run.
-    stage: Literal["", "speaker", "tokenizer", "flow", "vocoder"] = ""
-    run_dir: str = ""
 
     def __post_init__(self):
         super().__post_init__()
