@@ -59,11 +59,10 @@ class StageSchedule:
 
 @dataclasses.dataclass(frozen=True)
 class Schedules:
-    """cpu-tiny: about 12 CPU-minutes for the four stages on 2 cores."""
+    """cpu-tiny: about 13 CPU-minutes for the four stages on 2 cores (docs/codec.md)."""
 
     # 160 training voices (chorus_speech) need more steps than the 12 of the old corpus:
-    # 250 steps left the CosFace train accuracy at 19%, 1500 reach 66% (EER 7.6% -> see
-    # docs/codec.md).
+    # 250 steps left the CosFace train accuracy at 19%, 1500 reach 66%.
     speaker: StageSchedule = StageSchedule(steps=1500, batch_size=32, warmup_steps=100)
     tokenizer: StageSchedule = StageSchedule(steps=800, batch_size=16)
     flow: StageSchedule = StageSchedule(steps=1000, batch_size=16)
