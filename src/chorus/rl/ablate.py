@@ -31,17 +31,17 @@ import io
 import itertools
 import json
 import math
-import os
 import re
 import shlex
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from chorus.atomic import write_bytes, write_text
 
 DEFAULT_COMMAND = ("{python}", "-m", "chorus.cli", "rl", "--experiment", "{experiment}",
                    "--algo", "{algo}", "--workdir", "{workdir}")
@@ -240,18 +240,6 @@ def build_command(run: Run, experiment: str, template: Sequence[str],
     return cmd
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def is_done(run: Run) -> bool:
     return (run.workdir / DONE_MARKER).exists()
 
@@ -288,20 +276,26 @@ def read_metrics_log(workdir: Path) -> dict[int, dict[str, float]]:
     return out
 
 
+def _write(path: Path, data: bytes | str) -> None:
+    """Atomically (chorus.atomic), text or bytes."""
+    if isinstance(data, str):
+        write_text(str(path), data)
+    else:
+        write_bytes(str(path), data)
+
+
 def execute(run: Run, command: Sequence[str], timeout: float | None = None) -> bool:
     """Runs one experiment; marks it DONE when it exits 0 and wrote its final metrics."""
     run.workdir.mkdir(parents=True, exist_ok=True)
     spec = {"name": run.name, "setting": run.setting, "labels": dict(run.labels),
             "algo": run.algo, "seed": run.seed, "overrides": dict(run.overrides),
             "command": list(command)}
-    _atomic_write(run.workdir / RUN_SPEC, json.dumps(spec, indent=2) + "\n")
-    env = dict(os.environ)
-    env.setdefault("JAX_PLATFORMS", "cpu")
+    _write(run.workdir / RUN_SPEC, json.dumps(spec, indent=2) + "\n")
     with open(run.workdir / RUN_LOG, "ab") as log:  # appended: a re-run keeps the history
         log.write(f"$ {shlex.join(command)}\n".encode())
         log.flush()
         try:
-            rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+            rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                                 timeout=timeout, check=False).returncode
         except subprocess.TimeoutExpired:
             rc = f"timed out after {timeout} s"
@@ -315,7 +309,7 @@ def execute(run: Run, command: Sequence[str], timeout: float | None = None) -> b
     except ValueError as e:
         print(f"  {run.name}: exited 0 but {e}", file=sys.stderr)
         return False
-    _atomic_write(run.workdir / DONE_MARKER, json.dumps({"command": list(command)}) + "\n")
+    _write(run.workdir / DONE_MARKER, json.dumps({"command": list(command)}) + "\n")
     return True
 
 
@@ -419,7 +413,7 @@ def curves(runs: Sequence[Run], metric: str) -> dict[str, tuple[list[int], list[
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _atomic_write(path, buf.getvalue())
+    _write(path, buf.getvalue())
 
 
 def _setting_colors(runs: Sequence[Run]) -> dict[str, str]:
@@ -482,8 +476,8 @@ def write_report(sweep: Sweep, runs: Sequence[Run], root: Path) -> list[Path]:
           markdown_table(summaries, metrics, axis_keys)]
     if failed:
         md.append("\nUnfinished runs: " + ", ".join(f"`{n}`" for n in failed) + "\n")
-    _atomic_write(root / "summary.md", "\n".join(md))
-    _atomic_write(root / "summary.csv", csv_table(summaries, metrics, axis_keys))
+    _write(root / "summary.md", "\n".join(md))
+    _write(root / "summary.csv", csv_table(summaries, metrics, axis_keys))
     if plot_curves(runs, sweep.curve_metrics, root / "curves.png"):
         written.append(root / "curves.png")
     if plot_final(summaries, metrics, root / "final_metrics.png", _setting_colors(runs)):
@@ -509,7 +503,7 @@ def run_sweep(sweep: Sweep, experiment: str, root: Path,
             state = "done" if is_done(r) else "todo"
             print(f"[{state}] {r.name}\n    {shlex.join(commands[r.name])}")
         return 0
-    _atomic_write(root / "sweep.json", json.dumps(
+    _write(root / "sweep.json", json.dumps(
         {"name": sweep.name, "experiment": experiment,
          "runs": [{"name": r.name, "command": commands[r.name]} for r in runs]}, indent=2) + "\n")
     ok = True
