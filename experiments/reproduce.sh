@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# The main job on the embedded default corpus (`make reproduce`):
+# The main job on the embedded default corpus (`make reproduce`), every mode's stages:
 #   1. synthesize the eSpeak NG corpus (6 h of speech, resumable) + its SentencePiece tokenizer
-#   2. train the cpu-tiny ASR model with multi-token prediction heads
-#   3. evaluate: WER/CER on test + compositional splits with verified decoding, acceptance,
-#      and verified-vs-greedy wall-clock, printed as a table
-#   4. transcribe a WAV spoken by a voice/rate outside the training distribution
+#   2. ASR: train the cpu-tiny model with multi-token prediction heads, evaluate (WER/CER on
+#      test + compositional splits with verified decoding, acceptance, verified-vs-greedy
+#      wall-clock), transcribe a WAV spoken by a voice/rate outside the training distribution
+#   3. codec: train its four stages (speaker, tokenizer, flow, vocoder) through the one
+#      trainer — the corpus is encoded once into a record cache of codes beside the dataset —
+#      and evaluate resynthesis (CER, speaker similarity, MCD, EER, streaming)
+#   4. TTS: supervised training on the codec's codes of the corpus (the batches read the
+#      record cache; the TTS mode builds on this run)
 # Every step resumes: re-running after an interruption continues where it stopped.
+# The platform is the caller's (the Makefile sets JAX_PLATFORMS=cpu on this CPU machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-runs/reproduce}
 STEPS=${STEPS:-800}
+TTS_STEPS=${TTS_STEPS:-200}
 CHORUS=.venv/bin/chorus
 PY=.venv/bin/python
+CORPUS="$RUN_DIR/corpus"
 
+echo "== corpus"
+$CHORUS data synth --out "$CORPUS" --hours 6 --seed 0 --no-progress
 
-$CHORUS data synth --out "$RUN_DIR/corpus" --hours 6 --seed 0
-$CHORUS train --experiment asr --preset cpu-tiny --workdir "$RUN_DIR/asr" \
-  --data "$RUN_DIR/corpus" --set train.steps="$STEPS" --set train.eval_every=200 \
-  --set train.checkpoint_every=100 --set train.log_every=25
+echo "== ASR"
+$CHORUS train --experiment asr --preset cpu-tiny --workdir "$RUN_DIR/asr" --data "$CORPUS" \
+  --set train.steps="$STEPS" --set train.eval_every=200 --set train.checkpoint_every=100 \
+  --set train.log_every=25
 $CHORUS eval --workdir "$RUN_DIR/asr" > "$RUN_DIR/asr_eval.json"
 cat "$RUN_DIR/asr/eval/asr_eval.md"
 
@@ -25,13 +34,25 @@ cat "$RUN_DIR/asr/eval/asr_eval.md"
 $PY - "$RUN_DIR/unseen_voice.wav" <<'PY'
 import sys
 
-import soundfile
-
+from chorus.audio.io import write_wav
 from data_pipelines.synthesis import synthesize
 
 wave, meta = synthesize("turn off the lights in the kitchen", voice="en-gb-scotland+f2",
                         rate=115, pitch=85)
-soundfile.write(sys.argv[1], wave, 16_000)
+write_wav(sys.argv[1], wave)
 print(f"wrote {sys.argv[1]}: {meta.duration:.2f} s, voice {meta.voice}, rate {meta.rate} wpm")
 PY
 $CHORUS transcribe --workdir "$RUN_DIR/asr" "$RUN_DIR/unseen_voice.wav"
+
+echo "== codec"
+$CHORUS train --experiment codec --workdir "$RUN_DIR/codec" --data "$CORPUS"
+$CHORUS codec eval --workdir "$RUN_DIR/codec" > /dev/null
+cat "$RUN_DIR/codec/eval.md"
+
+echo "== TTS (supervised, on the codec's codes)"
+$CHORUS codec encode --workdir "$RUN_DIR/codec" --split validation
+CACHE_KEY=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1]))["producer_key"])' \
+  "$RUN_DIR/codec/corpus_codes.json")
+$CHORUS train --experiment tts --preset cpu-tiny --workdir "$RUN_DIR/tts" --data "$CORPUS" \
+  --set experiment.cache_key="$CACHE_KEY" --set train.steps="$TTS_STEPS" \
+  --set train.eval_every="$TTS_STEPS" --set train.checkpoint_every=100 --set train.log_every=25

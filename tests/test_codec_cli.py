@@ -137,6 +137,31 @@ def test_flow_stage_reads_the_record_cache_it_wrote(trained, data_dir):
     assert producer_key(Codec.load(other, networks=ENCODERS)) == key
 
 
+def test_tts_batches_read_the_codes_the_codec_wrote(trained, data_dir, tiny_asr_corpus):
+    """The codec's corpus encoding is what TTS trains on: codes of the record, at the layout's
+    audio offset, between <tts_start> and <tts_end> (no model runs in the data pipeline)."""
+    from chorus.config import load_config
+    from chorus.vocab import VocabLayout
+    from experiments import tts
+
+    workdir, *_ = trained
+    shutil.copy(os.path.join(tiny_asr_corpus, "tokenizer.model"), data_dir)
+    with open(os.path.join(workdir, "corpus_codes.json")) as f:
+        key = json.load(f)["producer_key"]
+    config = load_config("cpu-tiny", [f"experiment.data_dir={data_dir}",
+                                      f"experiment.cache_key={key}", "train.batch_size=2"])
+    batch = next(tts.build(config).train_iterator(0, 1, 0))
+    layout = VocabLayout.from_model_config(config.model)
+    cache = RecordCache.open(data_dir, key, "train")
+    all_codes = {tuple(cache.get(i)["codes"].tolist()) for i in cache.ids}
+    start, end = layout.special("<tts_start>"), layout.special("<tts_end>")
+    for row, segments in zip(batch["tokens"], batch["segment_ids"], strict=True):
+        for seg in set(segments.tolist()) - {0}:
+            ids = row[segments == seg]
+            a, b = int(np.flatnonzero(ids == start)[0]), int(np.flatnonzero(ids == end)[0])
+            assert tuple((ids[a + 1:b] - layout.audio_offset).tolist()) in all_codes
+
+
 def test_encode_decode_eval(trained, data_dir, tmp_path, capsys):
     workdir, *_ = trained
     source = open_source("chorus_speech", data_dir, "test")

@@ -9,7 +9,7 @@ import pytest
 from backbones import random_backbone
 
 from chorus import sharding
-from chorus.config import ConfigError, MeshConfig, load_config
+from chorus.config import ConfigError, MeshConfig, load_config, settings_from
 from chorus.model import UnifiedAudioLM
 from chorus.model.heads import (
     MTPConfig,
@@ -33,8 +33,9 @@ L = 16
 MTP = {"sequential": MTPConfig("sequential", K, 0.3), "parallel": MTPConfig("parallel", K, 0.2)}
 
 
-def test_config_validation_and_from_mapping():
-    cfg = MTPConfig.from_mapping({"design": "parallel", "num_heads": 4, "loss_weight": 0.1})
+def test_config_validation_and_settings_from():
+    cfg = settings_from(MTPConfig, {"design": "parallel", "num_heads": 4, "loss_weight": 0.1},
+                        "mtp")
     assert cfg == MTPConfig("parallel", 4, 0.1)
     with pytest.raises(ConfigError, match=r"mtp.design: expected one of .* got 'tree'"):
         MTPConfig(design="tree")
@@ -43,7 +44,7 @@ def test_config_validation_and_from_mapping():
     with pytest.raises(ConfigError, match=r"mtp.loss_weight: expected a number >= 0, got -1"):
         MTPConfig(loss_weight=-1)
     with pytest.raises(ConfigError, match=r"mtp: unknown field\(s\) \['depth'\]"):
-        MTPConfig.from_mapping({"depth": 2})
+        settings_from(MTPConfig, {"depth": 2}, "mtp")
 
 
 def _batch():

@@ -106,7 +106,9 @@ def build(config: Config) -> Experiment:
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
         tokens_per_batch=t.batch_size * t.seq_len,
-        assets={TOKENIZER: os.path.join(os.path.expanduser(settings.data_dir), TOKENIZER)},
+        # Copied into the run at its start (an unset data_dir fails when data is opened).
+        assets={TOKENIZER: os.path.join(os.path.expanduser(settings.data_dir), TOKENIZER)}
+        if settings.data_dir else {},
         # A second-stage heads run trains "mtp" only (the CTC head needs the backbone).
         frozen=() if joint else tuple(
             name for name in ("backbone", "ctc") if name == "backbone" or asr.ctc_head is not None))
