@@ -62,11 +62,6 @@ def _load_exported(path: str, workdir: str, what: str) -> Mapping[str, Any]:
     return jax.device_get(dict(run.params))
 
 
-def load_policy_params(workdir: str, what: str = "experiment.init_from"):
-    """The run's exported backbone, as host arrays (read now: for use outside a trace)."""
-    return preload(workdir, what)["backbone"]
-
-
 def with_values(boxed, values, what: str = "experiment.init_from"):
     """The boxed init tree (logical axis names kept) holding `values` (a plain tree), e.g. a
     fresh init_fn's backbone filled with a checkpoint's."""
