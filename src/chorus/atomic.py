@@ -49,13 +49,3 @@ def write_npy(path: str, array) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     write_bytes(path, buf.getvalue())
-
-
-def write_npz(path: str, **arrays) -> None:
-    import io
-
-    import numpy as np
-
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    write_bytes(path, buf.getvalue())

@@ -102,9 +102,6 @@ class VocabLayout:
     def ids_to_audio_codes(self, ids: np.ndarray) -> np.ndarray:
         return np.asarray(ids) - self.audio_offset
 
-    def is_text(self, ids):
-        return ids < self.text_size
-
     def is_audio_code(self, ids):
         return (ids >= self.audio_offset) & (ids < self.used_size)
 

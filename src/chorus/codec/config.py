@@ -177,10 +177,6 @@ class FlowConfig:
         return self.cond_blocks * (self.cond_kernel_size // 2) + frame_reach
 
     @property
-    def cond_context_codes(self) -> int:
-        return self.lookahead_codes
-
-    @property
     def receptive_frames(self) -> int:
         """Past frames one vector-field evaluation looks at (its causal receptive field)."""
         return sum((self.kernel_size - 1) * d for d in self.dilations)
