@@ -23,6 +23,7 @@ import shutil
 import time
 
 from chorus.atomic import write_json
+from chorus.progress import progress as progress_bar
 from data_pipelines import shards, tfds_builder
 from data_pipelines.corpus_plan import CorpusConfig
 from data_pipelines.text_generator import SPLITS, SentenceGenerator
@@ -70,19 +71,15 @@ def _run_pool(tasks: list, workers: int, progress: bool) -> float:
     """Synthesizes the shard tasks; returns seconds of audio made."""
     if not tasks:
         return 0.0
-    from tqdm import tqdm
-
     made = 0.0
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["data_pipelines.shards", "soxr"])
-    bar = tqdm(total=len(tasks), unit="shard", disable=not progress, desc="synthesizing")
     # maxtasksperchild=1: a fresh process per shard keeps every shard deterministic.
-    with ctx.Pool(processes=min(workers, len(tasks)), maxtasksperchild=1) as pool:
+    with (progress_bar(len(tasks), "synthesizing", "shard", enabled=progress) as bar,
+          ctx.Pool(processes=min(workers, len(tasks)), maxtasksperchild=1) as pool):
         for _, _, seconds in pool.imap_unordered(shards.make_shard, tasks):
             made += seconds
-            bar.update(1)
-            bar.set_postfix(audio_h=f"{made / 3600:.2f}")
-    bar.close()
+            bar.update(1, audio_h=f"{made / 3600:.2f}")
     return made
 
 

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from chorus.audio.io import from_int16
-from chorus.audio.resample import SAMPLE_RATE, resample_to_16k
+from chorus.audio.resample import SAMPLE_RATE, resample
 from data_pipelines import espeak
 from data_pipelines.voices import get_voice
 
@@ -57,7 +57,7 @@ class SynthesisMetadata:
 
 
 def to_16k_float(wave_int16: np.ndarray, sample_rate: int) -> np.ndarray:
-    wave = resample_to_16k(from_int16(wave_int16), sample_rate)
+    wave = resample(from_int16(wave_int16), sample_rate)
     return np.clip(wave, -1.0, 1.0)
 
 

@@ -156,11 +156,13 @@ def decode_attention(q, k_cache, v_cache, lengths, *, sliding_window=None, logit
     """W new queries per row against a KV cache: q [B,W,Hq,D], caches [B,T,Hkv,D], lengths [B].
 
     lengths count valid cache rows including the W new tokens; query i of row b sits at
-    position lengths[b] - W + i and sees cache rows <= it. A window wider than the kernels'
-    MAX_WINDOW (a long extend of the cache) is answered in slices of MAX_WINDOW queries.
+    position lengths[b] - W + i and sees cache rows <= it. The XLA route takes any W; the
+    kernel routes answer a window wider than the kernels' MAX_WINDOW (a long extend of the
+    cache) in slices of MAX_WINDOW queries.
     """
+    route = resolve(impl)  # cuDNN has no ragged multi-query decode; never chosen here
     w = q.shape[1] if q.ndim == 4 else 0
-    if w > decode.MAX_WINDOW:
+    if route.kind != "xla" and w > decode.MAX_WINDOW:
         opts = dict(sliding_window=sliding_window, logit_soft_cap=logit_soft_cap, scale=scale,
                     impl=impl, block_kv=block_kv)
         # Slice [start, stop) ends at row lengths - (w - stop): its queries keep their positions.
@@ -168,12 +170,12 @@ def decode_attention(q, k_cache, v_cache, lengths, *, sliding_window=None, logit
             decode_attention(q[:, start:start + decode.MAX_WINDOW], k_cache, v_cache,
                              lengths - (w - min(start + decode.MAX_WINDOW, w)), **opts)
             for start in range(0, w, decode.MAX_WINDOW)], axis=1)
-    checks.check_decode_args(q, k_cache, v_cache, lengths, decode.MAX_WINDOW)
+    max_window = decode.MAX_WINDOW if route.kind != "xla" else max(w, decode.MAX_WINDOW)
+    checks.check_decode_args(q, k_cache, v_cache, lengths, max_window)
     checks.check_options("decode_attention", sliding_window=sliding_window,
                          logit_soft_cap=logit_soft_cap, scale=scale,
                          blocks=dict(block_kv=block_kv))
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    route = resolve(impl)  # cuDNN has no ragged multi-query decode; never chosen here
     if route.kind == "xla":
         return decode_attention_reference(q, k_cache, v_cache, lengths,
                                           sliding_window=sliding_window,

@@ -35,15 +35,27 @@ def test_int16_convention_round_trips():
     np.testing.assert_array_equal(to_int16(from_int16(every)), every)
 
 
-def test_write_wav_round_trip_and_atomicity(tmp_path):
+def test_write_wav_round_trip_and_atomicity(tmp_path, monkeypatch):
     wave = (0.5 * np.sin(np.linspace(0, 200, 4000))).astype(np.float32)
     path = str(tmp_path / "out.wav")
     write_wav(path, wave)
     np.testing.assert_array_equal(load_wave(path), from_int16(to_int16(wave)))
     assert sf.info(path).subtype == "PCM_16"
-    # Invalid audio raises before anything is written, and leaves no temp file behind.
-    with pytest.raises(AudioError, match="NaN"):
-        write_wav(str(tmp_path / "bad.wav"), np.full(100, np.nan))
+    # Invalid audio raises before anything is written, at any rate.
+    for rate in (16_000, 22_050):
+        with pytest.raises(AudioError, match="NaN"):
+            write_wav(str(tmp_path / "bad.wav"), np.full(100, np.nan), rate)
+    assert sorted(os.listdir(tmp_path)) == ["out.wav"]
+
+    # A write that fails half-way leaves no temp file behind (nor a partial bad.wav).
+    def fail_midway(file, *args, **kwargs):
+        with open(file, "wb") as f:
+            f.write(b"RIFF")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sf, "write", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        write_wav(str(tmp_path / "bad.wav"), wave)
     assert sorted(os.listdir(tmp_path)) == ["out.wav"]
 
 

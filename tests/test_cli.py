@@ -58,3 +58,28 @@ def test_help_lists_core_and_mode_commands(capsys):
         assert f"  {name} " in out
     assert cli.main(["no-such-verb"]) == 2
     assert "unknown command 'no-such-verb'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("broken", ["def speak(:\n    pass\n",  # a syntax error
+                                    'COMMANDS = {"go": make_table()}\n'])  # not a literal
+def test_a_broken_mode_cannot_break_a_core_command(modes_package, monkeypatch, capsys, broken):
+    _write(modes_package, "broken.py", broken)
+    monkeypatch.setattr(cli, "MODES_PACKAGE", "fake_modes")
+    with pytest.raises(cli.CommandTableError, match=r"broken.py: "):
+        cli.mode_commands()
+    # A core verb dispatches without reading the modes' tables.
+    assert cli.main(["bench", "--help"]) == 0
+    assert "usage: chorus bench NAME" in capsys.readouterr().out
+    # Help and every other verb read them, and report the broken file.
+    for argv in (["--help"], ["speak"]):
+        assert cli.main(argv) == 2
+        assert "broken.py: " in capsys.readouterr().err
+
+
+def test_a_syntax_error_is_reported_naming_the_file(modes_package):
+    _write(modes_package, "ok.py", 'COMMANDS = {"go": ("fake_modes.ok:main", "x")}\n')
+    _write(modes_package, "typo.py", 'X = 1\nCOMMANDS = {"say": ("fake_modes.typo:main" "x")\n')
+    with pytest.raises(cli.CommandTableError,
+                       match=r"typo.py: line \d+: cannot read COMMANDS, the module does not "
+                             r"parse: "):
+        cli.mode_commands("fake_modes")

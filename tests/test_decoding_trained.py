@@ -14,7 +14,7 @@ from chorus.config import DecodeConfig
 from chorus.decoding.filtering import sampling_probs
 from chorus.decoding.verified import decode_stats, greedy_decode, verified_decode
 from chorus.model.heads import MTPConfig
-from chorus.vocab import VocabLayout
+from experiments.benchmarks.decoding import CONSTRAINED, toy_allowed_ids
 from experiments.benchmarks.mtp_toy import TOY_CONFIG, ToyTask, train_toy
 
 TASK = ToyTask()
@@ -47,13 +47,9 @@ def test_trained_heads_accept_often_and_output_equals_greedy(trained, design):
     assert figures["forwards_per_token"] < 0.75
 
 
-def _toy_mask(disallowed=(3, 11, 17)):
+def _toy_mask(disallowed=CONSTRAINED["disallowed"]):
     """The toy's symbols (and eos) minus a few: the successor rule must route around them."""
-    allowed = np.zeros(VocabLayout.from_model_config(TOY_CONFIG.model).size, bool)
-    allowed[TASK.first_id:TASK.first_id + TASK.num_symbols] = True
-    allowed[[TASK.first_id + d for d in disallowed]] = False
-    allowed[VocabLayout.from_model_config(TOY_CONFIG.model).eos_id] = True
-    return allowed
+    return toy_allowed_ids(TASK, TOY_CONFIG, disallowed)
 
 
 @pytest.mark.parametrize("design", ["parallel", "sequential"])
@@ -63,7 +59,8 @@ def test_trained_verified_equals_greedy_under_a_mask_and_a_penalty(trained, desi
     model, params, head_sets = trained
     heads, hp = head_sets[design]
     prompts, lengths = TASK.prompts(np.random.default_rng(3), 8, 10, min_length=K)
-    penalty, window, allowed = 3.0, 24, _toy_mask()
+    penalty, window = CONSTRAINED["repetition_penalty"], CONSTRAINED["repetition_window"]
+    allowed = _toy_mask()
     kw = dict(max_new_tokens=40, stop_tokens=())
     want = greedy_decode(model, params, prompts, lengths, allowed_ids=allowed,
                          repetition_penalty=penalty, repetition_window=window, **kw)

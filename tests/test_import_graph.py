@@ -126,10 +126,27 @@ def _examples(edges: dict[tuple[str, str], list[str]], pair: tuple[str, str]) ->
     return ", ".join(edges[pair][:3])
 
 
-def test_the_graph_sees_lazy_and_relative_imports():
+def _top_level_imports(module: str) -> set[str]:
+    with open(MODULES[module], encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    return {alias.name if isinstance(node, ast.Import) else node.module
+            for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names}
+
+
+def test_the_graph_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     # chorus.cli imports its targets by name only; chorus.training.cli imports lazily.
     assert "chorus.config" in GRAPH["chorus.training.cli"]
     assert len(MODULES) > 100 and sum(map(len, GRAPH.values())) > 300
+    # record_cache imports chorus.progress only inside a function.
+    assert "chorus.progress" not in _top_level_imports("data_pipelines.record_cache")
+    assert "chorus.progress" in GRAPH["data_pipelines.record_cache"]
+    # Relative imports resolve against the module's package (a throwaway chorus module).
+    path = tmp_path / "fake.py"
+    path.write_text("from .atomic import write_json\nfrom . import progress\n"
+                    "def f():\n    from .audio.io import load_wave\n")
+    monkeypatch.setitem(MODULES, "chorus.fake", str(path))
+    assert imports_of("chorus.fake") == {"chorus.atomic", "chorus.progress", "chorus.audio.io"}
 
 
 def test_no_cycle_between_modules():

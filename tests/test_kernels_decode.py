@@ -42,6 +42,8 @@ CASES = [
     Case(16, 2, 2, 200, (16, 150), sliding_window=20),
     # D = 128: TPU reads the cache in place as [B, T, Hkv*D]
     Case(5, 8, 2, 300, (299,), head_dim=128, block_kv=32),
+    # wider than MAX_WINDOW: the kernel answers 16-query slices, the reference the whole window
+    Case(40, 2, 2, 120, (40, 97), sliding_window=20),
 ]
 
 

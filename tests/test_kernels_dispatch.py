@@ -62,6 +62,11 @@ def test_cpu_auto_is_the_reference():
     lengths = jnp.array([3, 12], jnp.int32)
     got = jax.jit(pallas_kernels.decode_attention)(q, kc, vc, lengths)
     assert jnp.array_equal(got, jax.jit(decode_attention_reference)(q, kc, vc, lengths))
+    # The XLA route takes a window of any width whole (only the kernel routes slice it).
+    q, kc, vc = random_cache(2, 2, 40, 4, 2, 16, 64)
+    lengths = jnp.array([40, 57], jnp.int32)
+    got = jax.jit(pallas_kernels.decode_attention)(q, kc, vc, lengths)
+    assert jnp.array_equal(got, jax.jit(decode_attention_reference)(q, kc, vc, lengths))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -87,6 +92,8 @@ def test_decode_argument_errors():
     q, kc, vc = random_cache(0, 2, 17, 4, 2, 16, 32)
     with pytest.raises(ValueError, match="window"):  # (windows > 16 are answered in slices)
         pallas_kernels.decode_attention(q[:, :0], kc, vc, jnp.array([20, 20]))
+    with pytest.raises(ValueError, match="window"):
+        pallas_kernels.decode_attention(q[:, :0], kc, vc, jnp.array([20, 20]), impl="xla")
     with pytest.raises(ValueError, match="lengths"):
         pallas_kernels.decode_attention(q[:, :2], kc, vc, jnp.array([20]))
 

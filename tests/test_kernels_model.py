@@ -79,8 +79,9 @@ def test_prefill_and_verify_window_match_xla(inputs):
 
 
 def _extend(impl: str, variant: str, params, tokens):
-    """A prefill, then one extend window of 40 tokens (> the kernels' 16-query window, so
-    decode attention answers it in slices) with ragged per-row counts."""
+    """A prefill, then one extend window of 40 tokens with ragged per-row counts: wider than
+    the kernels' 16-query window, so the kernel routes answer it in slices, while the XLA
+    route attends over the whole window at once (the unsliced reference)."""
     model = _model(impl)
     cache = init_cache(model.config, BATCH, 64)
 

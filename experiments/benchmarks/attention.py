@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import statistics
-import tempfile
 import time
 
 import jax
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pallas_kernels
+from chorus.atomic import write_text
 from pallas_kernels.reference import attention_reference
 from pallas_kernels.testing import random_qkv, relative_error
 
@@ -260,13 +260,6 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x)
@@ -316,9 +309,8 @@ def run(cfg: BenchConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(list(argv or []))
     result = run(cfg)
-    os.makedirs(cfg.out, exist_ok=True)
-    _write_atomic(os.path.join(cfg.out, "results.json"), json.dumps(result, indent=2) + "\n")
+    write_text(os.path.join(cfg.out, "results.json"), json.dumps(result, indent=2) + "\n")
     markdown = to_markdown(result)
-    _write_atomic(os.path.join(cfg.out, "results.md"), markdown)
+    write_text(os.path.join(cfg.out, "results.md"), markdown)
     print(markdown)
     return 0

@@ -16,8 +16,10 @@ A mode contributes verbs with a module-level literal in its experiment module (a
     COMMANDS = {"transcribe": ("experiments.asr.cli:main", "transcribe audio files")}
 
 The table is read from the source without importing the module (so `chorus --help` stays
-fast and a broken mode cannot break the other commands); the target is imported only when
-its verb runs. A target `module:function` takes argv (list[str]) and returns an exit code.
+fast), and only for help, an unknown verb or a mode's verb: a core command never reads it,
+so a broken mode (a malformed table, a syntax error) cannot break the core commands. The
+target is imported only when its verb runs. A target `module:function` takes argv
+(list[str]) and returns an exit code.
 
 The platform is the user's: nothing here chooses one. JAX runs on what it finds (set
 JAX_PLATFORMS=cpu on a CPU host that has libtpu installed to skip its TPU probe; the Makefile
@@ -47,7 +49,8 @@ MODES_PACKAGE = "experiments"
 
 
 class CommandTableError(RuntimeError):
-    """A mode's COMMANDS literal is malformed or clashes with another command."""
+    """A mode's COMMANDS literal is malformed or clashes with another command, or its module
+    does not parse."""
 
 
 def _experiment_sources(package: str) -> list[tuple[str, str]]:
@@ -69,7 +72,12 @@ def _experiment_sources(package: str) -> list[tuple[str, str]]:
 def _declared_commands(path: str) -> dict | None:
     """The literal value of a top-level `COMMANDS = {...}` in `path`, or None."""
     with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), filename=path)
+        source = f.read()
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as e:
+        raise CommandTableError(f"{path}: line {e.lineno}: cannot read COMMANDS, the module "
+                                f"does not parse: {e.msg}") from None
     for node in tree.body:
         targets = (node.targets if isinstance(node, ast.Assign) else
                    [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
@@ -82,11 +90,12 @@ def _declared_commands(path: str) -> dict | None:
     return None
 
 
-def mode_commands(package: str = MODES_PACKAGE) -> dict[str, tuple[str, str]]:
-    """Verb -> ("module:function", help) contributed by the experiment modules."""
+def mode_commands(package: str | None = None) -> dict[str, tuple[str, str]]:
+    """Verb -> ("module:function", help) contributed by the experiment modules of `package`
+    (default MODES_PACKAGE)."""
     table: dict[str, tuple[str, str]] = {}
     owner: dict[str, str] = {}
-    for module, path in _experiment_sources(package):
+    for module, path in _experiment_sources(package or MODES_PACKAGE):
         declared = _declared_commands(path)
         if declared is None:
             continue
@@ -119,15 +128,18 @@ def _usage(commands: dict[str, tuple[str, str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        commands = all_commands()
-    except CommandTableError as e:
-        print(f"chorus: {e}", file=sys.stderr)
-        return 2
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    name, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if name in CORE_COMMANDS:  # the modes' tables are not read: none can break a core verb
+        commands = CORE_COMMANDS
+    else:
+        try:
+            commands = all_commands()
+        except CommandTableError as e:
+            print(f"chorus: {e}", file=sys.stderr)
+            return 2
+    if name is None or name in ("-h", "--help", "help"):
         print(_usage(commands))
         return 0
-    name, rest = argv[0], argv[1:]
     if name not in commands:
         print(f"chorus: unknown command {name!r}\n\n{_usage(commands)}", file=sys.stderr)
         return 2

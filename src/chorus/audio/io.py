@@ -140,10 +140,12 @@ def check_wave(wave: np.ndarray, source: str = "waveform", min_samples: int = 1)
 
 
 def write_wav(path: str, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """16-bit PCM WAV, written atomically (temp file beside `path`, then os.replace)."""
+    """16-bit PCM WAV, written atomically (temp file beside `path`, then os.replace).
+
+    The samples are validated like `check_wave` (finite, mono; written as given, at
+    `sample_rate`: nothing is resampled)."""
     import soundfile
 
-    wave = check_wave(wave, f"{path} (to write)") if sample_rate == SAMPLE_RATE else (
-        np.asarray(wave, np.float32))
+    wave = check_wave(wave, f"{path} (to write)")
     with atomic_path(path) as tmp:
         soundfile.write(tmp, to_int16(wave), sample_rate, subtype="PCM_16", format="WAV")

@@ -25,8 +25,8 @@ N_MELS = 128
 LOG_FLOOR = 1e-6
 
 
-def num_frames(num_samples: int) -> int:
-    return num_samples // HOP_LENGTH
+def num_frames(num_samples: int, hop_length: int = HOP_LENGTH) -> int:
+    return num_samples // hop_length
 
 
 def hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -85,10 +85,12 @@ def _banded_filterbank() -> tuple[np.ndarray, np.ndarray]:
     return idx, weights
 
 
-def frame_indices(num_samples: int) -> np.ndarray:
-    """(frames, N_FFT) indices into the wave padded by N_FFT // 2 on both sides."""
-    starts = np.arange(num_frames(num_samples)) * HOP_LENGTH
-    return starts[:, None] + np.arange(N_FFT)[None, :]
+def frame_indices(num_samples: int, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH
+                  ) -> np.ndarray:
+    """(num_samples // hop_length, n_fft) indices into the wave padded by n_fft // 2 on both
+    sides: frame f is centred on sample f * hop_length."""
+    starts = np.arange(num_frames(num_samples, hop_length)) * hop_length
+    return starts[:, None] + np.arange(n_fft)[None, :]
 
 
 def log_mel(wave: np.ndarray) -> np.ndarray:

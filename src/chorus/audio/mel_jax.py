@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from chorus.audio import mel
 
 
 def log_mel(waves: jax.Array) -> jax.Array:
     """(..., N) float 16 kHz -> (..., N // 160, 128) float32; N must be static."""
-    waves = jnp.asarray(waves, jnp.float32)
-    num_samples = waves.shape[-1]
-    pad = [(0, 0)] * (waves.ndim - 1) + [(mel.N_FFT // 2, mel.N_FFT // 2)]
-    padded = jnp.pad(waves, pad)
-    frames = padded[..., mel.frame_indices(num_samples)] * mel.hann_window()
-    spectrum = jnp.fft.rfft(frames, n=mel.N_FFT, axis=-1)
+    spectrum = stft(jnp.asarray(waves, jnp.float32), mel.N_FFT, mel.HOP_LENGTH)
     power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
     mels = jnp.matmul(power, mel.mel_filterbank(), precision=jax.lax.Precision.HIGHEST)
     return jnp.log(jnp.maximum(mels, mel.LOG_FLOOR))
@@ -38,10 +32,9 @@ def frame_mask(num_samples: jax.Array, num_frames: int) -> jax.Array:
 def stft(wave: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
     """(..., N) real -> (..., N // hop, n_fft // 2 + 1) complex, frames centred on f * hop."""
     win = jnp.asarray(mel.hann_window(n_fft))
-    frames = wave.shape[-1] // hop_length
     pad = [(0, 0)] * (wave.ndim - 1) + [(n_fft // 2, n_fft // 2)]
     padded = jnp.pad(wave, pad)
-    idx = np.arange(frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
+    idx = mel.frame_indices(wave.shape[-1], n_fft, hop_length)
     return jnp.fft.rfft(padded[..., idx] * win, axis=-1)
 
 

@@ -23,7 +23,3 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np
     import soxr  # imported lazily: only needed when rates differ
 
     return soxr.resample(wave, orig_sr, target_sr, quality="HQ").astype(np.float32)
-
-
-def resample_to_16k(wave: np.ndarray, orig_sr: int) -> np.ndarray:
-    return resample(wave, orig_sr, SAMPLE_RATE)

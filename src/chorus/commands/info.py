@@ -4,6 +4,7 @@ token, bytes per device."""
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 
@@ -45,9 +46,7 @@ def bytes_per_device(params, logical_specs, mesh_shape: dict[str, int],
 def platform_info() -> dict:
     """What JAX runs on here: the default backend and every device it sees (all processes)."""
     devices = jax.devices()
-    kinds: dict[str, int] = {}
-    for d in devices:
-        kinds[d.device_kind] = kinds.get(d.device_kind, 0) + 1
+    kinds = dict(collections.Counter(d.device_kind for d in devices))
     return {"platform": jax.default_backend(), "device_count": len(devices),
             "local_device_count": jax.local_device_count(),
             "process_index": jax.process_index(), "process_count": jax.process_count(),

@@ -4,8 +4,8 @@ See docs/decoding.md. Modules: `verified` (greedy / verified / speculative-sampl
 `drafters` (Medusa and DeepSeek-V3 MTP draft proposers), `acceptance` (greedy and speculative
 acceptance rules), `generate` (RL rollouts with log-probs), `constraints` (allowed ids,
 windowed repetition penalty), `filtering` (temperature, top-k, top-p), `stopping` (per-row
-output buffers and stop rules), `inputs` (request checks). The greedy-vs-verified benchmark
-is `chorus bench decoding` (experiments/benchmarks/decoding.py).
+output buffers and stop rules), `inputs` (request checks and defaults, the prompt's forward).
+The greedy-vs-verified benchmark is `chorus bench decoding` (experiments/benchmarks/decoding.py).
 """
 
 from chorus.decoding.acceptance import greedy_accept, speculative_accept

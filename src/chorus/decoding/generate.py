@@ -17,10 +17,8 @@ import jax.numpy as jnp
 
 from chorus.config import DecodeConfig
 from chorus.decoding import stopping
-from chorus.decoding.constraints import Constraints
 from chorus.decoding.filtering import sampling_logits, token_logprob
-from chorus.decoding.inputs import at_last, check_request
-from chorus.decoding.verified import prompt_forward
+from chorus.decoding.inputs import at_last, prepare_request, prompt_forward
 from chorus.model.unified import UnifiedAudioLM
 from chorus.vocab import VocabLayout
 
@@ -133,13 +131,9 @@ def generate(model: UnifiedAudioLM, params, prompts, prompt_lengths, rng,
     """
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: expected an int >= 1, got {num_samples!r}")
-    capacity = check_request(prompts, prompt_lengths, capacity, settings.max_new_tokens, 0,
-                             cache)
-    layout = VocabLayout.from_model_config(model.config.model)
-    if stop_tokens is None:
-        stop_tokens = (layout.eos_id,)
-    constraints = Constraints.make(settings, allowed_ids, prompts.shape[0], layout.size)
-    return _generate_jit(model, params, prompts, prompt_lengths, rng,
-                         stopping.stop_array(stop_tokens), constraints, audio_features,
-                         audio_mask, cache, settings=settings, num_samples=num_samples,
-                         capacity=capacity)
+    capacity, stops, constraints = prepare_request(
+        model, settings, prompts, prompt_lengths, num_draft=0, capacity=capacity, cache=cache,
+        stop_tokens=stop_tokens, allowed_ids=allowed_ids)
+    return _generate_jit(model, params, prompts, prompt_lengths, rng, stops, constraints,
+                         audio_features, audio_mask, cache, settings=settings,
+                         num_samples=num_samples, capacity=capacity)

@@ -1,10 +1,16 @@
-"""Checks on a decoding request (prompts, lengths, cache capacity) and prompt-end gathering."""
+"""What every decoder does first: checks a request (prompts, lengths, cache capacity), sets
+its defaults (stop tokens, constraints), runs the prompt's forward and gathers prompt ends."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from chorus.decoding import stopping
+from chorus.decoding.constraints import Constraints
+from chorus.model.unified import UnifiedAudioLM, init_cache
+from chorus.vocab import VocabLayout
 
 
 def required_capacity(prompt_width: int, max_new_tokens: int, num_draft: int) -> int:
@@ -56,3 +62,28 @@ def at_last(x: jax.Array, lengths: jax.Array) -> jax.Array:
     """x [B, P, ...] at each row's last prompt position lengths - 1 -> [B, ...]."""
     idx = (lengths - 1).reshape(-1, *([1] * (x.ndim - 1)))
     return jnp.take_along_axis(x, idx, axis=1)[:, 0]
+
+
+def prepare_request(model, settings, prompts, lengths, *, num_draft: int, capacity, cache,
+                    stop_tokens, allowed_ids):
+    """`check_request`, then the defaults: (capacity, stop-token array (eos by default),
+    Constraints of settings + allowed_ids)."""
+    capacity = check_request(prompts, lengths, capacity, settings.max_new_tokens, num_draft,
+                             cache)
+    layout = VocabLayout.from_model_config(model.config.model)
+    if stop_tokens is None:
+        stop_tokens = (layout.eos_id,)
+    constraints = Constraints.make(settings, allowed_ids, prompts.shape[0], layout.size)
+    return capacity, stopping.stop_array(stop_tokens), constraints
+
+
+def prompt_forward(model, params, prompts, lengths, cache, audio_features, audio_mask,
+                   capacity):
+    """The prompt's forward: a prefill into a fresh cache, or (cache given) an extend of it.
+    Returns (logits, hidden, cache)."""
+    if cache is None:
+        return model.apply({"params": params}, prompts, lengths,
+                           init_cache(model.config, prompts.shape[0], capacity),
+                           audio_features, audio_mask, method=UnifiedAudioLM.prefill)
+    return model.apply({"params": params}, prompts, lengths, cache, audio_features, audio_mask,
+                       method=UnifiedAudioLM.extend)

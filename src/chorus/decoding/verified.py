@@ -23,11 +23,10 @@ import numpy as np
 from chorus.config import DecodeConfig
 from chorus.decoding import stopping
 from chorus.decoding.acceptance import greedy_accept, speculative_accept
-from chorus.decoding.constraints import Constraints
 from chorus.decoding.drafters import make_drafter
 from chorus.decoding.filtering import sampling_logits, sampling_probs
-from chorus.decoding.inputs import at_last, check_request
-from chorus.model.unified import KVCache, UnifiedAudioLM, init_cache
+from chorus.decoding.inputs import at_last, prepare_request, prompt_forward
+from chorus.model.unified import KVCache, UnifiedAudioLM
 from chorus.vocab import VocabLayout
 
 
@@ -60,22 +59,8 @@ class _LoopState:
     window_hidden: jax.Array  # [B, k+1, d]
     accepted: jax.Array  # [B] a of the last window
     next_token: jax.Array  # [B] the next base token b
-    num_forwards: jax.Array
-    num_accepted: jax.Array
     step_drafts: jax.Array
     step_accepted: jax.Array
-
-
-def prompt_forward(model, params, prompts, lengths, cache, audio_features, audio_mask,
-                   capacity):
-    """The prompt's forward: a prefill into a fresh cache, or (cache given) an extend of it.
-    Returns (logits, hidden, cache)."""
-    if cache is None:
-        return model.apply({"params": params}, prompts, lengths,
-                           init_cache(model.config, prompts.shape[0], capacity),
-                           audio_features, audio_mask, method=UnifiedAudioLM.prefill)
-    return model.apply({"params": params}, prompts, lengths, cache, audio_features, audio_mask,
-                       method=UnifiedAudioLM.extend)
 
 
 def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, constraints,
@@ -113,7 +98,6 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
         out=out.at[:, 0].set(first),
         num_out=num_out, length=length, done=done, follow=follow, window_hidden=window_hidden,
         accepted=jnp.zeros((b,), jnp.int32), next_token=first,
-        num_forwards=jnp.zeros((b,), jnp.int32), num_accepted=jnp.zeros((b,), jnp.int32),
         step_drafts=jnp.zeros((b, max_new, k), jnp.int32),
         step_accepted=jnp.full((b, max_new), -1, jnp.int32))
 
@@ -159,8 +143,6 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
             num_out=jnp.where(live, num_out, s.num_out),
             length=jnp.where(live, length, s.length), done=s.done | done_now, follow=follow,
             window_hidden=hidden, accepted=a, next_token=nxt,
-            num_forwards=s.num_forwards + live,
-            num_accepted=s.num_accepted + jnp.where(live, a, 0),
             step_drafts=s.step_drafts.at[:, s.step].set(drafts),
             step_accepted=s.step_accepted.at[:, s.step].set(jnp.where(live, a, -1)))
 
@@ -169,7 +151,10 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
 
     s = jax.lax.while_loop(cond, body, state)
     tokens = stopping.pad_after(s.out[:, :max_new], s.length, pad_id)
-    return DecodeResult(tokens, s.length, s.num_forwards, s.num_accepted, s.step_drafts,
+    # A live row's step records a >= 0; a done row's (and an unrun step's) -1.
+    num_forwards = jnp.sum(s.step_accepted >= 0, axis=1, dtype=jnp.int32)
+    num_accepted = jnp.sum(jnp.maximum(s.step_accepted, 0), axis=1, dtype=jnp.int32)
+    return DecodeResult(tokens, s.length, num_forwards, num_accepted, s.step_drafts,
                         s.step_accepted, s.cache)
 
 
@@ -208,19 +193,14 @@ def decode_with_drafter(model: UnifiedAudioLM, params, drafter, prompts, prompt_
                         audio_mask=None, allowed_ids=None,
                         cache: KVCache | None = None) -> DecodeResult:
     """`verified_decode` with any drafter (see chorus.decoding.drafters for the interface)."""
-    k = drafter.num_draft
-    capacity = check_request(prompts, prompt_lengths, capacity, settings.max_new_tokens, k,
-                             cache)
+    capacity, stops, constraints = prepare_request(
+        model, settings, prompts, prompt_lengths, num_draft=drafter.num_draft,
+        capacity=capacity, cache=cache, stop_tokens=stop_tokens, allowed_ids=allowed_ids)
     if settings.temperature > 0 and rng is None:
         raise ValueError("rng: expected a PRNG key when settings.temperature > 0, got None")
     rng = jax.random.key(0) if rng is None else rng
-    layout = VocabLayout.from_model_config(model.config.model)
-    if stop_tokens is None:
-        stop_tokens = (layout.eos_id,)
-    constraints = Constraints.make(settings, allowed_ids, prompts.shape[0], layout.size)
-    return _decode_jit(model, params, drafter, prompts, prompt_lengths, rng,
-                       stopping.stop_array(stop_tokens), constraints, audio_features,
-                       audio_mask, cache, settings=settings, capacity=capacity)
+    return _decode_jit(model, params, drafter, prompts, prompt_lengths, rng, stops, constraints,
+                       audio_features, audio_mask, cache, settings=settings, capacity=capacity)
 
 
 def greedy_decode(model: UnifiedAudioLM, params, prompts, prompt_lengths, *,

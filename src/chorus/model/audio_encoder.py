@@ -133,11 +133,17 @@ def init_stream_state(config: AudioEncoderConfig, batch_size: int,
         enc_context=zeros(n, CONV_CONTEXT, d), num_frames=jnp.zeros((), jnp.int32))
 
 
+def _stream_chunks(chunk_size: int, encoder_frames: int) -> int:
+    """The most chunks a push of `encoder_frames` can close (each push runs that many)."""
+    return (chunk_size - 1 + encoder_frames) // chunk_size
+
+
 def stream_output_frames(config: AudioEncoderConfig, num_mel_frames: int) -> int:
     """Width of the adaptor frames `stream_step` returns for a push of num_mel_frames (the
-    most that can become final in it; `stream_flush` returns ceil(C / 2))."""
-    c, e = config.chunk_size, num_mel_frames // ENCODER_STRIDE
-    return ((c - 1 + e) // c * c + 1) // 2
+    most that can become final in it: ceil(L / 2) of the L = chunks x C encoder frames it
+    runs; `stream_flush` returns ceil(C / 2))."""
+    c = config.chunk_size
+    return (_stream_chunks(c, num_mel_frames // ENCODER_STRIDE) * c + 1) // 2
 
 
 class AudioEncoder(nn.Module):
@@ -241,7 +247,7 @@ class AudioEncoder(nn.Module):
         x = nn.gelu(x) + jax.lax.dynamic_slice_in_dim(self._sinusoids(), n, e)
         # The open chunk's frames, then the new ones: chunks 0 .. num_closed-1 close now.
         p = n % c
-        committed, num_max = n - p, (c - 1 + e) // c
+        committed, num_max = n - p, _stream_chunks(c, e)
         width = (num_max + 1) * c
         buf = jnp.zeros((x.shape[0], width, x.shape[2]), x.dtype).at[:, :c].set(state.pending)
         buf = jax.lax.dynamic_update_slice_in_dim(buf, x, p, 1)

@@ -109,13 +109,20 @@ class UnifiedAudioLM(nn.Module):
                                            audio_mask.reshape(b * a, t))
         return frames.reshape(b, a, *frames.shape[1:]), fmask.reshape(b, a, -1)
 
-    def embed_inputs(self, tokens, audio_features=None, audio_mask=None):
-        """(embeddings [B, L, d], placeholder excess [B], adaptor frames + mask or None)."""
+    def embed_inputs(self, tokens, audio_features=None, audio_mask=None, *, audio=None):
+        """(embeddings [B, L, d], placeholder excess [B], adaptor frames + mask or None).
+
+        The placeholders take the adaptor frames of the log-mel clips audio_features +
+        audio_mask, or the precomputed `audio=(frames [B, A, F, d], mask [B, A, F])`.
+        """
+        if audio_features is not None and audio is not None:
+            raise ValueError("embed_inputs: expected log-mel clips (audio_features) or adaptor "
+                             "frames (audio), got both")
         x = self.embed_tokens(tokens)
         excess = jnp.zeros(tokens.shape[:1], jnp.int32)
-        audio = None
         if audio_features is not None:
             audio = self.encode_audio(audio_features, audio_mask)
+        if audio is not None:
             x, excess = splice_audio(x, tokens, self.layout.audio_placeholder_id, *audio)
         x = nn.with_logical_constraint(x, ("activation_batch", "activation_length",
                                            "activation_embed"))
@@ -178,16 +185,12 @@ class UnifiedAudioLM(nn.Module):
         # Padding slots never take an adaptor frame.
         tokens = jnp.where(jnp.arange(w)[None, :] < lengths[:, None], tokens, self.layout.pad_id)
         positions = cache.lengths[:, None] + jnp.arange(w)[None, :]
+        audio = None
         if audio_frames is not None:
             if audio_frames.ndim == 3:
                 audio_frames, audio_frame_mask = audio_frames[:, None], audio_frame_mask[:, None]
-            x = self.embed_tokens(tokens)
-            x, _ = splice_audio(x, tokens, self.layout.audio_placeholder_id, audio_frames,
-                                audio_frame_mask)
-            x = nn.with_logical_constraint(x, ("activation_batch", "activation_length",
-                                               "activation_embed"))
-        else:
-            x, _, _ = self.embed_inputs(tokens, audio_features, audio_mask)
+            audio = (audio_frames, audio_frame_mask)
+        x, _, _ = self.embed_inputs(tokens, audio_features, audio_mask, audio=audio)
         hidden, kv = self.decoder(x, positions, None, {"k": cache.k, "v": cache.v},
                                   cache.lengths)
         return (self.logits(hidden), hidden,
