@@ -35,6 +35,7 @@ from data_pipelines.batching import (
     BatchIterDataset,
     format_skips,
     skip_counts,
+    skip_vector,
 )
 from data_pipelines.records import (
     DEFAULT_LIMITS,
@@ -197,7 +198,7 @@ class DataIterator(Iterator[dict]):
 
     def __init__(self, dataset: grain.IterDataset, description: str, num_workers: int = 0):
         self._iter = iter(dataset)
-        self._skipped = np.zeros(len(SKIP_REASONS), np.int64)
+        self._skipped = skip_vector()
         self.description, self.num_workers = description, num_workers
 
     def __next__(self) -> dict[str, np.ndarray]:

@@ -54,7 +54,6 @@ class ExampleConfig:
     max_frames: int = 800  # T: 8 s of 10 ms frames
     truncate_long: bool = False
     augment: AugmentConfig = NO_AUGMENT  # waveform augmentation of audio inputs
-    fields: FieldMap = DEFAULT_FIELDS
 
     def __post_init__(self):
         if self.seq_len < 8:
@@ -94,10 +93,9 @@ class ExampleBuilder:
     def _inputs(self, rec: Record, rng: np.random.Generator | None) -> ExampleInputs | Skip:
         cached = {}
         if self.regime.cached:
-            entry = self.cache.get(rec.id) if rec.id else None
-            if entry is None:
+            cached = self.cache.get(rec.id, self.regime.cached) if rec.id else None
+            if cached is None:
                 return Skip("missing_cache_entry", f"record {rec.id!r} not in {self.cache}")
-            cached = {name: entry[name] for name in self.regime.cached}
         features = None
         if self.regime.audio_input:
             wave = rec.wave
@@ -180,14 +178,19 @@ def _tokenizer(tokenizer_path: str | None, data_dir: str | None) -> TextTokenize
 
 def _setup(regime: Regime, data_dir: str | None, split: str, layout: VocabLayout,
            tokenizer_path: str | None, dataset_name: str, source: Sequence[dict] | None,
-           cache: RecordCache | None, config: ExampleConfig):
+           cache: RecordCache | None, config: ExampleConfig, fields: FieldMap):
     """(builder, records) shared by the train and eval constructors."""
     builder = ExampleBuilder(regime, config, layout, _tokenizer(tokenizer_path, data_dir), cache)
     if cache is not None and cache.meta.split != split:
         raise ValueError(f"cache: expected the {split!r} split's RecordCache, got "
                          f"{cache.meta.split!r} ({cache.path})")
-    records = open_records(data_dir, split, dataset_name, source, config.fields,
-                           regime.required_texts, getattr(regime, "accepts", None),
+
+    def accepts(raw: dict) -> bool:
+        return regime.accepts(raw, fields)  # the record's keys are read through `fields`
+
+    records = open_records(data_dir, split, dataset_name, source, fields,
+                           regime.required_texts,
+                           accepts if getattr(regime, "accepts", None) is not None else None,
                            what=f"regime {regime.name!r}")
     return builder, records
 
@@ -215,11 +218,11 @@ def make_train_iterator(regime: Regime, data_dir: str | None, split: str, layout
     cache: the split's RecordCache when the regime reads cached arrays (regime.cached).
     """
     config = ExampleConfig(seq_len=seq_len, max_frames=max_frames, truncate_long=truncate_long,
-                           augment=augment_config, fields=fields)
+                           augment=augment_config)
     shape = BatchShape(batch_size=batch_size, seq_len=seq_len, max_clips=max_clips,
                        max_frames=max_frames, num_mels=mel.N_MELS, pad_id=layout.pad_id)
     builder, records = _setup(regime, data_dir, split, layout, tokenizer_path, dataset_name,
-                              source, cache, config)
+                              source, cache, config, fields)
     shard = host_shard(shard_index, shard_count)
     record_fn = RecordExamples(builder.train_example, fields, config.limits(regime.audio_input),
                                regime.required_texts)
@@ -246,10 +249,9 @@ def make_eval_iterator(regime: Regime, data_dir: str | None, split: str, layout:
     [1, T, 128] + audio_mask [1, T] (all False without an audio input), transcript (the
     record's text), and the regime's `reference(ex)` fields (reference_text, reference_ids,
     ...)."""
-    config = ExampleConfig(seq_len=seq_len, max_frames=max_frames, truncate_long=truncate_long,
-                           fields=fields)
+    config = ExampleConfig(seq_len=seq_len, max_frames=max_frames, truncate_long=truncate_long)
     builder, records = _setup(regime, data_dir, split, layout, tokenizer_path, dataset_name,
-                              source, cache, config)
+                              source, cache, config, fields)
     shard = host_shard(shard_index, shard_count)
     indices = range(shard[0], len(records), shard[1])
     if max_examples is not None:

@@ -20,6 +20,7 @@ a split without meta, which never reads as complete: opening it raises `CacheErr
                        arrays={"codes": ArraySpec("int32", (None,))}, attrs={"num_codes": 1000})
     cache = RecordCache.open(data_dir, key, "train")
     cache.get("utt-17")        # {"codes": int32[n]} or None when the record has no entry
+    cache.get("utt-17", ("codes",))   # only these arrays (the others are not decoded)
 
 `RecordCache` needs no JAX and is picklable: grain workers get a copy that reopens the
 array_record file lazily.
@@ -118,9 +119,30 @@ def _encode(arrays: list[np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def _decode(blob: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    buf = io.BytesIO(blob)
-    return {name: np.lib.format.read_array(buf, allow_pickle=False) for name in names}
+_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _decode(blob: bytes, names: tuple[str, ...], wanted: Iterable[str]) -> dict[str, np.ndarray]:
+    """The `wanted` arrays of an entry holding `names` in order; the others' data is skipped
+    (only their .npy headers are read)."""
+    wanted = set(wanted)
+    buf, out = io.BytesIO(blob), {}
+    for name in names:
+        if len(out) == len(wanted):
+            break
+        if name in wanted:
+            out[name] = np.lib.format.read_array(buf, allow_pickle=False)
+            continue
+        start = buf.tell()
+        version = np.lib.format.read_magic(buf)
+        if version not in _HEADERS:  # (3, 0): utf-8 field names, never ours; read it through
+            buf.seek(start)
+            np.lib.format.read_array(buf, allow_pickle=False)
+            continue
+        shape, _, dtype = _HEADERS[version](buf)
+        buf.seek(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, io.SEEK_CUR)
+    return out
 
 
 def write_record_cache(data_dir: str, producer_key: str, split: str,
@@ -232,8 +254,12 @@ class RecordCache:
     def __contains__(self, record_id: str) -> bool:
         return record_id in self._index
 
-    def get(self, record_id: str) -> dict[str, np.ndarray] | None:
-        """{name: array} of the record, or None when the cache has no entry for it."""
+    def get(self, record_id: str, names: Iterable[str] | None = None,
+            ) -> dict[str, np.ndarray] | None:
+        """{name: array} of the record (only `names`, default: every array), or None when the
+        cache has no entry for it."""
+        if names is not None:
+            self.require(names, "RecordCache.get")
         index = self._index.get(record_id)
         if index is None:
             return None
@@ -241,7 +267,8 @@ class RecordCache:
             from array_record.python.array_record_data_source import ArrayRecordDataSource
 
             self._reader = ArrayRecordDataSource([self.path])
-        return _decode(self._reader[index], self._names)
+        return _decode(self._reader[index], self._names,
+                       self._names if names is None else names)
 
     def require(self, names: Iterable[str], what: str) -> None:
         """CacheError unless the cache holds every array in `names` (for `what`)."""

@@ -17,8 +17,9 @@ hands `make_train_iterator` / `make_eval_iterator` an object with these members:
                                    parts unsupervised, target parts supervised
     reference(ex) -> dict          eval-only fields of the example: at least `reference_text`
                                    and `reference_ids` (the ids a decoder should produce)
-    accepts(raw) -> bool           optional: keep only the records it accepts (e.g. dialogue
-                                   turns); one pass over the split at construction
+    accepts(raw, fields) -> bool   optional: keep only the records it accepts (e.g. dialogue
+                                   turns), reading the raw record's keys through the
+                                   iterator's FieldMap; one pass over the split at construction
 
 `ExampleInputs` is what `stream` and `reference` receive. A regime must be picklable (grain
 workers get a copy); frozen dataclasses are. `check_regime` validates one at construction.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 
@@ -51,7 +52,6 @@ class ExampleInputs:
     rng: np.random.Generator | None  # the example's generator in training; None at eval
 
 
-@runtime_checkable
 class Regime(Protocol):
     name: str
     required_texts: tuple[str, ...]
@@ -82,8 +82,8 @@ def check_regime(regime) -> None:
             raise TypeError(f"regime {regime.name!r}: expected a method {method}(ex)")
     accepts = getattr(regime, "accepts", None)
     if accepts is not None and not callable(accepts):
-        raise TypeError(f"regime {regime.name!r}.accepts: expected a method accepts(raw) -> "
-                        f"bool or no such member, got {accepts!r}")
+        raise TypeError(f"regime {regime.name!r}.accepts: expected a method accepts(raw, "
+                        f"fields) -> bool or no such member, got {accepts!r}")
     known = {f.name for f in dataclasses.fields(FieldMap) if f.name not in ("audio",
                                                                             "sample_rate")}
     unknown = [t for t in regime.required_texts if t not in known]

@@ -10,6 +10,7 @@ string (tested). Non-ASCII text is rejected upstream by the pipelines.
 from __future__ import annotations
 
 import io
+import os
 import string
 from collections.abc import Iterable
 
@@ -18,9 +19,18 @@ import sentencepiece as spm
 
 from chorus.atomic import atomic_path
 
-TOKENIZER_FILENAME = "tokenizer.model"
+TOKENIZER_FILENAME = "tokenizer.model"  # in a corpus directory and in a run's assets
 # Printable ASCII except whitespace (the space is always a piece, as "▁").
 REQUIRED_CHARS = "".join(c for c in string.printable if not c.isspace())
+
+
+def tokenizer_assets(data_dir: str) -> dict[str, str]:
+    """A run's `Experiment.assets` for the corpus tokenizer: {TOKENIZER_FILENAME:
+    <data_dir>/TOKENIZER_FILENAME}, copied into the run at its start (so inference needs the run
+    directory alone); {} for an unset data_dir (which fails where data is opened)."""
+    if not data_dir:
+        return {}
+    return {TOKENIZER_FILENAME: os.path.join(os.path.expanduser(data_dir), TOKENIZER_FILENAME)}
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str) -> TextTokenizer:

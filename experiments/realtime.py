@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from data_pipelines.regime import ExampleInputs
+from data_pipelines.sources import DEFAULT_FIELDS, FieldMap
 from data_pipelines.streams import Stream, assemble, audio_placeholders, ids
 
 
@@ -32,16 +33,15 @@ def _nonempty(value) -> bool:
 class DialogueRegime:
     """Persona card + the user's spoken question in, the assistant's text answer out."""
 
-    persona_field: str = "persona"  # the record key of the card (FieldMap.persona)
-
     name: ClassVar[str] = "dialogue"
     required_texts: ClassVar[tuple[str, ...]] = ("persona", "answer")
     audio_input: ClassVar[bool] = True
     cached: ClassVar[tuple[str, ...]] = ()
 
-    def accepts(self, raw: dict) -> bool:
-        """Dialogue turns only: records with a non-empty persona card."""
-        return _nonempty(raw.get(self.persona_field))
+    def accepts(self, raw: dict, fields: FieldMap = DEFAULT_FIELDS) -> bool:
+        """Dialogue turns only: records with a non-empty persona card (the raw record's
+        `fields.persona` key; the data pipeline passes its FieldMap)."""
+        return fields.persona is not None and _nonempty(raw.get(fields.persona))
 
     def stream(self, ex: ExampleInputs) -> Stream:
         s = ex.layout.special

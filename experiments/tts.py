@@ -8,7 +8,7 @@ listening rewards), top to bottom:
              data pipeline
     prompt   <tts> <instruction> instr... <speaker> spk... <text> text... <tts_start>
     target   codes... <tts_end>               supervised: unified ids audio_offset + code
-    loss     next-token cross-entropy on the target positions (chorus.model.losses)
+    loss     next-token cross-entropy on the target positions (chorus.training.lm_loss)
 
     chorus train --experiment tts --workdir runs/tts --data DATA_DIR \
         --set experiment.cache_key=<the codec's producer key>
@@ -28,19 +28,19 @@ import dataclasses
 import os
 from typing import ClassVar
 
-import jax
 import numpy as np
 
 from chorus.config import Config, check, settings_from
-from chorus.model.factory import example_batch
+from chorus.model.factory import backbone_init
 from chorus.model.flops import backbone_train_flops
-from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.experiment import Experiment
+from chorus.training.lm_loss import make_lm_loss
 from chorus.vocab import VocabLayout
 from data_pipelines.record_cache import CacheError, RecordCache
 from data_pipelines.regime import ExampleInputs
 from data_pipelines.streams import Stream, assemble, ids
+from data_pipelines.tokenizer import tokenizer_assets
 
 CODES = "codes"  # the RecordCache array: int32 [n] codec codes of the record's audio
 
@@ -134,28 +134,14 @@ def open_codes(data_dir: str, cache_key: str, split: str, layout: VocabLayout) -
 # ----------------------------------------------------------------------------- model + loss
 
 
-def init_fn(model: UnifiedAudioLM, config: Config):
-    """rng -> {"backbone": boxed params} (logical axis names on the leaves)."""
-    b = example_batch(config, 1, 8)
-
-    def init(rng):
-        return {"backbone": model.init(rng, b["tokens"], b["positions"], b["segment_ids"],
-                                       b["audio_features"], b["audio_mask"])["params"]}
-
-    return init
-
-
 def loss_fn(model: UnifiedAudioLM):
-    """Cross-entropy on the supervised positions (codes + <tts_end>), with token accuracy."""
+    """The shared SFT objective (chorus.training.lm_loss: cross-entropy on the supervised
+    positions, codes + <tts_end>, with token accuracy) on params["backbone"]."""
+    lm_loss = make_lm_loss(model)
 
     def loss(params, batch, rng):
-        del rng  # no training-only randomness in the step
-        out = model.apply({"params": params["backbone"]}, batch["tokens"], batch["positions"],
-                          batch["segment_ids"], batch["audio_features"], batch["audio_mask"])
-        ce, count = cross_entropy(out["logits"], batch["targets"], batch["loss_mask"])
-        accuracy = token_accuracy(out["logits"], batch["targets"], batch["loss_mask"])
-        return ce, {"loss": ce, "ce": ce, "tokens": count,
-                    "accuracy": jax.lax.stop_gradient(accuracy)}
+        ce, metrics = lm_loss(params["backbone"], batch, rng)
+        return ce, {**metrics, "loss": ce}
 
     return loss
 
@@ -196,13 +182,13 @@ def build(config: Config) -> Experiment:
     settings = settings_from(TtsSettings, config.experiment)
     layout = VocabLayout.from_model_config(config.model)
     model = UnifiedAudioLM(config)
+    backbone = backbone_init(model, config)
     train_iterator, eval_iterator = make_data(config, settings, layout)
     t = config.train
     return Experiment(
-        name="tts", init_fn=init_fn(model, config), loss_fn=loss_fn(model),
+        name="tts", init_fn=lambda rng: {"backbone": backbone(rng)}, loss_fn=loss_fn(model),
         train_iterator=train_iterator, eval_iterator=eval_iterator,
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
         tokens_per_batch=t.batch_size * t.seq_len,
-        assets={"tokenizer.model": os.path.join(os.path.expanduser(settings.data_dir),
-                                                "tokenizer.model")})
+        assets=tokenizer_assets(settings.data_dir))

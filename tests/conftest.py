@@ -30,13 +30,13 @@ def tiny_asr_run(tiny_asr_corpus, tmp_path_factory):
     import json
 
     import numpy as np
-    from test_asr_cli import RUN, _sets
+    from asr_runs import RUN, sets
 
     from chorus.training.cli import train_main
 
     workdir = tmp_path_factory.mktemp("asr")
     assert train_main(["--experiment", "asr", "--workdir", str(workdir), "--data",
-                       tiny_asr_corpus, "--quiet", *_sets(*RUN, "train.steps=3")]) == 0
+                       tiny_asr_corpus, "--quiet", *sets(*RUN, "train.steps=3")]) == 0
     with open(workdir / "metrics.jsonl") as f:
         steps = [json.loads(line) for line in f if '"event"' not in line]
     # the hybrid loss: transcript CE + MTP + CTC over the adaptor frames

@@ -8,21 +8,13 @@ import os
 import numpy as np
 import pytest
 import soundfile
-from test_training_asr import ASR
+from asr_runs import RUN, sets
 
 from chorus.config import load_config
 from chorus.rl import cli as rl_cli
 from chorus.training.cli import train_main
 from experiments import asr
 from experiments.asr import cli as asr_cli
-
-RUN = [*ASR, "experiment.mtp.num_heads=2", "experiment.speed_examples=0",
-       "experiment.eval_examples=2", "decode.max_new_tokens=8", "train.log_every=1",
-       "train.checkpoint_every=1000"]
-
-
-def _sets(*overrides):
-    return [a for o in overrides for a in ("--set", o)]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +46,31 @@ def test_transcribe_reads_other_rates_and_formats_and_rejects_bad_files(trained,
     junk.write_text("not audio")
     assert asr_cli.main(["--workdir", str(trained), str(junk)]) == 2
     assert f"{junk}: expected a readable audio file" in capsys.readouterr().err
+
+
+def test_transcribe_checks_the_files_before_restoring_the_run(trained, tmp_path, monkeypatch,
+                                                              capsys):
+    from experiments.asr import transcriber
+
+    def restore(*args, **kwargs):
+        raise FileNotFoundError("restore reached")  # exit 2 with this message
+
+    monkeypatch.setattr(transcriber, "load_transcriber", restore)
+    junk = tmp_path / "notes.wav"
+    junk.write_text("not audio")
+    assert asr_cli.main(["--workdir", str(trained), str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert f"{junk}: expected a readable audio file" in err and "restore reached" not in err
+    long = tmp_path / "long.wav"  # 7 s > train.max_mel_frames=640 (6.4 s)
+    soundfile.write(long, 0.1 * np.sin(np.arange(7 * 16_000) / 8.0), 16_000)
+    assert asr_cli.main(["--workdir", str(trained), str(long)]) == 2
+    err = capsys.readouterr().err
+    assert "7.0 s of audio; this model takes at most 6.4 s" in err
+    assert "restore reached" not in err
+    # the limit is the run's config with the overrides: a longer one admits the file
+    assert asr_cli.main(["--workdir", str(trained), "--set", "train.max_mel_frames=800",
+                         str(long)]) == 2
+    assert "restore reached" in capsys.readouterr().err
 
 
 def test_rl_batches_carry_each_prompts_audio(corpus):
@@ -92,7 +109,7 @@ def grpo_run(trained, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("rl") / "grpo"
     argv = ["--experiment", "asr", "--algo", "grpo", "--workdir", str(workdir), "--quiet",
             "--init-from", str(trained),
-            *_sets(*RUN, "train.steps=2", "experiment.group_size=4",
+            *sets(*RUN, "train.steps=2", "experiment.group_size=4",
                    "experiment.rl_train_pool=6", "experiment.rl_eval_pool=2",
                    "experiment.eval_prompts=2", "experiment.rewards={neg_wer: 1.0}")]
     assert rl_cli.main(argv) == 0  # data_dir comes from the --init-from run
@@ -135,7 +152,7 @@ def test_heads_stage_trains_sequential_heads_on_the_frozen_backbone(trained, cor
 
     workdir = tmp_path / "heads"
     assert train_main(["--experiment", "asr", "--workdir", str(workdir), "--data", corpus,
-                       "--quiet", *_sets(*RUN, "train.steps=2", "experiment.mtp_stage=heads",
+                       "--quiet", *sets(*RUN, "train.steps=2", "experiment.mtp_stage=heads",
                                          "experiment.mtp.design=sequential",
                                          f"experiment.backbone_from={trained}")]) == 0
     params = {}

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from chorus.audio.io import from_int16, to_int16
 from data_pipelines.graph import make_example_iterator
 from data_pipelines.records import AudioLimits, Skip
 
@@ -15,7 +16,7 @@ BATCH = 3
 
 def _tone(i: int, seconds: float) -> np.ndarray:
     t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * (200 + 20 * i) * t) * 32767).astype(np.int16)
+    return to_int16(0.3 * np.sin(2 * np.pi * (200 + 20 * i) * t))
 
 
 def _records(n=11):
@@ -77,7 +78,7 @@ def test_one_pass_fixed_shapes_and_skips_counted(capsys):
     assert seen == [i for i in range(len(records)) if i not in (2, 5, 8)]  # record order
     for b in batches:  # each crop is a piece of its record's wave
         for row in np.flatnonzero(b["valid"]):
-            wave = records[b["index"][row]]["speech"].astype(np.float32) / 32768
+            wave = from_int16(records[b["index"][row]]["speech"])
             assert any(np.allclose(b["wave"][row], wave[s:s + CROP], atol=1e-6)
                        for s in range(len(wave) - CROP + 1))
     assert it.skipped["unreadable_audio"] == 1 and it.skipped["empty_text"] == 1

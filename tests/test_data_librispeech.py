@@ -19,6 +19,7 @@ from tensorflow_datasets.core.proto import feature_pb2
 from tensorflow_datasets.proto import tf_example_pb2, tf_feature_pb2
 
 from chorus.audio import mel
+from chorus.audio.io import from_int16, to_int16
 from chorus.vocab import VocabLayout
 from data_pipelines.pipeline import make_eval_iterator, make_train_iterator
 from data_pipelines.sources import (
@@ -94,7 +95,7 @@ def librispeech(tmp_path_factory):
     utterances = []
     for i, text in enumerate(TEXTS):
         wave, _ = synthesize(text.lower(), voice="en-us+m3", rate=220, seed=i)
-        utterances.append((np.round(wave * 32767).astype(np.int16), text))
+        utterances.append((to_int16(wave), text))
     _write_librispeech(data_dir, "default", "2.1.1", False, "test_clean", utterances)
     _write_librispeech(data_dir, "lazy_decode", "2.1.2", True, "test_clean", utterances)
     tok = os.path.join(data_dir, "tokenizer.model")
@@ -150,4 +151,4 @@ def test_asr_pipelines_on_librispeech(librispeech, name):
     for ex, (samples, _) in zip(examples, utterances, strict=True):
         n = int(ex["audio_mask"].sum())
         np.testing.assert_allclose(ex["audio_features"][0, :n],
-                                   mel.log_mel(samples.astype(np.float32) / 32768), atol=1e-4)
+                                   mel.log_mel(from_int16(samples)), atol=1e-4)

@@ -35,6 +35,15 @@ def test_round_trip_by_id_and_pickling(tmp_path):
             np.testing.assert_array_equal(got[name], values[name])
             assert got[name].dtype == values[name].dtype
     assert cache.get("nope") is None and "utt3" in cache and "nope" not in cache
+    for names in (("speaker",), ("codes",), ("speaker", "codes")):  # only these are decoded
+        for record_id, values in entries:
+            got = cache.get(record_id, names)
+            assert set(got) == set(names)
+            for name in names:
+                np.testing.assert_array_equal(got[name], values[name])
+    assert cache.get("nope", ("codes",)) is None
+    with pytest.raises(CacheError, match=r"needs arrays \['mel'\]"):
+        cache.get("utt1", ("mel",))
     clone = pickle.loads(pickle.dumps(cache))  # what a grain worker gets: reopens lazily
     assert clone._reader is None
     np.testing.assert_array_equal(clone.get("utt2")["codes"], entries[2][1]["codes"])

@@ -5,6 +5,7 @@ import numpy as np
 from chorus.vocab import VocabLayout, num_audio_placeholders
 from data_pipelines.records import Record
 from data_pipelines.regime import ExampleInputs, check_regime
+from data_pipelines.sources import FieldMap
 from experiments.realtime import DialogueRegime
 
 LAYOUT = VocabLayout(text_size=128, num_audio_codes=8)
@@ -41,4 +42,7 @@ def test_accepts_only_dialogue_turns():
     regime = DialogueRegime()
     assert regime.accepts({"persona": "name: Ada"}) and regime.accepts({"persona": b"x"})
     assert not regime.accepts({"persona": ""}) and not regime.accepts({"text": "hi"})
-    assert DialogueRegime(persona_field="card").accepts({"card": "name: Bo"})
+    card = FieldMap(persona="card")  # a dataset whose card field is named otherwise
+    assert regime.accepts({"card": "name: Bo"}, card)
+    assert not regime.accepts({"persona": "name: Ada"}, card)
+    assert not regime.accepts({"persona": "name: Ada"}, FieldMap(persona=None))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from chorus.config import ConfigError, load_config
+from chorus.model.factory import backbone_init
 from chorus.model.unified import UnifiedAudioLM
-from chorus.rl.experiment import backbone_init
 from chorus.rl.model_rewards import BackboneLogprob
 from chorus.rl.rewards import RewardMix, RewardMixConfig, get_reward
 from chorus.rl.task import Completion, Prompts

@@ -8,9 +8,10 @@ import pytest
 
 from chorus import sharding
 from chorus.config import DecodeConfig, MeshConfig, load_config
+from chorus.model.factory import backbone_init
 from chorus.model.unified import UnifiedAudioLM
 from chorus.rl import rollout, value_head
-from chorus.rl.experiment import OnPolicySource, backbone_init
+from chorus.rl.experiment import OnPolicySource
 from chorus.training.state import boxed_shardings, unbox
 from chorus.vocab import VocabLayout
 

@@ -4,18 +4,12 @@
 import jax
 import numpy as np
 import pytest
-from train_toy import TINY
+from asr_runs import ASR
 
 from chorus import sharding
 from chorus.config import ConfigError, load_config
 from chorus.training.state import init_state, make_state_spec
 from experiments.asr import build
-
-ASR = [o for o in TINY if not o.startswith(("audio.n_mels", "model.text_vocab_size",
-                                            "train.seq_len", "train.max_mel_frames",
-                                            "train.max_audio_clips"))]
-ASR += ["model.text_vocab_size=128", "train.seq_len=160", "train.max_mel_frames=640",
-        "train.max_audio_clips=2"]
 
 
 @pytest.fixture(scope="module")

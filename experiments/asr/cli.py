@@ -13,10 +13,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
-SAMPLE_RATE = 16_000
-
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="chorus transcribe", description=__doc__,
@@ -31,38 +27,43 @@ def main(argv: list[str]) -> int:
 
     from chorus.audio.io import AudioError, load_wave
     from chorus.audio.mel import log_mel
-    from chorus.config import ConfigError
-    from experiments.asr.regime import asr_prompt
-    from experiments.asr.transcriber import load_transcriber, pad_requests, timed
+    from chorus.audio.resample import SAMPLE_RATE
+    from chorus.config import ConfigError, apply_overrides
+    from chorus.training.restore import resolve_run_dir
+    from chorus.training.run_config import read_run_config
+    from chorus.vocab import MEL_FRAMES_PER_SECOND
+    from experiments.asr.transcriber import load_transcriber, timed
 
-    try:
-        transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"chorus transcribe: {e}", file=sys.stderr)
+    def fail(message) -> int:
+        print(f"chorus transcribe: {message}", file=sys.stderr)
         return 2
-    layout = transcriber.layout
-    max_frames = transcriber.config.train.max_mel_frames
-    waves = []
+
+    # The files are checked against the run's config first: no checkpoint is read for a bad one.
+    try:
+        config = apply_overrides(read_run_config(resolve_run_dir(args.workdir)), args.overrides)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        return fail(e)
+    max_frames = config.train.max_mel_frames
+    clips = []
     for path in args.files:
         try:
             wave = load_wave(path)
         except AudioError as e:
-            print(f"chorus transcribe: {e}", file=sys.stderr)
-            return 2
+            return fail(e)
         frames = log_mel(wave)
         if frames.shape[0] > max_frames:
-            print(f"chorus transcribe: {path}: {frames.shape[0] / 100:.1f} s of audio; this "
-                  f"model takes at most {max_frames / 100:.1f} s (train.max_mel_frames)",
-                  file=sys.stderr)
-            return 2
-        waves.append((path, wave, frames))
+            return fail(f"{path}: {frames.shape[0] / MEL_FRAMES_PER_SECOND:.1f} s of audio; "
+                        f"this model takes at most {max_frames / MEL_FRAMES_PER_SECOND:.1f} s "
+                        f"(train.max_mel_frames)")
+        clips.append((path, len(wave) / SAMPLE_RATE, frames))
+    try:
+        transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        return fail(e)
     mode = "greedy" if args.greedy else "verified"
-    for path, wave, frames in waves:
-        example = {"prompt_tokens": asr_prompt(layout, frames.shape[0]),
-                   "audio_features": frames, "audio_mask": np.ones(frames.shape[0], bool)}
-        request = pad_requests([example], layout, max_frames)
+    for path, audio_seconds, frames in clips:
+        request = transcriber.request(frames)
         result, seconds = timed(lambda r=request: transcriber.decode(r, mode))
         print(json.dumps({"file": path, "text": transcriber.texts(result)[0], "step": run.step,
-                          "audio_seconds": len(wave) / SAMPLE_RATE,
-                          "decode_seconds": seconds}))
+                          "audio_seconds": audio_seconds, "decode_seconds": seconds}))
     return 0

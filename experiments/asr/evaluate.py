@@ -17,9 +17,9 @@ from chorus.config import Config
 from chorus.decoding.verified import decode_stats
 from chorus.eval.text_metrics import error_rates
 from chorus.progress import progress
-from chorus.vocab import VocabLayout
-from experiments.asr.regime import AsrRegime
-from experiments.asr.settings import AsrSettings, data_dir
+from chorus.vocab import MEL_FRAMES_PER_SECOND, VocabLayout
+from experiments.asr.regime import eval_examples
+from experiments.asr.settings import AsrSettings
 from experiments.asr.transcriber import Transcriber, pad_requests, timed
 
 SPEED_REPEATS = 3  # timed passes per mode; the fastest counts (CPU timings are noisy)
@@ -34,20 +34,12 @@ def _batches(items: Sequence, size: int):
 def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber) -> dict:
     """WER/CER per split with verified decoding (checked token-identical to greedy), acceptance
     and forwards per token, and greedy-vs-verified wall-clock at batch 1 and 8."""
-    from data_pipelines import make_eval_iterator
-
     layout = transcriber.layout
-    folder = data_dir(settings)
     max_frames = config.train.max_mel_frames
     report: dict[str, Any] = {}
     timing_pool: list[dict] = []
     for split in settings.eval_splits:
-        examples = list(make_eval_iterator(
-            AsrRegime(target=settings.asr_target), folder, split, layout,
-            dataset_name=settings.dataset, max_frames=max_frames, seq_len=config.train.seq_len,
-            max_examples=settings.eval_examples))
-        if not examples:
-            raise ValueError(f"{folder}: split {split!r} has no usable ASR example")
+        examples = eval_examples(config, settings, split, settings.eval_examples)
         timing_pool = timing_pool or examples
         hyps, refs, identical, stats = [], [], 0, []
         audio_seconds = 0.0
@@ -61,7 +53,7 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
                 hyps += transcriber.texts(verified)
                 refs += [ex["reference_text"] for ex in chunk]
                 stats.append(decode_stats(verified))
-                audio_seconds += float(request["audio_mask"].sum()) / 100.0
+                audio_seconds += float(request["audio_mask"].sum()) / MEL_FRAMES_PER_SECOND
                 bar.update(len(chunk))
         report[split] = {
             **error_rates(refs, hyps),
@@ -99,7 +91,7 @@ def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: Vocab
                 passes.append(sum(timed(lambda r=request, m=mode: transcriber.decode(
                     r, mode=m))[1] for request in requests))
             times[mode] = min(passes)
-        audio = sum(float(r["audio_mask"].sum()) / 100.0 for r in requests)
+        audio = sum(float(r["audio_mask"].sum()) / MEL_FRAMES_PER_SECOND for r in requests)
         decode_greedy = max(times["greedy"] - times["prefill"], 1e-9)
         decode_verified = max(times["verified"] - times["prefill"], 1e-9)
         rows[f"batch_{batch_size}"] = {

@@ -18,11 +18,10 @@ from chorus.model.flops import backbone_train_flops
 from chorus.training.evaluation import evaluate_loss
 from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
+from data_pipelines.tokenizer import tokenizer_assets
 from experiments.asr.model import AsrModel
 from experiments.asr.regime import AsrRegime
 from experiments.asr.settings import AsrSettings, asr_settings, data_dir
-
-TOKENIZER = "tokenizer.model"
 
 
 def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
@@ -86,13 +85,14 @@ def build(config: Config) -> Experiment:
 
     def evaluate(params, workdir: str) -> dict:
         from chorus.atomic import write_json, write_text
-        from data_pipelines.tokenizer import TextTokenizer
+        from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer
         from experiments.asr.evaluate import decode_eval, report_markdown
         from experiments.asr.transcriber import Transcriber
 
         batches = eval_iterator(jax.process_index(), jax.process_count(), t.seed)
         result = evaluate_loss(eval_loss_fn, params, batches)
-        tokenizer = TextTokenizer.from_file(os.path.join(data_dir(settings), TOKENIZER))
+        tokenizer = TextTokenizer.from_file(os.path.join(data_dir(settings),
+                                                           TOKENIZER_FILENAME))
         result.update(decode_eval(config, settings, Transcriber(config, asr, params, tokenizer)))
         if jax.process_index() == 0:
             write_json(os.path.join(workdir, "eval", "asr_eval.json"), result)
@@ -106,9 +106,7 @@ def build(config: Config) -> Experiment:
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
         tokens_per_batch=t.batch_size * t.seq_len,
-        # Copied into the run at its start (an unset data_dir fails when data is opened).
-        assets={TOKENIZER: os.path.join(os.path.expanduser(settings.data_dir), TOKENIZER)}
-        if settings.data_dir else {},
+        assets=tokenizer_assets(settings.data_dir),
         # A second-stage heads run trains "mtp" only (the CTC head needs the backbone).
         frozen=() if joint else tuple(
             name for name in ("backbone", "ctc") if name == "backbone" or asr.ctc_head is not None))

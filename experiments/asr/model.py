@@ -22,7 +22,7 @@ from chorus.audio.spec_augment import SpecAugmentConfig, spec_augment
 from chorus.config import Config
 from chorus.model import heads as mtp_heads
 from chorus.model.ctc import CtcHead, clip_transcripts, ctc_loss
-from chorus.model.factory import example_batch
+from chorus.model.factory import backbone_init
 from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
 from chorus.vocab import VocabLayout
@@ -51,13 +51,11 @@ class AsrModel:
 
     def init_fn(self, config: Config):
         """rng -> boxed params (logical axis names on the leaves; the trainer shards)."""
-        b = example_batch(config, 1, 8)
+        backbone = backbone_init(self.backbone, config)
 
         def init_fn(rng):
             backbone_rng, heads_rng, ctc_rng = jax.random.split(rng, 3)
-            params = {"backbone": self.backbone.init(
-                backbone_rng, b["tokens"], b["positions"], b["segment_ids"],
-                b["audio_features"], b["audio_mask"])["params"]}
+            params = {"backbone": backbone(backbone_rng)}
             if self.heads is not None:
                 params["mtp"] = mtp_heads.init_boxed(self.heads, config, heads_rng)
             if self.ctc_head is not None:

@@ -7,7 +7,8 @@
 examples (`make_eval_iterator(AsrRegime(...), ...)["prompt_tokens"]`), `chorus transcribe`
 and the RL task all get it from here. `AsrRegime` is the data_pipelines regime
 (`data_pipelines.regime`): the record's audio is the input clip; the target is the raw
-transcript or its `normalize_text` form (`target`).
+transcript or its `normalize_text` form (`target`). `eval_examples` is the evaluation pool
+of a split (the decoding table and the RL task's prompts).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from chorus.audio.text import normalize_text
+from chorus.config import Config, ConfigError
 from chorus.vocab import VocabLayout
 from data_pipelines.records import Record
 from data_pipelines.regime import ExampleInputs
 from data_pipelines.streams import Stream, assemble, audio_placeholders, ids
+from experiments.asr.settings import AsrSettings, data_dir
 
 AsrTarget = Literal["raw", "normalized"]
 
@@ -61,3 +64,20 @@ class AsrRegime:
         text = self.target_text(ex.record)
         return {"reference_text": text,
                 "reference_ids": np.asarray(ex.encode(text), np.int32)}
+
+
+def eval_examples(config: Config, settings: AsrSettings, split: str,
+                  max_examples: int | None) -> list[dict]:
+    """The first `max_examples` usable eval examples of `split` (make_eval_iterator: prompt,
+    clip, reference_text, ...); ConfigError when the split has none."""
+    from data_pipelines import make_eval_iterator
+
+    folder = data_dir(settings)
+    examples = list(make_eval_iterator(
+        AsrRegime(target=settings.asr_target), folder, split,
+        VocabLayout.from_model_config(config.model), dataset_name=settings.dataset,
+        max_frames=config.train.max_mel_frames, seq_len=config.train.seq_len,
+        max_examples=max_examples))
+    if not examples:
+        raise ConfigError(f"{folder}: split {split!r} has no usable ASR example")
+    return examples

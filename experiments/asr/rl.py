@@ -22,10 +22,11 @@ from chorus.rl.rollout import stack_ids
 from chorus.rl.task import Completion, Prompts
 from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
+from data_pipelines.tokenizer import tokenizer_assets
 from experiments.asr.model import AsrModel
-from experiments.asr.regime import AsrRegime
+from experiments.asr.regime import eval_examples
 from experiments.asr.settings import AsrRLSettings, data_dir
-from experiments.asr.transcriber import pad_requests
+from experiments.asr.transcriber import pad_requests, text_of
 
 COMPANIONS = ("mtp", "ctc")  # the ASR run's heads kept beside the RL policy
 
@@ -44,34 +45,21 @@ class AsrTask:
         self.max_frames = config.train.max_mel_frames
         self.answer_width = config.decode.max_new_tokens  # <eos> included
         self.stop_tokens = (self.layout.eos_id,)
-        corpus = os.path.expanduser(settings.data_dir)
-        self.assets = ({"tokenizer.model": os.path.join(corpus, "tokenizer.model")}
-                       if corpus else {})
+        self.assets = tokenizer_assets(settings.data_dir)
         self.asr = AsrModel.build(config, settings)
 
     @functools.cached_property
     def tokenizer(self):
-        from data_pipelines.tokenizer import TextTokenizer
+        from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer
 
-        return TextTokenizer.from_file(os.path.join(data_dir(self.settings), "tokenizer.model"))
+        return TextTokenizer.from_file(os.path.join(data_dir(self.settings),
+                                                    TOKENIZER_FILENAME))
 
     @functools.cached_property
     def pools(self) -> dict[str, list[dict]]:
-        from data_pipelines import make_eval_iterator
-
-        corpus, s = data_dir(self.settings), self.settings
-
-        def pool(split: str, n: int) -> list[dict]:
-            examples = list(make_eval_iterator(
-                AsrRegime(target=s.asr_target), corpus, split, self.layout,
-                dataset_name=s.dataset, max_frames=self.max_frames,
-                seq_len=self.config.train.seq_len, max_examples=n))
-            if not examples:
-                raise ConfigError(f"{corpus}: split {split!r} has no usable ASR example")
-            return examples
-
-        return {"train": pool(s.train_split, s.rl_train_pool),
-                "eval": pool(s.eval_splits[0], s.rl_eval_pool)}
+        c, s = self.config, self.settings
+        return {"train": eval_examples(c, s, s.train_split, s.rl_train_pool),
+                "eval": eval_examples(c, s, s.eval_splits[0], s.rl_eval_pool)}
 
     def prompts(self, split: str, rng: np.random.Generator, n: int) -> Prompts:
         pool = self.pools[split]
@@ -100,11 +88,7 @@ class AsrTask:
 
     def decode(self, ids: np.ndarray) -> Completion:
         """Text: the text tokens before the first <eos>."""
-        ids = np.asarray(ids)
-        stops = np.flatnonzero(ids == self.layout.eos_id)
-        body = ids[:stops[0]] if stops.size else ids
-        text = self.tokenizer.decode([int(t) for t in body if t < self.layout.text_size])
-        return Completion.from_ids(ids, text, self.layout)
+        return Completion.from_ids(ids, text_of(ids, self.tokenizer, self.layout), self.layout)
 
     def companions(self, rng) -> dict:
         """The ASR heads this config builds (their shapes; values from the init run)."""

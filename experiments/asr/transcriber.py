@@ -1,8 +1,7 @@
 """Batched transcription: the regime's prompt, verified multi-token decoding, text out.
 
-    transcriber = load_transcriber("runs/asr")           # an ASR run, or an RL run of it
-    request = pad_requests([{"prompt_tokens": asr_prompt(layout, n), "audio_features": mel,
-                             "audio_mask": mask}], layout, max_frames)
+    transcriber, run = load_transcriber("runs/asr")      # an ASR run, or an RL run of it
+    request = transcriber.request(log_mel(wave))         # one clip; pad_requests: a batch
     texts = transcriber.texts(transcriber.decode(request))
 
 Inference needs the run directory alone: params only (`chorus.training.restore.load_run`),
@@ -50,14 +49,32 @@ def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int)
     return {"prompts": prompts, "lengths": lengths, "audio_features": feats, "audio_mask": mask}
 
 
+def text_of(ids, tokenizer, layout: VocabLayout) -> str:
+    """The text of decoded ids: the text tokens before the first <eos> (specials and audio
+    codes dropped)."""
+    ids = np.asarray(ids)
+    stops = np.flatnonzero(ids == layout.eos_id)
+    body = ids[:stops[0]] if stops.size else ids
+    return tokenizer.decode([int(t) for t in body if t < layout.text_size])
+
+
 class Transcriber:
     """Batched transcription with verified decoding (greedy when there are no MTP heads)."""
 
     def __init__(self, config: Config, asr: AsrModel, params, tokenizer):
         self.config, self.asr, self.params, self.tokenizer = config, asr, params, tokenizer
         self.layout = VocabLayout.from_model_config(config.model)
+        self.max_frames = config.train.max_mel_frames  # the longest clip (train.max_mel_frames)
         k = asr.mtp.num_heads if asr.mtp is not None else 0
         self.settings = dataclasses.replace(config.decode, temperature=0.0, num_draft_tokens=k)
+
+    def request(self, frames: np.ndarray) -> dict:
+        """The request of one clip: log-mel `frames` [T, n_mels] (T <= max_frames) behind the
+        ASR prompt."""
+        frames = np.asarray(frames)
+        example = {"prompt_tokens": asr_prompt(self.layout, len(frames)),
+                   "audio_features": frames, "audio_mask": np.ones(len(frames), bool)}
+        return pad_requests([example], self.layout, self.max_frames)
 
     def decode(self, request: dict, mode: str = "verified"):
         """mode: "verified" (greedy when there are no heads), "greedy", or "prefill" (encoder,
@@ -77,11 +94,8 @@ class Transcriber:
 
     def texts(self, result) -> list[str]:
         tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
-        out = []
-        for row, n in zip(tokens, lengths, strict=True):
-            ids = [int(t) for t in row[:n] if t < self.layout.text_size]  # drops <eos>
-            out.append(self.tokenizer.decode(ids))
-        return out
+        return [text_of(row[:n], self.tokenizer, self.layout)
+                for row, n in zip(tokens, lengths, strict=True)]
 
 
 def timed(fn) -> tuple[Any, float]:
@@ -96,10 +110,10 @@ def load_transcriber(workdir: str, overrides: Sequence[str] = (), step: int | No
                      ) -> tuple[Transcriber, Any]:
     """(Transcriber, run) of an ASR or ASR-RL run directory; params only."""
     from chorus.training.restore import asset_path, load_run
-    from data_pipelines.tokenizer import TextTokenizer
+    from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer
 
     run = load_run(workdir, overrides, step=step)
     config = run.config
     asr = AsrModel.build(config, asr_settings(config))
-    tokenizer = TextTokenizer.from_file(asset_path(run.workdir, "tokenizer.model"))
+    tokenizer = TextTokenizer.from_file(asset_path(run.workdir, TOKENIZER_FILENAME))
     return Transcriber(config, asr, run.params, tokenizer), run

@@ -37,7 +37,7 @@ REGIMES = {"asr": _asr, "dialogue": _dialogue}  # the regimes with audio input (
 
 def measure(data_dir: str, task: str, split: str, num_workers: int, batches: int,
             batch_size: int, seq_len: int, max_frames: int, max_clips: int) -> dict:
-    from chorus.vocab import VocabLayout
+    from chorus.vocab import MEL_FRAMES_PER_SECOND, VocabLayout
     from data_pipelines.pipeline import make_train_iterator
 
     layout = VocabLayout(text_size=512, num_audio_codes=1000)
@@ -58,7 +58,7 @@ def measure(data_dir: str, task: str, split: str, num_workers: int, batches: int
     return {"task": task, "workers": num_workers, "batches": batches,
             "first_batch_s": first, "seconds": seconds,
             "batches_per_s": batches / seconds, "examples_per_s": examples / seconds,
-            "audio_seconds_per_s": frames / 100 / seconds,
+            "audio_seconds_per_s": frames / MEL_FRAMES_PER_SECOND / seconds,
             "fill": examples / (batches * batch_size)}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from chorus.config import Config
-from chorus.model.factory import example_batch
+from chorus.model.factory import backbone_init
 from chorus.model.flops import backbone_train_flops
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.experiment import Experiment
@@ -88,23 +88,12 @@ class SyntheticBatches:
         self.step = int(state["step"])
 
 
-def backbone_init_fn(model, config: Config):
-    """rng -> the backbone's boxed params (logical axis names on the leaves)."""
-    b = example_batch(config, 1, 8)
-
-    def init_fn(rng):
-        return model.init(rng, b["tokens"], b["positions"], b["segment_ids"],
-                          b["audio_features"], b["audio_mask"])["params"]
-
-    return init_fn
-
-
 def synthetic_experiment(config: Config, name: str = "synthetic"):
     """The backbone + LM loss on `SyntheticBatches`: the trainer with no data dependency."""
     model = UnifiedAudioLM(config)
     t = config.train
     return Experiment(
-        name=name, init_fn=backbone_init_fn(model, config), loss_fn=make_lm_loss(model),
+        name=name, init_fn=backbone_init(model, config), loss_fn=make_lm_loss(model),
         train_iterator=lambda index, count, seed: SyntheticBatches(config, index, count, seed),
         eval_iterator=lambda index, count, seed: SyntheticBatches(config, index, count,
                                                                   seed + 1),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from chorus import sharding
@@ -32,28 +34,31 @@ def example_batch(config: Config, batch_size: int, seq_len: int, num_clips: int 
     }
 
 
-def _init_fn(model: UnifiedAudioLM, batch):
+def backbone_init(model: UnifiedAudioLM, config: Config) -> Callable[[jax.Array], Any]:
+    """rng -> the backbone's boxed params (logical axis names on the leaves; the trainer, or
+    `init_params` under a mesh, shards them). The one initializer of every mode's backbone."""
+    b = example_batch(config, 1, 8)
+
     def init(rng):
-        return model.init(rng, batch["tokens"], batch["positions"], batch["segment_ids"],
-                          batch["audio_features"], batch["audio_mask"])
+        return model.init(rng, b["tokens"], b["positions"], b["segment_ids"],
+                          b["audio_features"], b["audio_mask"])["params"]
+
     return init
 
 
 def _abstract_boxed(model: UnifiedAudioLM, config: Config):
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-             for k, v in example_batch(config, 1, 8).items()}
     # The key is made inside the trace: no concrete array, so this is safe under a TPU mesh.
-    return jax.eval_shape(lambda b: _init_fn(model, b)(jax.random.key(0)), batch)
+    return jax.eval_shape(lambda: backbone_init(model, config)(jax.random.key(0)))
 
 
 def param_logical_specs(model: UnifiedAudioLM, config: Config):
     """Logical PartitionSpecs of every parameter (from an abstract init: no memory used)."""
-    return nn.get_partition_spec(_abstract_boxed(model, config))["params"]
+    return nn.get_partition_spec(_abstract_boxed(model, config))
 
 
 def abstract_params(model: UnifiedAudioLM, config: Config):
     """Parameter shapes/dtypes without allocating anything."""
-    boxed = _abstract_boxed(model, config)["params"]
+    boxed = _abstract_boxed(model, config)
     is_box = lambda x: isinstance(x, nn.Partitioned)
     # Strip boxes without applying constraints (we are outside any trace here).
     return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, boxed,
@@ -63,11 +68,10 @@ def abstract_params(model: UnifiedAudioLM, config: Config):
 def init_params(config: Config, rng, mesh=None):
     """Returns (model, params, param_shardings). With a mesh, params are born sharded."""
     model = UnifiedAudioLM(config)
-    batch = jax.tree.map(jnp.asarray, example_batch(config, 1, 8))
-    init = _init_fn(model, batch)
+    init = backbone_init(model, config)
 
     def unboxed(rng):
-        return nn.meta.unbox(init(rng))["params"]
+        return nn.meta.unbox(init(rng))
 
     if mesh is None:
         return model, jax.jit(unboxed)(rng), None

@@ -27,8 +27,7 @@ from typing import Any
 import jax
 
 from chorus.config import Config, ConfigError
-from chorus.model.factory import example_batch
-from chorus.model.unified import UnifiedAudioLM
+from chorus.model.factory import backbone_init
 from chorus.rl.algorithms import get_algorithm
 from chorus.rl.engine import RolloutEngine
 from chorus.rl.init_from import preload, pretrained
@@ -72,17 +71,6 @@ class OnPolicySource:
 
     def set_state(self, state: dict) -> None:
         self._index, self._cached = int(state["index"]), None
-
-
-def backbone_init(model: UnifiedAudioLM, config: Config) -> Callable[[jax.Array], Any]:
-    """rng -> the backbone's boxed params (logical axis names on the leaves)."""
-    b = example_batch(config, 1, 8)
-
-    def init(rng):
-        return model.init(rng, b["tokens"], b["positions"], b["segment_ids"],
-                          b["audio_features"], b["audio_mask"])["params"]
-
-    return init
 
 
 def build_rl_experiment(config: Config, task: Task, settings: RLSettings,
