@@ -5,6 +5,7 @@ counts the reason. Reasons:
   unreadable_audio   encoded bytes / file that no decoder can open
   truncated_audio    encoded file shorter than its header declares
   empty_audio        zero samples
+  too_short_audio    fewer samples than `min_samples`
   non_finite_audio   NaN or Inf samples
   silent_audio       peak amplitude below `silence_peak`
   too_long_audio     longer than `max_seconds` (unless `truncate_long`)
@@ -48,10 +49,13 @@ class AudioLimits:
     max_seconds: float | None = 8.0  # = T mel frames / 100; None: no limit
     truncate_long: bool = False  # cut long clips to max_seconds instead of skipping them
     silence_peak: float = 1e-4  # |x| peak below this = silence
+    min_samples: int = 1  # fewer samples (at 16 kHz) = too_short_audio
 
     def __post_init__(self):
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"AudioLimits.max_seconds: expected > 0, got {self.max_seconds}")
+        if self.min_samples < 1:
+            raise ValueError(f"AudioLimits.min_samples: expected >= 1, got {self.min_samples}")
         if self.silence_peak < 0:
             raise ValueError(f"AudioLimits.silence_peak: expected >= 0, got {self.silence_peak}")
 
@@ -71,10 +75,11 @@ class Record:
     answer: str
 
 
-def _text(record: dict, field: str | None) -> str:
-    if field is None or field not in record:
+def field_text(record: dict, field: str | None) -> str:
+    """A raw record's field as a string (bytes decoded as UTF-8); "" if absent or None."""
+    value = record.get(field) if field else None
+    if value is None:
         return ""
-    value = record[field]
     if isinstance(value, bytes | np.bytes_):
         value = bytes(value).decode("utf-8", errors="replace")
     return str(value)
@@ -99,7 +104,8 @@ def read_record(record: dict, fields: FieldMap, limits: AudioLimits,
         if name not in record:
             return Skip("missing_field", f"no field {name!r}; record has {sorted(record)}")
     try:
-        wave = load_wave(record[fields.audio], fields.sample_rate, source=f"field {fields.audio!r}")
+        wave = load_wave(record[fields.audio], fields.sample_rate, source=f"field {fields.audio!r}",
+                         min_samples=limits.min_samples)
     except AudioError as e:
         return Skip(e.reason, str(e))
     if float(np.max(np.abs(wave))) < limits.silence_peak:
@@ -111,7 +117,7 @@ def read_record(record: dict, fields: FieldMap, limits: AudioLimits,
             return Skip("too_long_audio", f"{len(wave) / SAMPLE_RATE:.2f} s > "
                                           f"{limits.max_seconds} s")
         wave = wave[:max_samples]
-    values = {name: _text(record, getattr(fields, name))
+    values = {name: field_text(record, getattr(fields, name))
               for name in ("text", "instruction", "tagged_text", "persona", "answer")}
     for name in ("text", *required_texts):
         if name != "text" and getattr(fields, name) not in record:
@@ -121,8 +127,5 @@ def read_record(record: dict, fields: FieldMap, limits: AudioLimits,
     for name in ("instruction", "tagged_text"):  # optional: dropped if unusable
         if values[name] and _check_text(values[name], name) is not None:
             values[name] = ""
-    speaker = record.get(fields.speaker) if fields.speaker else None
-    if isinstance(speaker, bytes | np.bytes_):
-        speaker = bytes(speaker).decode("utf-8", errors="replace")
-    return Record(wave=wave, speaker="" if speaker is None else str(speaker),
-                  id=_text(record, fields.id), **values)
+    return Record(wave=wave, speaker=field_text(record, fields.speaker),
+                  id=field_text(record, fields.id), **values)

@@ -14,7 +14,7 @@ import numpy as np
 from chorus.codec.config import CodecConfig
 from chorus.codec.models import NETWORKS, CodecModels, init_params
 from chorus.codec.pipeline import Codec
-from chorus.config import parse_override
+from chorus.config import load_config
 
 TINY_OVERRIDES = (
     "experiment.tokenizer.dim=32", "experiment.tokenizer.encoder_blocks=1",
@@ -31,17 +31,8 @@ TINY_OVERRIDES = (
 
 
 def experiment_mapping(*overrides: str) -> dict:
-    """`experiment.a.b=v` overrides as the nested `config.experiment` mapping they make."""
-    out: dict = {}
-    for text in (*TINY_OVERRIDES, *overrides):
-        key, value = parse_override(text)
-        parts = key.split(".")
-        assert parts[0] == "experiment", key
-        node = out
-        for part in parts[1:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
+    """`config.experiment` of a run with TINY_OVERRIDES + these `experiment.a.b=v` overrides."""
+    return dict(load_config("cpu-tiny", (*TINY_OVERRIDES, *overrides)).experiment)
 
 
 def tiny_config(*overrides: str) -> CodecConfig:

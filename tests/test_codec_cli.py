@@ -22,8 +22,9 @@ from chorus.training.metrics import read_jsonl
 from data_pipelines.record_cache import RecordCache
 from data_pipelines.records import read_record
 from data_pipelines.sources import DEFAULT_FIELDS, open_source
+from experiments.codec import corpus_cache
 from experiments.codec.cli import main
-from experiments.codec.corpus_codes import ENCODE_LIMITS, ENCODERS, producer_key
+from experiments.codec.corpus_codes import ENCODE_LIMITS, ENCODERS, encodable_records, producer_key
 from experiments.codec.data import FlowExamples
 from experiments.codec.evaluation import run_settings
 
@@ -160,6 +161,38 @@ def test_tts_batches_read_the_codes_the_codec_wrote(trained, data_dir, tiny_asr_
             ids = row[segments == seg]
             a, b = int(np.flatnonzero(ids == start)[0]), int(np.flatnonzero(ids == end)[0])
             assert tuple((ids[a + 1:b] - layout.audio_offset).tolist()) in all_codes
+
+
+def test_encode_split_writes_its_cache_and_adds_the_split(trained, data_dir, capsys):
+    """`chorus codec encode --split S` (make reproduce): the split's RecordCache under the
+    run's producer key, and S joins the splits of the run's corpus_codes.json."""
+    workdir, *_ = trained
+    assert main(["encode", "--workdir", workdir, "--split", "test"]) == 0
+    with open(os.path.join(workdir, "corpus_codes.json")) as f:
+        record = json.load(f)
+    assert record["splits"] == ["test", "train"] and record["data_dir"] == data_dir
+    cache = RecordCache.open(data_dir, record["producer_key"], "test")
+    source = open_source("chorus_speech", data_dir, "test")
+    assert list(cache.ids) == [r.id for r in encodable_records(source, 640)]
+    assert f"{cache.path}: {len(cache)} records as codes" in capsys.readouterr().out
+
+
+def test_voice_table_is_written_with_a_new_cache_or_when_missing(trained):
+    """A resumed flow stage (its cache complete, voices.json there) does not rewrite the
+    voice table; a missing one is written again, the same."""
+    workdir, *_ = trained
+    settings = run_settings(workdir)
+    path = os.path.join(workdir, "voices.json")
+    with open(path) as f:
+        voices = json.load(f)
+    before = os.stat(path)
+    corpus_cache(settings, workdir)
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    os.remove(path)
+    corpus_cache(settings, workdir)
+    with open(path) as f:
+        assert json.load(f) == voices
 
 
 def test_encode_decode_eval(trained, data_dir, tmp_path, capsys):

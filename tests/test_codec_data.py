@@ -1,5 +1,8 @@
 """The codec stages' batches from a chorus_speech dataset: fixed shapes, the held-out voices
-never trained on, CTC-infeasible or too long utterances skipped and counted, exact resume."""
+never trained on, too long utterances skipped and counted, CTC-infeasible ones skipped by
+name, exact resume."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -7,7 +10,7 @@ from codec_fixtures import experiment_mapping
 
 from chorus.codec import text
 from chorus.config import ConfigError, settings_from
-from data_pipelines.records import DEFAULT_LIMITS, read_record
+from data_pipelines.records import DEFAULT_LIMITS, Record, Skip, field_text, read_record
 from data_pipelines.sources import DEFAULT_FIELDS, open_source
 from data_pipelines.voices import VOICES
 from experiments.codec import data
@@ -17,7 +20,7 @@ from experiments.codec.settings import CodecSettings
 @pytest.fixture(scope="module")
 def corpus(tiny_asr_corpus):
     source = open_source("chorus_speech", tiny_asr_corpus, "train")
-    speakers = [data.speaker_of(source[i]) for i in range(len(source))]
+    speakers = [field_text(source[i], DEFAULT_FIELDS.speaker) for i in range(len(source))]
     # Hold out the two most frequent voices of the tiny corpus (so the filter has work).
     counts = {s: speakers.count(s) for s in set(speakers)}
     heldout = sorted(counts, key=lambda s: (-counts[s], s))[:2]
@@ -80,9 +83,37 @@ def test_too_long_and_ctc_infeasible_utterances_are_skipped(corpus):
         next(it)
         skipped = it.skipped
     assert skipped["too_long_audio"] > 0
+    # A transcript with more CTC frames than its clip has codes is skipped by the example.
+    examples = data.TokenizerExamples(settings, 4)
+    wave = np.random.default_rng(0).uniform(-0.5, 0.5, 8000).astype(np.float32)  # 13 codes
+    record = Record(wave=wave, text="a" * 7, speaker="0", id="r", instruction="",
+                    tagged_text="", persona="", answer="")
+    assert set(examples(record, np.random.default_rng(0))) == {"mel", "labels"}  # 13 = 7 + 6
+    skip = examples(dataclasses.replace(record, text="a" * 8), np.random.default_rng(0))
+    assert skip == Skip("too_long_for_seq_len", "8 characters do not fit 13 codes (CTC)")
     labels = text.encode("aab")
     assert data.ctc_feasible(labels, 4) and not data.ctc_feasible(labels, 3)  # a, blank, a, b
     assert data.ctc_feasible(text.encode("abc"), 3)
+
+
+def test_records_too_short_for_one_code_are_not_encoded():
+    from experiments.codec.corpus_codes import encodable_records
+
+    rng = np.random.default_rng(0)
+
+    def raw(samples, record_id, speaker=b"7"):
+        return {"speech": rng.uniform(-0.5, 0.5, samples).astype(np.float32), "text": b"hi",
+                "speaker_id": speaker, "id": record_id.encode()}
+
+    source = [raw(639, "short"), raw(640, "one_code"), raw(16000, "ok"),
+              {**raw(16000, "no_text"), "text": b" "}]
+    assert [r.id for r in encodable_records(source, 640)] == ["one_code", "ok"]
+    skip = read_record(source[0], DEFAULT_FIELDS, dataclasses.replace(DEFAULT_LIMITS,
+                                                                      min_samples=640))
+    assert skip.reason == "too_short_audio" and "at least 640 samples" in skip.detail
+    record = read_record(source[2], DEFAULT_FIELDS, DEFAULT_LIMITS)
+    assert (record.speaker, record.id) == ("7", "ok")  # bytes fields decoded (field_text)
+    assert field_text({"speaker_id": None}, "speaker_id") == field_text({}, None) == ""
 
 
 def test_iterator_resumes_at_the_next_batch(corpus):

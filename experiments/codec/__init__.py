@@ -24,10 +24,13 @@ losses.py (the four objectives), corpus_codes.py (the corpus as codes), evaluati
 
 from __future__ import annotations
 
+import os
+
+from chorus.codec.models import NETWORKS
 from chorus.config import Config
 from chorus.training.experiment import Experiment
 from chorus.training.stages import Stage
-from experiments.codec.settings import STAGES, CodecSettings, read_settings
+from experiments.codec.settings import CodecSettings, read_settings
 
 # The verbs this mode adds to `chorus` (read by chorus.cli without importing this module).
 COMMANDS = {"codec": ("experiments.codec.cli:main",
@@ -35,9 +38,10 @@ COMMANDS = {"codec": ("experiments.codec.cli:main",
 
 
 def stages(config: Config) -> list[Stage]:
-    """The four stages in training order, each with its schedule as train.* / optim.*."""
+    """The four stages in training order (one per network), each with its schedule as
+    train.* / optim.*."""
     settings = read_settings(config)
-    return [Stage(name, settings.schedule(name).overrides()) for name in STAGES]
+    return [Stage(name, settings.schedule(name).overrides()) for name in NETWORKS]
 
 
 def build(config: Config) -> Experiment:
@@ -47,14 +51,14 @@ def build(config: Config) -> Experiment:
     settings = read_settings(config)
     stage = config.experiment.get("stage", "")  # the stage runner's keys
     run_dir = config.experiment.get("run_dir", "")
-    if stage not in STAGES:
-        raise ValueError(f"experiment.stage: expected one of the codec stages {list(STAGES)} "
+    if stage not in NETWORKS:
+        raise ValueError(f"experiment.stage: expected one of the codec stages {list(NETWORKS)} "
                          f"(set by `chorus train --experiment codec`, which runs them all), "
                          f"got {stage!r}")
     objective = losses.objective(stage, settings.codec, settings.num_speaker_classes)
 
     def train_iterator(shard_index: int, shard_count: int, seed: int):
-        cache = (lambda: corpus_cache(settings, run_dir)) if stage == "flow" else None
+        cache = corpus_cache(settings, run_dir) if stage == "flow" else None
         return data.train_iterator(settings, stage, config.train.batch_size, shard_index,
                                    shard_count, seed, cache=cache)
 
@@ -65,7 +69,9 @@ def build(config: Config) -> Experiment:
 
 def corpus_cache(settings: CodecSettings, run_dir: str):
     """The train split as codes (encoded once by the finished speaker + tokenizer stages)
-    and the run's voice table."""
+    and the run's voice table (written with a new cache, or when missing: a resumed flow
+    stage does not re-read the train split for it)."""
+    from chorus.codec.pipeline import VOICES_NAME
     from experiments.codec import corpus_codes
     from experiments.codec.data import check_data_dir
 
@@ -73,9 +79,10 @@ def corpus_cache(settings: CodecSettings, run_dir: str):
         raise ValueError("experiment.run_dir: expected the codec run directory (set by "
                          "`chorus train`), got ''")
     data_dir = check_data_dir(settings)
-    cache = corpus_codes.corpus_codes(run_dir, data_dir, settings.train_split,
-                                      settings.dataset)
-    corpus_codes.write_voice_table(run_dir, cache, data_dir, settings.dataset,
-                                   settings.train_split, settings.heldout_speaker_ids)
+    cache, written = corpus_codes.corpus_codes(run_dir, data_dir, settings.train_split,
+                                               settings.dataset)
+    if written or not os.path.isfile(os.path.join(run_dir, VOICES_NAME)):
+        corpus_codes.write_voice_table(run_dir, cache, data_dir, settings.dataset,
+                                       settings.train_split, settings.heldout_speaker_ids)
     return cache
 

@@ -58,11 +58,11 @@ def _encode(argv: list[str]) -> int:
 
 def _encode_split(run_dir: str, split: str, data_dir: str | None) -> int:
     from experiments.codec.corpus_codes import corpus_codes
-    from experiments.codec.evaluation import run_settings
+    from experiments.codec.evaluation import run_data_dir, run_settings
 
     settings = run_settings(run_dir)
-    data_dir = os.path.expanduser(data_dir or settings.data_dir)
-    cache = corpus_codes(run_dir, data_dir, split, settings.dataset)
+    data_dir = run_data_dir(run_dir, settings, data_dir)
+    cache, _ = corpus_codes(run_dir, data_dir, split, settings.dataset)
     print(f"{cache.path}: {len(cache)} records as codes ({cache.meta.producer_key})")
     return 0
 

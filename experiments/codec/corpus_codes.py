@@ -6,10 +6,11 @@ the trained tokenizer (25 Hz codes) and speaker encoder (an embedding of the who
     <data_dir>/caches/<producer_key>/<split>.array_record   codes int32 [n], speaker float32 [E]
 
 (a `data_pipelines.record_cache.RecordCache`). The flow stage trains on these; TTS batches
-read the codes the same way (`corpus_codes(run_dir, data_dir, split)`), so no JAX runs in a
-grain worker. `producer_key` is the identity of the producing checkpoints: a hash of the
-tokenizer's and speaker encoder's params and config sections, so a retrained tokenizer gets
-a new cache and the same checkpoint (from any directory) finds its own.
+open the same cache by its key (`experiment.cache_key`, recorded in the codec run's
+`corpus_codes.json`), so no JAX runs in a grain worker. `producer_key` is the identity of
+the producing checkpoints: a hash of the tokenizer's and speaker encoder's params and config
+sections, so a retrained tokenizer gets a new cache and the same checkpoint (from any
+directory) finds its own.
 
 The run also gets `voices.json` (the mean embedding of each training voice over its cached
 clips), so `chorus codec decode --voice NAME` needs no reference clip.
@@ -17,10 +18,12 @@ clips), so `chorus codec decode --voice NAME` needs no reference clip.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -29,9 +32,8 @@ from chorus import atomic
 from chorus.codec.pipeline import VOICES_NAME, Codec
 from chorus.config import dataclass_to_dict
 from data_pipelines.record_cache import ArraySpec, CacheError, RecordCache, write_record_cache
-from data_pipelines.records import AudioLimits, Skip, read_record
+from data_pipelines.records import AudioLimits, Record, Skip, field_text, read_record
 from data_pipelines.sources import DEFAULT_FIELDS, open_source
-from experiments.codec.data import speaker_of
 
 ENCODERS = ("speaker", "tokenizer")  # the networks whose outputs are cached
 # Whole records are encoded (not the training crops): allow long ones.
@@ -56,38 +58,46 @@ def producer_key(codec: Codec) -> str:
     return f"codec-{digest.hexdigest()[:16]}"
 
 
-def _entries(codec: Codec, source, fields):
-    """(record id, {codes, speaker}) of every readable record long enough for one code."""
+def encodable_records(source: Sequence[dict], min_samples: int) -> Iterator[Record]:
+    """The records of `source` the codec can encode whole (readable, within ENCODE_LIMITS,
+    at least `min_samples` long: one code), in order; the others are passed over."""
+    limits = dataclasses.replace(ENCODE_LIMITS, min_samples=min_samples)
     for index in range(len(source)):
-        record = read_record(source[index], fields, ENCODE_LIMITS)
-        if isinstance(record, Skip) or record.wave.size < codec.min_samples:
-            continue
+        record = read_record(source[index], DEFAULT_FIELDS, limits)
+        if not isinstance(record, Skip):
+            yield record
+
+
+def _entries(codec: Codec, source: Sequence[dict]):
+    """(record id, {codes, speaker}) of every encodable record."""
+    for record in encodable_records(source, codec.min_samples):
         codes, speaker = codec.analyze(record.wave)
         yield record.id, {"codes": codes, "speaker": speaker}
 
 
-def encode_split(codec: Codec, data_dir: str, dataset: str, split: str, *,
-                 fields=DEFAULT_FIELDS, progress: bool = True) -> RecordCache:
-    """The split's cache for this codec: opened if complete, else encoded and written.
+def encode_split(codec: Codec, data_dir: str, dataset: str,
+                 split: str) -> tuple[RecordCache, bool]:
+    """(the split's cache for this codec, whether this call wrote it): opened if complete,
+    else encoded and written.
 
     With several processes, process 0 encodes and the others wait for its cache."""
     key = producer_key(codec)
     try:
-        return RecordCache.open(data_dir, key, split, hint=HINT)
+        return RecordCache.open(data_dir, key, split, hint=HINT), False
     except CacheError:
         pass  # missing, or left incomplete by a killed run: (re)write it
     if jax.process_index() != 0:
-        return _wait_for(data_dir, key, split)
+        return _wait_for(data_dir, key, split), False
     source = open_source(dataset, data_dir, split)
     cfg = codec.cfg
-    return write_record_cache(
-        data_dir, key, split, _entries(codec, source, fields), total=len(source),
+    cache = write_record_cache(
+        data_dir, key, split, _entries(codec, source), total=len(source),
         arrays={"codes": ArraySpec("int32", (None,)),
                 "speaker": ArraySpec("float32", (cfg.speaker.embed_dim,))},
         attrs={"num_codes": cfg.fsq.num_codes, "fsq_levels": list(cfg.fsq.levels),
                "codes_per_second": cfg.mel.sample_rate // cfg.mel.samples_per_code,
-               "dataset": dataset},
-        progress=progress)
+               "dataset": dataset})
+    return cache, True
 
 
 def _wait_for(data_dir: str, key: str, split: str, timeout_s: float = 3600.0) -> RecordCache:
@@ -101,14 +111,15 @@ def _wait_for(data_dir: str, key: str, split: str, timeout_s: float = 3600.0) ->
             time.sleep(5.0)
 
 
-def corpus_codes(run_dir: str, data_dir: str, split: str, dataset: str = "chorus_speech",
-                 progress: bool = True) -> RecordCache:
-    """The RecordCache of `split` made by the codec trained in `run_dir` (encoded if needed).
+def corpus_codes(run_dir: str, data_dir: str, split: str,
+                 dataset: str = "chorus_speech") -> tuple[RecordCache, bool]:
+    """(the RecordCache of `split` made by the codec trained in `run_dir`, whether this call
+    encoded it): encoded if needed.
 
     Also records the key in `run_dir/corpus_codes.json` ({"producer_key", "data_dir",
     "splits"}), where a TTS run finds its `experiment.cache_key`."""
     codec = Codec.load(run_dir, networks=ENCODERS)
-    cache = encode_split(codec, data_dir, dataset, split, progress=progress)
+    cache, written = encode_split(codec, data_dir, dataset, split)
     if jax.process_index() == 0:
         path = os.path.join(run_dir, KEY_NAME)
         record = {"producer_key": cache.meta.producer_key, "data_dir": os.path.abspath(
@@ -120,11 +131,11 @@ def corpus_codes(run_dir: str, data_dir: str, split: str, dataset: str = "chorus
                                                                   record["data_dir"]):
                 record["splits"] = sorted({*old.get("splits", []), split})
         atomic.write_json(path, record)
-    return cache
+    return cache, written
 
 
-def voice_table(cache: RecordCache, source, heldout_speaker_ids: frozenset[str],
-                fields=DEFAULT_FIELDS) -> dict[str, list[float]]:
+def voice_table(cache: RecordCache, source: Sequence[dict],
+                heldout_speaker_ids: frozenset[str]) -> dict[str, list[float]]:
     """Voice -> unit-norm mean embedding of its cached clips (held-out voices left out).
 
     A voice is named by the record's `voice` field when the dataset has one (chorus_speech:
@@ -132,22 +143,21 @@ def voice_table(cache: RecordCache, source, heldout_speaker_ids: frozenset[str],
     sums: dict[str, np.ndarray] = {}
     for index in range(len(source)):
         raw = source[index]
-        if speaker_of(raw, fields.speaker) in heldout_speaker_ids:
+        speaker = field_text(raw, DEFAULT_FIELDS.speaker)
+        if speaker in heldout_speaker_ids:
             continue
-        record_id = speaker_of(raw, fields.id)
-        entry = cache.get(record_id)
+        entry = cache.get(field_text(raw, DEFAULT_FIELDS.id))
         if entry is None:
             continue
-        name = speaker_of(raw, "voice") or speaker_of(raw, fields.speaker)
+        name = field_text(raw, "voice") or speaker
         sums[name] = sums.get(name, 0.0) + entry["speaker"].astype(np.float64)
     return {name: (total / max(np.linalg.norm(total), 1e-12)).astype(np.float32).tolist()
             for name, total in sorted(sums.items())}
 
 
 def write_voice_table(run_dir: str, cache: RecordCache, data_dir: str, dataset: str,
-                      split: str, heldout_speaker_ids: frozenset[str]) -> str:
-    path = os.path.join(run_dir, VOICES_NAME)
+                      split: str, heldout_speaker_ids: frozenset[str]) -> None:
+    """run_dir/voices.json: the voice table of `split` (written by process 0)."""
     if jax.process_index() == 0:
         table = voice_table(cache, open_source(dataset, data_dir, split), heldout_speaker_ids)
-        atomic.write_json(path, table)
-    return path
+        atomic.write_json(os.path.join(run_dir, VOICES_NAME), table)

@@ -22,7 +22,6 @@ Examples are plain numpy (no JAX in grain workers): the log-mel is `chorus.audio
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import numpy as np
 
@@ -32,17 +31,9 @@ from chorus.codec.features import pad_batch
 from chorus.codec.tokenizer import FRAMES_PER_CODE
 from data_pipelines.graph import make_example_iterator
 from data_pipelines.record_cache import RecordCache
-from data_pipelines.records import AudioLimits, Record, Skip
+from data_pipelines.records import DEFAULT_LIMITS, AudioLimits, Record, Skip, field_text
 from data_pipelines.sources import DEFAULT_FIELDS
 from experiments.codec.settings import CodecSettings
-
-
-def speaker_of(raw: dict, field: str | None = DEFAULT_FIELDS.speaker) -> str:
-    """A raw record's speaker as `Record.speaker` reads it (a string; "" if absent)."""
-    value = raw.get(field) if field else None
-    if isinstance(value, bytes | np.bytes_):
-        value = bytes(value).decode("utf-8", errors="replace")
-    return "" if value is None else str(value)
 
 
 class NotHeldOut:
@@ -52,7 +43,7 @@ class NotHeldOut:
         self.heldout = heldout_speaker_ids
 
     def __call__(self, raw: dict) -> bool:
-        return speaker_of(raw) not in self.heldout
+        return field_text(raw, DEFAULT_FIELDS.speaker) not in self.heldout
 
 
 def _crop(array: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -74,7 +65,7 @@ class Examples:
     """example_fn(record, rng) -> dict | Skip and batch(examples) -> fixed-shape arrays of
     one stage; `batch_size` rows per batch (this host's share). Picklable (grain workers)."""
 
-    limits = AudioLimits()
+    limits = DEFAULT_LIMITS
 
     def __init__(self, settings: CodecSettings, batch_size: int):
         self.settings, self.batch_size = settings, batch_size
@@ -191,11 +182,10 @@ class VocoderExamples(Examples):
 
 
 def train_iterator(settings: CodecSettings, stage: str, batch_size: int, shard_index: int,
-                   shard_count: int, seed: int,
-                   cache: Callable[[], RecordCache] | None = None):
+                   shard_count: int, seed: int, cache: RecordCache | None = None):
     """This host's batches of `stage` (batch_size // shard_count rows) from the train split.
 
-    cache: builds or opens the corpus's RecordCache (the flow stage's codes)."""
+    cache: the corpus's RecordCache (the flow stage's codes)."""
     if batch_size % shard_count:
         raise ValueError(f"train.batch_size: expected a multiple of the {shard_count} data "
                          f"processes, got {batch_size}")
@@ -205,7 +195,7 @@ def train_iterator(settings: CodecSettings, stage: str, batch_size: int, shard_i
         if cache is None:
             raise ValueError("the flow stage reads codes from the corpus's RecordCache; "
                              "expected a cache")
-        examples = FlowExamples(settings, rows, cache())
+        examples = FlowExamples(settings, rows, cache)
     else:
         examples = {"speaker": SpeakerExamples, "tokenizer": TokenizerExamples,
                     "vocoder": VocoderExamples}[stage](settings, rows)

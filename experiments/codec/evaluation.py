@@ -36,11 +36,11 @@ from chorus.config import settings_from
 from chorus.eval.audio_metrics import mel_cepstral_distortion
 from chorus.eval.text_metrics import error_rates
 from chorus.progress import progress
+from chorus.training.restore import resolve_run_dir
 from chorus.training.run_config import read_run_config
-from data_pipelines.records import Skip, read_record
-from data_pipelines.sources import DEFAULT_FIELDS, open_source
-from experiments.codec.corpus_codes import ENCODE_LIMITS
-from experiments.codec.settings import STAGES, CodecSettings
+from data_pipelines.sources import open_source
+from experiments.codec.corpus_codes import encodable_records
+from experiments.codec.settings import CodecSettings
 
 VOCODERS = ("neural", "griffin-lim")
 DEFAULT_LIMIT = 96  # resynthesized clips (the published cpu-tiny figures used 96)
@@ -68,11 +68,8 @@ def read_clips(settings: CodecSettings, data_dir: str,
     heldout = settings.heldout_speaker_ids
     splits = [*settings.eval_splits, settings.train_split]
     for split in splits:
-        source = open_source(settings.dataset, data_dir, split)
-        for index in range(len(source)):
-            record = read_record(source[index], DEFAULT_FIELDS, ENCODE_LIMITS)
-            if isinstance(record, Skip) or record.wave.size < min_samples:
-                continue
+        for record in encodable_records(open_source(settings.dataset, data_dir, split),
+                                        min_samples):
             if record.speaker in heldout:
                 unseen.add(record.wave, record.text, record.speaker)
             elif split in settings.eval_splits:
@@ -106,24 +103,33 @@ def _warm_up(codec: Codec, waves: list[np.ndarray]) -> None:
 
 def run_settings(run_dir: str) -> CodecSettings:
     """The codec settings a run was trained with (its last stage's config)."""
-    config = read_run_config(os.path.join(run_dir, STAGES[-1]))
+    config = read_run_config(resolve_run_dir(run_dir))
     return settings_from(CodecSettings, config.experiment)
 
 
+def run_data_dir(run_dir: str, settings: CodecSettings, data_dir: str | None = None) -> str:
+    """The dataset directory for a trained run: `data_dir` (--data), else the one it was
+    trained on (its experiment.data_dir), checked to exist."""
+    path = os.path.expanduser(data_dir or settings.data_dir)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{run_dir}: its dataset directory {path!r} (experiment."
+                                f"data_dir) is gone; pass --data DIR")
+    return path
+
+
 def evaluate_codec(run_dir: str, limit: int | None = DEFAULT_LIMIT,
-                   data_dir: str | None = None, vocoders=VOCODERS) -> dict:
+                   data_dir: str | None = None) -> dict:
     codec = Codec.load(run_dir)
     settings = run_settings(run_dir)
-    data_dir = os.path.expanduser(data_dir or settings.data_dir)
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"{run_dir}: its dataset directory {data_dir!r} (experiment."
-                                f"data_dir) is gone; pass --data DIR")
+    data_dir = run_data_dir(run_dir, settings, data_dir)
     evalset, unseen = read_clips(settings, data_dir, codec.min_samples)
     n = len(evalset) if limit is None else min(limit, len(evalset))
     sr = codec.cfg.mel.sample_rate
     _warm_up(codec, evalset.waves[:n])
+    # The originals' speaker embeddings: the resynthesis reference and the seen-voice EER's.
+    seen_embeddings = _embeddings(codec, evalset)
 
-    rows = {v: {"mel_l1": [], "mcd": [], "sim": [], "hyp": []} for v in (*vocoders, "copy")}
+    rows = {v: {"mel_l1": [], "mcd": [], "sim": [], "hyp": []} for v in (*VOCODERS, "copy")}
     refs, orig_hyps = [], []
     seconds = {"audio": 0.0, "encode": 0.0, "flow": 0.0, "neural": 0.0, "griffin-lim": 0.0}
     total_codes = 0
@@ -131,7 +137,7 @@ def evaluate_codec(run_dir: str, limit: int | None = DEFAULT_LIMIT,
         for i in range(n):
             wave, ref_text = evalset.waves[i], evalset.texts[i]
             ref_mel = codec.log_mel(wave)
-            spk = codec.speaker_embedding(wave)
+            spk = seen_embeddings[i]
             seconds["audio"] += wave.size / sr
             t = time.perf_counter()
             codes = codec.encode(wave)
@@ -141,9 +147,9 @@ def evaluate_codec(run_dir: str, limit: int | None = DEFAULT_LIMIT,
             mel_norm = codec.decode_mel(codes, spk)
             seconds["flow"] += time.perf_counter() - t
             refs.append(ref_text)
-            orig_hyps.append(codec.transcribe(wave))
+            orig_hyps.append(codec.transcribe_codes(codes))
             outputs = {}
-            for voc in vocoders:
+            for voc in VOCODERS:
                 t = time.perf_counter()
                 outputs[voc] = codec.vocode(mel_norm, voc)
                 seconds[voc] += time.perf_counter() - t
@@ -173,28 +179,37 @@ def evaluate_codec(run_dir: str, limit: int | None = DEFAULT_LIMIT,
                  "mcd_db": round(float(np.mean(row["mcd"])), 3),
                  "speaker_similarity": round(float(np.mean(row["sim"])), 4),
                  "cer": round(error_rates(refs, row["hyp"])["cer"], 4)}
-        if name in vocoders:
+        if name in VOCODERS:
             entry["rtf_decode"] = round((seconds["flow"] + seconds[name]) / audio, 4)
         results["resynthesis"][name] = entry
     results["speaker"] = speaker_metrics(codec, {"seen_voices": evalset,
-                                                 "unseen_voices": unseen})
+                                                 "unseen_voices": unseen},
+                                         {"seen_voices": seen_embeddings})
     results["streaming"] = streaming_metrics(codec, evalset.waves[0])
     results["examples"] = [{"text": refs[i], "original": orig_hyps[i],
-                            "resynthesis": rows[vocoders[0]]["hyp"][i]}
+                            "resynthesis": rows[VOCODERS[0]]["hyp"][i]}
                            for i in range(min(4, n))]
     atomic.write_json(os.path.join(run_dir, "eval.json"), results)
     atomic.write_text(os.path.join(run_dir, "eval.md"), to_markdown(results))
     return results
 
 
-def speaker_metrics(codec: Codec, sets: dict[str, Clips]) -> dict:
+def _embeddings(codec: Codec, clips: Clips) -> np.ndarray:
+    """(len(clips), E) speaker embeddings of the clips."""
+    return np.stack([codec.speaker_embedding(w) for w in clips.waves])
+
+
+def speaker_metrics(codec: Codec, sets: dict[str, Clips],
+                    embeddings: dict[str, np.ndarray] | None = None) -> dict:
     """EER over all pairs of each set's clips (sets without target and impostor trials are
-    left out: they need >= 2 voices and a voice with >= 2 clips)."""
+    left out: they need >= 2 voices and a voice with >= 2 clips). embeddings: those already
+    computed, per set name (the others are computed here)."""
+    embeddings = embeddings or {}
     out = {}
     for name, clips in sets.items():
         if len(set(clips.speakers)) < 2:
             continue
-        emb = np.stack([codec.speaker_embedding(w) for w in clips.waves])
+        emb = embeddings[name] if name in embeddings else _embeddings(codec, clips)
         scores, same = trial_scores(emb, clips.speakers)
         if same.all() or not same.any():
             continue

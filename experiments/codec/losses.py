@@ -33,7 +33,7 @@ from chorus.codec import fsq, text
 from chorus.codec.config import CodecConfig, MelConfig
 from chorus.codec.flow import FlowDecoder, start_point
 from chorus.codec.layers import masked_mean
-from chorus.codec.models import CodecModels, init_params
+from chorus.codec.models import NETWORKS, CodecModels, init_params
 from chorus.codec.speaker import SpeakerEncoder
 from chorus.codec.tokenizer import SemanticTokenizer, code_mask
 from chorus.codec.vocoder import Vocoder
@@ -168,5 +168,4 @@ def objective(stage: str, cfg: CodecConfig, speaker_classes: int) -> Objective:
     if stage == "vocoder":
         return Objective(network_init, lambda p, b, r: vocoder_loss(
             models.vocoder, p["vocoder"], b, cfg.mel), network_only)
-    raise ValueError(f"experiment.stage: expected one of speaker, tokenizer, flow, vocoder, "
-                     f"got {stage!r}")
+    raise ValueError(f"experiment.stage: expected one of {', '.join(NETWORKS)}, got {stage!r}")

@@ -22,8 +22,6 @@ import dataclasses
 from chorus.codec.config import CodecConfig
 from chorus.config import Config, ConfigError, check, positive, settings_from
 
-STAGES = ("speaker", "tokenizer", "flow", "vocoder")  # training order
-
 # Held out of codec training: their clips measure the speaker encoder on unseen voices.
 # One per accent family, both genders and the unusual variants (as the old corpus's
 # croak / klatt / Annie), spread over the catalog of data_pipelines.voices.

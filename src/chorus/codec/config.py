@@ -285,9 +285,8 @@ class CodecConfig:
               self.vocoder.segment_frames)
 
     @classmethod
-    def from_experiment(cls, experiment: Mapping[str, Any],
-                        prefix: str = "experiment") -> CodecConfig:
+    def from_experiment(cls, experiment: Mapping[str, Any]) -> CodecConfig:
         """The network sections of a codec run's `config.experiment` (other keys ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return dataclass_from_dict(cls, {k: v for k, v in experiment.items() if k in names},
-                                   prefix)
+                                   "experiment")

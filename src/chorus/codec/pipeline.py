@@ -24,7 +24,7 @@ from chorus.audio.io import check_wave
 from chorus.codec import flow, text
 from chorus.codec.compile import jit
 from chorus.codec.config import CodecConfig
-from chorus.codec.features import clip_log_mel, round_up
+from chorus.codec.features import clip_log_mel, pad_batch, round_up
 from chorus.codec.models import NETWORKS, CodecModels
 from chorus.codec.vocoder import griffin_lim
 
@@ -80,10 +80,6 @@ class Codec:
                 voices = {k: np.asarray(v, np.float32) for k, v in json.load(f).items()}
         return cls(cfg, params, voices)
 
-    @property
-    def params(self) -> dict:
-        return dict(self._params)
-
     def network_params(self, name: str):
         if name not in self._params:
             raise ValueError(f"codec: the {name} network is not loaded (loaded: "
@@ -104,13 +100,9 @@ class Codec:
         return clip_log_mel(self.check(wave), self.cfg.mel)
 
     def _padded_mel(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        mel = self.cfg.mel.normalize(self.log_mel(wave))
+        mel = self.cfg.mel.normalize(self.log_mel(wave)).astype(np.float32, copy=False)
         frames = mel.shape[0]
-        length = round_up(frames, 4 * CODES_PER_BUCKET)
-        padded = np.zeros((1, length, mel.shape[1]), np.float32)
-        padded[0, :frames] = mel
-        mask = np.zeros((1, length), np.float32)
-        mask[0, :frames] = 1.0
+        padded, mask = pad_batch([mel], round_up(frames, 4 * CODES_PER_BUCKET))
         return padded, mask, frames
 
     # ------------------------------------------------------------------ analysis
@@ -135,7 +127,7 @@ class Codec:
         """CTC greedy transcript of codes: what content the codes carry."""
         codes = self.check_codes(codes)
         n = codes.size
-        padded, mask = _pad_codes(codes, round_up(n, CODES_PER_BUCKET))
+        padded, mask = pad_batch([codes], round_up(n, CODES_PER_BUCKET))
         logits = self._ctc_fn(self.network_params("tokenizer"), padded, mask)
         return text.ctc_greedy(np.asarray(jnp.argmax(logits[0, :n], axis=-1)))
 
@@ -221,7 +213,7 @@ class Codec:
         spk = self.resolve_speaker(speaker)
         steps, guidance = self.flow_settings(steps, guidance)
         n = codes.size
-        padded, cmask = _pad_codes(codes, round_up(n, CODES_PER_BUCKET))
+        padded, cmask = pad_batch([codes], round_up(n, CODES_PER_BUCKET))
         out = self._sample_fn(steps, guidance)(self.network_params("flow"), padded, cmask,
                                                jnp.asarray(spk)[None], jax.random.PRNGKey(seed))
         return np.asarray(out[0, :4 * n])
@@ -238,11 +230,8 @@ class Codec:
                                self.cfg.vocoder.griffin_lim_iters)
         if vocoder != "neural":
             raise ValueError(f"vocoder: expected 'neural' or 'griffin-lim', got {vocoder!r}")
-        length = round_up(frames, 4 * CODES_PER_BUCKET)
-        padded = np.zeros((1, length, mel_norm.shape[1]), np.float32)
-        padded[0, :frames] = mel_norm
-        mask = np.zeros((1, length), np.float32)
-        mask[0, :frames] = 1.0
+        padded, mask = pad_batch([np.asarray(mel_norm, np.float32)],
+                                 round_up(frames, 4 * CODES_PER_BUCKET))
         wave = self._vocode_fn(self.network_params("vocoder"), padded, mask)
         return np.asarray(wave[0, :frames * self.cfg.mel.hop_length])
 
@@ -258,12 +247,3 @@ class Codec:
 
         return StreamingDetokenizer(self, speaker, steps, guidance, seed,
                                     streaming_cfg or self.cfg.streaming)
-
-
-def _pad_codes(codes: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    padded = np.zeros((1, length), np.int32)
-    padded[0, :codes.size] = codes
-    mask = np.zeros((1, length), np.float32)
-    mask[0, :codes.size] = 1.0
-    return padded, mask
-

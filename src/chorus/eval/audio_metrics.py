@@ -20,7 +20,7 @@ def mel_cepstra(log_mel_frames: np.ndarray, num_coeffs: int = 24) -> np.ndarray:
 
 
 def mel_cepstral_distortion(ref_log_mel: np.ndarray, test_log_mel: np.ndarray,
-                            num_coeffs: int = 24, frame_mask: np.ndarray | None = None) -> float:
+                            num_coeffs: int = 24) -> float:
     """MCD in dB over time-aligned frames: (10 / ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2)."""
     ref, test = np.asarray(ref_log_mel), np.asarray(test_log_mel)
     if ref.shape != test.shape:
@@ -28,6 +28,4 @@ def mel_cepstral_distortion(ref_log_mel: np.ndarray, test_log_mel: np.ndarray,
                          f"{test.shape}")
     diff = mel_cepstra(ref, num_coeffs) - mel_cepstra(test, num_coeffs)
     per_frame = (10.0 / np.log(10.0)) * np.sqrt(2.0 * np.sum(diff**2, axis=-1))
-    if frame_mask is not None:
-        per_frame = per_frame[np.asarray(frame_mask, bool)]
     return float(np.mean(per_frame))
