@@ -2,8 +2,12 @@
 path), on train_toy's regression MLP (it compiles in a second):
 
     pretrain   from scratch
-    finetune   policy and frozen reference both initialized from pretrain's params, found at
-               `experiment.run_dir`/pretrain through load_run; another learning rate
+    finetune   policy and frozen reference both initialized from pretrain's exported
+               backbone, found at `experiment.run_dir`/pretrain; another learning rate. Read
+               as any init from another run (chorus.training.init_from): preloaded by
+               before_init on a fresh start only, released by after_init, and filled in by
+               `pretrained` when the params are materialized; `build` reads nothing, so a
+               finetune run loads without pretrain/
 
 `experiment.batch_sleep` (seconds per batch) slows the data so a test can kill a stage in the
 middle; `experiment.notes` (a file) is declared as the asset `notes.txt`. export_params maps
@@ -14,12 +18,9 @@ import dataclasses
 import os
 import time
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 from train_toy import regression_experiment
 
-from chorus.training.restore import load_run
+from chorus.training.init_from import init_hooks, pretrained
 from chorus.training.stages import Stage
 
 
@@ -44,26 +45,21 @@ class _Slow:
         self.inner.set_state(state)
 
 
-def _filled(boxed, values):
-    """The boxed init tree (logical names kept) holding `values`."""
-    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
-    return jax.tree.map(lambda box, v: box.replace_boxed(jnp.asarray(v)), boxed, values,
-                        is_leaf=is_box)
-
-
 def build(config):
     e = config.experiment
     if "stage" not in e:
         raise ValueError(f"staged_toy: expected experiment.stage (set by the stage runner), "
                          f"got keys {sorted(e)}")
     base = regression_experiment(config)
-    init_fn = base.init_fn
+    init_fn, hooks = base.init_fn, {}
     if e["stage"] == "finetune":
-        pretrained = jax.device_get(load_run(os.path.join(e["run_dir"], "pretrain")).params)
+        run = os.path.join(e["run_dir"], "pretrain")
+        hooks = init_hooks(run, "staged_toy finetune")
 
         def init_fn(rng):
             fresh = base.init_fn(rng)
-            return {k: _filled(fresh[k], pretrained["backbone"]) for k in fresh}
+            return pretrained(fresh, run, {k: "backbone" for k in fresh},
+                              "staged_toy finetune")
 
     seconds = float(e.get("batch_sleep", 0.0))
     train_iterator = base.train_iterator
@@ -71,5 +67,5 @@ def build(config):
         train_iterator = lambda i, n, s: _Slow(base.train_iterator(i, n, s), seconds)
     return dataclasses.replace(
         base, name=f"staged_toy/{e['stage']}", init_fn=init_fn, train_iterator=train_iterator,
-        assets={"notes.txt": e["notes"]} if "notes" in e else {},
+        assets={"notes.txt": e["notes"]} if "notes" in e else {}, **hooks,
         export_params=lambda params: {"backbone": params["policy"]})

@@ -181,7 +181,7 @@ def test_init_from_is_read_only_when_params_are_materialized(warmup):
     key = run_keys(config)[0]
     shapes = jax.eval_shape(experiment.init_fn, key)  # state specs, resumes: nothing is read
     assert sorted(shapes) == ["judge", "policy", "reference"]
-    with pytest.raises(Exception, match="is not loaded; call chorus.rl.init_from.preload"):
+    with pytest.raises(Exception, match="is not loaded; call chorus.training.init_from.preload"):
         jax.jit(experiment.init_fn)(key)
     preload(str(warmup))
     params = unbox(jax.jit(experiment.init_fn)(key))

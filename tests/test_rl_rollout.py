@@ -12,7 +12,8 @@ from chorus.model.factory import backbone_init
 from chorus.model.unified import UnifiedAudioLM
 from chorus.rl import rollout, value_head
 from chorus.rl.experiment import OnPolicySource
-from chorus.training.state import boxed_shardings, unbox
+from chorus.training.experiment import Experiment
+from chorus.training.state import init_params, unbox
 from chorus.vocab import VocabLayout
 
 # One sampler configuration (and G) for every test: generate compiles once per static setting.
@@ -104,9 +105,10 @@ def test_sharded_rollout_and_scores_equal_the_single_device_ones(setup):
     and the params are never copied whole onto one device."""
     model, params, _, pad, prompts, lengths, boxed = setup
     mesh = sharding.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
-    shardings = boxed_shardings(jax.eval_shape(boxed, jax.random.key(0)), mesh)
-    with sharding.activate(mesh):
-        sharded = jax.jit(lambda k: unbox(boxed(k)), out_shardings=shardings)(jax.random.key(0))
+    # the setup's params (key 0), initialized into the trainer's shardings on the mesh
+    backbone = Experiment(name="backbone", init_fn=lambda _: boxed(jax.random.key(0)),
+                          loss_fn=lambda *_: None, train_iterator=lambda *_: None)
+    sharded = init_params(load_config("cpu-tiny", TINY), backbone, mesh)
     split = [x for x in jax.tree.leaves(sharded) if not x.sharding.is_fully_replicated]
     assert split, "expected params split over the mesh"
     # 2 prompts x G = 4 rows: the rows split 4 ways over (data, fsdp); the 2 prompts do not

@@ -31,7 +31,11 @@ from chorus.config import load_config
 from chorus.training.checkpointing import Checkpoints
 from chorus.training.cli import eval_main, train_main
 from chorus.training.metrics import read_jsonl
-from chorus.training.run_config import IncompatibleConfigError, read_run_config
+from chorus.training.run_config import (
+    IncompatibleConfigError,
+    check_resumable,
+    read_run_config,
+)
 from chorus.training.state import make_state_spec
 from chorus.training.trainer import NonFiniteLossError, Trainer
 
@@ -208,7 +212,9 @@ def test_restore_onto_a_different_mesh(reference):
     small = load_config("cpu-tiny", REFERENCE + ["mesh.data=2", "mesh.fsdp=2"])
     mesh = _mesh(small, jax.devices()[:4])
     spec = make_state_spec(small, build(small), mesh)
-    restored = Checkpoints(ref_dir, read_only=True).restore(STEPS, spec.abstract, small).state
+    ckpts = Checkpoints(ref_dir, read_only=True)
+    check_resumable(ckpts.saved_config(STEPS), small, f"{ckpts.directory}/{STEPS}")
+    restored = ckpts.restore(STEPS, spec.abstract).state
     embed = restored.params["embed"]["embedding"]
     assert embed.sharding.mesh.devices.size == 4
     assert embed.sharding.shard_shape(embed.shape) == (embed.shape[0], embed.shape[1] // 2)
@@ -525,7 +531,7 @@ def test_stages_run_in_order_each_in_its_own_dir(staged_reference):
     assert fine.optim.learning_rate == 0.001 and fine.train.steps == 10
     assert dict(fine.experiment, variant=None) == {
         "variant": None, "stage": "finetune", "module": "staged_toy", "run_dir": workdir}
-    # the finetune stage started from the pretrained policy (load_run of run_dir/pretrain)
+    # the finetune stage started from the pretrained policy (run_dir/pretrain's export)
     pre, fin = load_run(os.path.join(workdir, "pretrain")), load_run(workdir)
     assert fin.workdir == os.path.join(workdir, "finetune") and fin.step == 10
     assert set(fin.params) == {"backbone"}  # export_params
@@ -538,6 +544,28 @@ def test_stages_run_in_order_each_in_its_own_dir(staged_reference):
     assert [(r.name, r.status) for r in again] == [("pretrain", "skipped"),
                                                    ("finetune", "skipped")]
     assert len(_events(os.path.join(workdir, "finetune"), "start")) == 1
+
+
+def test_a_later_stage_reads_the_earlier_one_only_for_its_fresh_init(staged_reference):
+    """finetune's build reads nothing (pretrain/ gone, it still loads); its Trainer preloaded
+    pretrain before the fresh init and released it after (materializing again fails)."""
+    import staged_toy
+
+    from chorus.training.restore import load_run
+    from chorus.training.state import run_keys
+
+    workdir, *_ = staged_reference
+    pretrain = os.path.join(workdir, "pretrain")
+    os.rename(pretrain, f"{pretrain}.gone")
+    try:
+        fin = load_run(os.path.join(workdir, "finetune"))
+    finally:
+        os.rename(f"{pretrain}.gone", pretrain)
+    assert fin.step == 10 and set(fin.params) == {"backbone"}
+    experiment = staged_toy.build(fin.config)
+    assert experiment.before_init is not None and experiment.after_init is not None
+    with pytest.raises(Exception, match="is not loaded"):
+        jax.jit(experiment.init_fn)(run_keys(fin.config)[0])
 
 
 def test_staged_run_killed_in_stage_two_resumes_there(staged_reference, compile_cache,

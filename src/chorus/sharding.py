@@ -7,6 +7,7 @@ constrained with `nn.with_logical_constraint`; these rules map both onto mesh ax
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -65,6 +66,21 @@ def activate(mesh: Mesh):
 
 def logical_to_sharding(logical_specs, mesh: Mesh):
     return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_AXIS_RULES)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    """How many ways a batch's leading axis splits: the product of the batch axes."""
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def mesh_of(tree) -> Mesh | None:
+    """The mesh a tree's arrays live on (its first NamedSharding-placed leaf's), or None (on
+    one device, or host arrays)."""
+    for leaf in jax.tree.leaves(tree):
+        placed = getattr(leaf, "sharding", None)
+        if isinstance(placed, NamedSharding):
+            return placed.mesh
+    return None
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

@@ -276,21 +276,13 @@ def read_metrics_log(workdir: Path) -> dict[int, dict[str, float]]:
     return out
 
 
-def _write(path: Path, data: bytes | str) -> None:
-    """Atomically (chorus.atomic), text or bytes."""
-    if isinstance(data, str):
-        write_text(str(path), data)
-    else:
-        write_bytes(str(path), data)
-
-
 def execute(run: Run, command: Sequence[str], timeout: float | None = None) -> bool:
     """Runs one experiment; marks it DONE when it exits 0 and wrote its final metrics."""
     run.workdir.mkdir(parents=True, exist_ok=True)
     spec = {"name": run.name, "setting": run.setting, "labels": dict(run.labels),
             "algo": run.algo, "seed": run.seed, "overrides": dict(run.overrides),
             "command": list(command)}
-    _write(run.workdir / RUN_SPEC, json.dumps(spec, indent=2) + "\n")
+    write_text(str(run.workdir / RUN_SPEC), json.dumps(spec, indent=2) + "\n")
     with open(run.workdir / RUN_LOG, "ab") as log:  # appended: a re-run keeps the history
         log.write(f"$ {shlex.join(command)}\n".encode())
         log.flush()
@@ -309,7 +301,7 @@ def execute(run: Run, command: Sequence[str], timeout: float | None = None) -> b
     except ValueError as e:
         print(f"  {run.name}: exited 0 but {e}", file=sys.stderr)
         return False
-    _write(run.workdir / DONE_MARKER, json.dumps({"command": list(command)}) + "\n")
+    write_text(str(run.workdir / DONE_MARKER), json.dumps({"command": list(command)}) + "\n")
     return True
 
 
@@ -413,7 +405,7 @@ def curves(runs: Sequence[Run], metric: str) -> dict[str, tuple[list[int], list[
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _write(path, buf.getvalue())
+    write_bytes(str(path), buf.getvalue())
 
 
 def _setting_colors(runs: Sequence[Run]) -> dict[str, str]:
@@ -476,8 +468,8 @@ def write_report(sweep: Sweep, runs: Sequence[Run], root: Path) -> list[Path]:
           markdown_table(summaries, metrics, axis_keys)]
     if failed:
         md.append("\nUnfinished runs: " + ", ".join(f"`{n}`" for n in failed) + "\n")
-    _write(root / "summary.md", "\n".join(md))
-    _write(root / "summary.csv", csv_table(summaries, metrics, axis_keys))
+    write_text(str(root / "summary.md"), "\n".join(md))
+    write_text(str(root / "summary.csv"), csv_table(summaries, metrics, axis_keys))
     if plot_curves(runs, sweep.curve_metrics, root / "curves.png"):
         written.append(root / "curves.png")
     if plot_final(summaries, metrics, root / "final_metrics.png", _setting_colors(runs)):
@@ -503,7 +495,7 @@ def run_sweep(sweep: Sweep, experiment: str, root: Path,
             state = "done" if is_done(r) else "todo"
             print(f"[{state}] {r.name}\n    {shlex.join(commands[r.name])}")
         return 0
-    _write(root / "sweep.json", json.dumps(
+    write_text(str(root / "sweep.json"), json.dumps(
         {"name": sweep.name, "experiment": experiment,
          "runs": [{"name": r.name, "command": commands[r.name]} for r in runs]}, indent=2) + "\n")
     ok = True

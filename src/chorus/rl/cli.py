@@ -68,25 +68,22 @@ def final_metrics(workdir: str, initial: dict, final: dict) -> dict[str, float]:
 
 
 def _initial_eval(config, experiment, workdir: str) -> dict:
-    """Held-out scores of the params the Trainer starts from (same init key), initialized on
-    the run's mesh with the trainer's shardings: the rollouts run there too."""
-    import jax
+    """Held-out scores of the params the Trainer starts from (state.init_params: same init
+    key, the run's mesh and the trainer's shardings; the rollouts run there too).
 
+    before_init runs as the Trainer runs it before a fresh init; after_init is left to the
+    Trainer's own fresh init right after, which reuses what before_init read (the init run's
+    preloaded copy) and then drops it."""
     from chorus import sharding
-    from chorus.training.state import boxed_shardings, run_keys, unbox
+    from chorus.training.state import init_params
 
     path = os.path.join(workdir, INITIAL_EVAL)
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    if experiment.before_init is not None:  # as the Trainer does before a fresh init
+    if experiment.before_init is not None:
         experiment.before_init()
-    init_key, _ = run_keys(config)
-    mesh = sharding.make_mesh(config.mesh)
-    shardings = boxed_shardings(jax.eval_shape(experiment.init_fn, init_key), mesh)
-    with sharding.activate(mesh):
-        params = jax.jit(lambda key: unbox(experiment.init_fn(key)),
-                         out_shardings=shardings)(init_key)
+    params = init_params(config, experiment, sharding.make_mesh(config.mesh))
     scores = experiment.evaluate(params, workdir)
     os.makedirs(workdir, exist_ok=True)
     write_json(path, scores)
@@ -122,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.sft_steps and args.init_from:
         parser.error("--sft-steps and --init-from: expected at most one initialization")
 
-    from chorus.rl.init_from import release
     from chorus.training import distributed
     from chorus.training.evaluation import evaluate_checkpoint
     from chorus.training.experiment import ExperimentError, load_experiment
@@ -150,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
                                   "with evaluate(params, workdir) for held-out scores")
         initial = _initial_eval(config, experiment, workdir)
         result = _run(prog, config, experiment, workdir, args.quiet)
-        release()  # the init run's host copy served the fresh start
     except (ConfigError, ExperimentError, IncompatibleConfigError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2

@@ -3,8 +3,8 @@
     rng(*stream), key(*stream)        NumPy generator / JAX key of (train.seed, *stream)
     rollout(policy, prompts, key, decode, group)
                     -> Sampled: G completions per prompt sampled on the params' mesh
-                       (rollout.sample), packed rows, the completions decoded by the task,
-                       the reward mix's breakdown
+                       (rollout.sample) as packed rows, and the reward mix's breakdown of
+                       the completions the task decoded
     answer_rows(prompts, answers)     prompt + given answer rows (SFT targets, DPO pairs)
     pair_rows(prompts, rng)           chosen (the reference) vs rejected (corrupted) rows
     score(params, rows, prefix)       teacher-forced per-token logps on the params' mesh
@@ -30,7 +30,7 @@ from chorus.rl.dpo import preference_loss
 from chorus.rl.logprobs import completion_logps
 from chorus.rl.rewards import RewardBreakdown, RewardMix
 from chorus.rl.settings import RLSettings
-from chorus.rl.task import Completion, Prompts, Task
+from chorus.rl.task import Prompts, Task
 from chorus.vocab import VocabLayout
 
 # Seed streams: every draw is seeded by (train.seed, stream[, index]), so none share numbers.
@@ -43,21 +43,16 @@ class Sampled:
     """One rollout: row r continues prompt r // G."""
 
     rows: dict[str, np.ndarray]  # packed rows (+ the prompts' audio), rollout.pack_rows
-    prompts: Prompts  # one per row
-    completions: list[Completion]
     rewards: RewardBreakdown
 
     def reward_fields(self) -> dict[str, np.ndarray]:
-        """Per-row rewards for the batch: reward/total and reward/<component>."""
-        fields = {"reward/total": self.rewards.total.astype(np.float32)}
-        fields.update({f"reward/{k}": v.astype(np.float32)
-                       for k, v in self.rewards.components.items()})
-        return fields
+        """Per-row rewards for the batch (float32): reward/total and reward/<component>."""
+        return {k: v.astype(np.float32) for k, v in self.rewards.fields().items()}
 
 
 class RolloutEngine:
     def __init__(self, config: Config, settings: RLSettings, task: Task, group: int):
-        self.config, self.settings, self.task, self.group = config, settings, task, group
+        self.config, self.settings, self.task = config, settings, task
         # Only the model's own config: runs (and evals) differing in train / experiment keys
         # then share one model hash, so jitted rollouts and scoring compile once per process.
         self.model = UnifiedAudioLM(Config(model=config.model, audio=config.audio))
@@ -98,7 +93,7 @@ class RolloutEngine:
                                  self.width(prompts.ids.shape[1]), self.layout.pad_id)
         rows.update(rollout.audio_rows(per_row.audio))
         rewards = self.rewards(per_row, completions, references=list(per_row.references))
-        return Sampled(rows, per_row, completions, rewards)
+        return Sampled(rows, rewards)
 
     def answer_rows(self, prompts: Prompts, answers: Sequence[str]) -> dict[str, np.ndarray]:
         ids, lengths = self.task.answers(answers)
@@ -116,9 +111,7 @@ class RolloutEngine:
         return out
 
     def score(self, params, rows: dict, prefix: str = "") -> np.ndarray:
-        keys = (*rollout.ROW_KEYS, *rollout.AUDIO_KEYS)
-        return rollout.score(self.model, params, {prefix + k: rows[prefix + k] for k in keys
-                                                  if prefix + k in rows}, prefix)
+        return rollout.score(self.model, params, rollout.forward_fields(rows, prefix), prefix)
 
     # ------------------------------------------------------------------ held-out evaluation
 

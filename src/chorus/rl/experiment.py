@@ -5,7 +5,8 @@
     params     {"policy": backbone, ["reference": frozen copy], [algorithm extras: PPO's
                "value_head"], [the task's companions: frozen]}; `--init-from RUN` fills the
                policy (and reference) from RUN's exported "backbone" and the companions from
-               its trees of the same names (chorus.rl.init_from), read by `before_init`
+               its trees of the same names (chorus.training.init_from), read by
+               `before_init` and dropped by `after_init`
     batches    an on-policy source: the Trainer hands it the current params (policy_sink)
                before each step; every `updates_per_rollout` steps the algorithm builds a new
                batch from them (rollouts sampled and scored on the params' own mesh,
@@ -30,10 +31,10 @@ from chorus.config import Config, ConfigError
 from chorus.model.factory import backbone_init
 from chorus.rl.algorithms import get_algorithm
 from chorus.rl.engine import RolloutEngine
-from chorus.rl.init_from import preload, pretrained
 from chorus.rl.settings import RLSettings
 from chorus.rl.task import Task
 from chorus.training.experiment import Experiment
+from chorus.training.init_from import init_hooks, pretrained
 
 
 class OnPolicySource:
@@ -110,8 +111,9 @@ def build_rl_experiment(config: Config, task: Task, settings: RLSettings,
         evaluate=lambda params, workdir: engine.evaluate(params),
         frozen=(*algorithm.frozen, *companions),
         policy_sink=source.receive if algorithm.needs_params else None,
-        # a fresh start reads the init run (never a resume, nor load_run of this run)
-        before_init=(lambda: preload(settings.init_from)) if settings.init_from else None,
+        # a fresh start reads the init run (never a resume, nor load_run of this run) and
+        # drops its host copy once the params exist
+        **(init_hooks(settings.init_from) if settings.init_from else {}),
         assets=dict(task.assets),
         export_params=lambda params: {"backbone": params["policy"],
                                       **{k: params[k] for k in companions}})

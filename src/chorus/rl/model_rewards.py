@@ -37,21 +37,14 @@ class BackboneLogprob:
               average: bool = True) -> BackboneLogprob:
         """The backbone exported by `run` (chorus.training.restore.load_run); its vocabulary
         must be this run's."""
-        from chorus.training.restore import load_run
+        from chorus.training.init_from import load_exported
 
         field = "rewards.backbone_logprob.run"
         if not isinstance(run, str) or not run:
             raise ConfigError(f"{field}: expected the run directory of the scoring backbone, "
                               f"got {run!r}")
-        try:
-            loaded = load_run(run)
-        except FileNotFoundError as e:
-            raise ConfigError(f"{field}: expected a run directory with a checkpoint ({e})"
-                              ) from None
+        loaded = load_exported(run, field)
         exported = loaded.params
-        if "backbone" not in exported:
-            raise ConfigError(f"{field}: {run} exports no 'backbone' params (it has "
-                              f"{sorted(exported)})")
         ours, theirs = (VocabLayout.from_model_config(c.model) for c in (config, loaded.config))
         if ours != theirs:
             raise ConfigError(f"{field}: {run} has the vocabulary "

@@ -128,11 +128,14 @@ class RewardBreakdown:
     components: dict[str, np.ndarray]  # raw reward per name, [B]
     normalized: dict[str, np.ndarray]  # after normalization, before weighting, [B]
 
+    def fields(self) -> dict[str, np.ndarray]:
+        """Per-row rewards by name: reward/total and reward/<name> (raw), [B] each."""
+        return {"reward/total": self.total,
+                **{f"reward/{k}": v for k, v in self.components.items()}}
+
     def metrics(self) -> dict[str, float]:
-        """Batch means for logging: reward/total and reward/<name> (raw)."""
-        out = {"reward/total": float(np.mean(self.total))}
-        out.update({f"reward/{k}": float(np.mean(v)) for k, v in self.components.items()})
-        return out
+        """Batch means of `fields` for logging."""
+        return {k: float(np.mean(v)) for k, v in self.fields().items()}
 
 
 def _zscore(x: np.ndarray, eps: float) -> np.ndarray:

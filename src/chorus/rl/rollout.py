@@ -26,12 +26,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
 from chorus import sharding
 from chorus.config import DecodeConfig
@@ -51,18 +50,15 @@ class Placement:
 
     @classmethod
     def of(cls, params) -> Placement:
-        for leaf in jax.tree.leaves(params):
-            if isinstance(getattr(leaf, "sharding", None), NamedSharding):
-                return cls(leaf.sharding.mesh)
-        return cls(None)
+        return cls(sharding.mesh_of(params))
 
     def rows(self, count: int) -> NamedSharding | None:
         """`count` rows split over the batch axes when they divide evenly, else replicated."""
         if self.mesh is None:
             return None
-        ways = math.prod(self.mesh.shape[a] for a in sharding.BATCH_AXES)
-        spec = PartitionSpec(sharding.BATCH_AXES) if count % ways == 0 else PartitionSpec()
-        return NamedSharding(self.mesh, spec)
+        if count % sharding.data_parallel_size(self.mesh) == 0:
+            return sharding.batch_sharding(self.mesh, 1)  # trailing axes: replicated
+        return sharding.replicated(self.mesh)
 
     def put(self, rows):
         """Host rows (a tree of [count, ...] arrays) onto the devices, split as `rows`."""
@@ -169,6 +165,13 @@ def forward(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> dict
     audio = [rows.get(prefix + k) for k in AUDIO_KEYS]  # None: text-only
     return model.apply({"params": params}, get("tokens"), get("positions"), get("segment_ids"),
                        *audio)
+
+
+def forward_fields(rows: dict, prefix: str = "") -> dict:
+    """The {prefix}fields of `rows` that `forward` and `token_logps` read (the row layout's
+    and the audio prompts'), without the rest of a batch (rewards, other rows' fields)."""
+    keys = (prefix + k for k in (*ROW_KEYS, *AUDIO_KEYS))
+    return {k: rows[k] for k in keys if k in rows}
 
 
 def token_logps(model: UnifiedAudioLM, params, rows: dict, prefix: str = "") -> jax.Array:

@@ -12,6 +12,8 @@
     checkpointing.py  orbax CheckpointManager: state + data position + config; the full
                       restore (resume) and the params-only restore (inference)
     restore.py        load_run: a run directory -> config, experiment, params (inference)
+    init_from.py      params from another run (an earlier stage, a backbone_from, an RL
+                      init): preload / release hooks and pretrained inside init_fn
     assets.py         files inference needs, copied into the run (a tokenizer)
     run_config.py     workdir/config.json and the resume compatibility check
     prefetch.py       background batches with their resume points and fingerprints

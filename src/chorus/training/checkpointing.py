@@ -22,7 +22,6 @@ import orbax.checkpoint as ocp
 
 from chorus.config import Config
 from chorus.training.experiment import Experiment, merge_params
-from chorus.training.run_config import check_resumable
 from chorus.training.state import make_param_spec
 
 CHECKPOINT_DIR = "checkpoints"
@@ -77,14 +76,10 @@ class Checkpoints:
         return self._manager.restore(step, args=ocp.args.Composite(
             config=ocp.args.JsonRestore()))["config"]
 
-    def restore(self, step: int, abstract_state: Any, config: Config | None = None) -> Restored:
-        """Restores `step` onto the shardings of `abstract_state` (ShapeDtypeStructs).
-
-        With `config`, first checks the saved config is compatible (names differing fields).
-        """
-        where = os.path.join(self.directory, str(step))
-        if config is not None:
-            check_resumable(self.saved_config(step), config, where)
+    def restore(self, step: int, abstract_state: Any) -> Restored:
+        """Restores `step` onto the shardings of `abstract_state` (ShapeDtypeStructs). The
+        saved config is not checked here: callers run run_config.check_resumable on
+        `saved_config(step)` first (the Trainer, the stage runner)."""
         out = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             progress=ocp.args.JsonRestore(),

@@ -66,10 +66,10 @@ def train_main(argv: list[str]) -> int:
     try:
         config = load_config(args.preset, [*args.overrides, *_extra_overrides(args)])
         distributed.initialize(config.train)  # before any JAX computation
-        module = import_experiment_module(args.experiment)
-        if args.stage is not None or module_stages(module, config) is not None:
+        stages = module_stages(import_experiment_module(args.experiment), config)
+        if args.stage is not None or stages is not None:
             results = run_stages(args.experiment, config, args.workdir, only=args.stage,
-                                 console=console)
+                                 console=console, stages=stages)
             for r in results:
                 print(f"chorus train: stage {r.name}: {r.status}"
                       + ("" if r.step is None else f" at step {r.step}") + f" in {r.workdir}")

@@ -47,10 +47,9 @@ def close_iterator(iterator: Any) -> None:
 
 def params_mesh(params: Any):
     """The mesh the params live on (their leaves are NamedSharding-placed global arrays)."""
-    for leaf in jax.tree.leaves(params):
-        mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
-        if mesh is not None:
-            return mesh
+    mesh = sharding.mesh_of(params)
+    if mesh is not None:
+        return mesh
     raise ValueError("evaluate_loss params: expected arrays placed with a NamedSharding (as "
                      "restored or trained), got none; pass mesh=")
 

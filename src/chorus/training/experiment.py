@@ -45,13 +45,24 @@ files in the iterator factories and `evaluate`.
     before_init()                  -> None; optional: called by the Trainer right before it
                                       initializes fresh params (never on a resume, never by
                                       load_run), e.g. to read another run whose params an
-                                      init_fn takes over (`experiment.backbone_from`)
+                                      init_fn takes over (chorus.training.init_from.preload)
+    after_init()                   -> None; optional: called by the Trainer right after it
+                                      initialized fresh params (the same occasions as
+                                      before_init), e.g. to drop what before_init read
+                                      (init_from.release); `init_from.init_hooks(run)`
+                                      gives both
+
+Params from another run: `build` does not read it (it must stay cheap). init_fn fills its
+fresh trees with `chorus.training.init_from.pretrained(trees, run, names)`, whose values a
+host callback reads when the params are materialized, from the copy `before_init=preload`
+restored; `after_init=release` drops that copy. Tracing for shapes never reads the run.
 
 Staged experiments: a module may also define `stages(config) -> [Stage(name, overrides)]`
 (chorus.training.stages). `chorus train --experiment E --workdir W` then runs each stage in
 order as its own run in `W/<name>/`, with the config `base + stage.overrides +
-experiment.stage=<name> + experiment.run_dir=W`; `build` of a later stage finds an earlier
-stage's run at `os.path.join(config.experiment["run_dir"], name)` (e.g. with `load_run`).
+experiment.stage=<name> + experiment.run_dir=W`; a later stage finds an earlier stage's run
+at `os.path.join(config.experiment["run_dir"], name)` and initializes from it as above
+(`**init_from.init_hooks(that run)` and `pretrained` in its init_fn), never in `build`.
 """
 
 from __future__ import annotations
@@ -104,6 +115,7 @@ class Experiment:
     assets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     export_params: Callable[[Any], Any] | None = None
     before_init: Callable[[], None] | None = None
+    after_init: Callable[[], None] | None = None
 
     @property
     def loss_fn_for_eval(self) -> LossFn:
@@ -120,7 +132,7 @@ class Experiment:
                 raise ExperimentError(f"{where}.{field}: expected a callable, got "
                                       f"{getattr(self, field)!r}")
         for field in ("eval_iterator", "evaluate", "policy_sink", "eval_loss_fn",
-                      "export_params", "before_init"):
+                      "export_params", "before_init", "after_init"):
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise ExperimentError(f"{where}.{field}: expected a callable or None, got "

@@ -140,10 +140,6 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.add_histogram(tag, values, step)
 
-    def flush(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
-
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()

@@ -6,7 +6,6 @@ split their leading axis over (data, fsdp); metrics come back replicated.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
@@ -18,7 +17,6 @@ from chorus.config import Config
 from chorus.model.factory import abstract_params, example_batch, param_logical_specs
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.state import train_state_shardings
-from chorus.training.state import unbox as unbox  # re-exported: chorus.rl imports it from here
 from chorus.training.step import make_train_step
 
 
@@ -26,10 +24,6 @@ def state_shardings(model: UnifiedAudioLM, config: Config, mesh, tx: optax.Gradi
     """The backbone's TrainState shardings (used by `chorus compile`)."""
     param_shardings = sharding.logical_to_sharding(param_logical_specs(model, config), mesh)
     return train_state_shardings(abstract_params(model, config), param_shardings, tx, mesh)
-
-
-def data_parallel_size(mesh) -> int:
-    return math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
 
 
 def batch_specs(config: Config, mesh, batch_size: int | None = None):

@@ -12,9 +12,12 @@ and `chorus train --experiment E --workdir W` runs each stage as its own Trainer
 
     base config + stage.overrides + experiment.stage=<name> + experiment.run_dir=W
 
-so `build` tells the stages apart by `config.experiment["stage"]` and finds an earlier
-stage's run at `os.path.join(config.experiment["run_dir"], name)` (e.g. with
-`chorus.training.restore.load_run`). A stage whose latest checkpoint reached its
+so `build` tells the stages apart by `config.experiment["stage"]`; an earlier stage's run is
+at `os.path.join(config.experiment["run_dir"], name)`. A stage initialized from it does not
+read it in `build` (which must stay cheap: a stage's run must load without the stages before
+it): its Experiment takes `**chorus.training.init_from.init_hooks(that run)` (preload before a
+fresh init, release after) and its init_fn fills fresh trees with `init_from.pretrained`
+(tests/staged_toy.py). A stage whose latest checkpoint reached its
 train.steps is skipped, so re-running the command after an interruption (or kill -9) skips
 the finished stages and resumes the interrupted one; a stage that stops early (SIGTERM,
 out of data) stops the sequence. `W/stages.json` lists the stages; `--stage NAME` runs one.
@@ -130,16 +133,19 @@ class StageResult:
 
 
 def run_stages(module_name: str, base: Config, run_dir: str, *, only: str | None = None,
-               console: bool = True, **trainer_kwargs) -> list[StageResult]:
+               console: bool = True, stages: Sequence[Stage] | None = None,
+               **trainer_kwargs) -> list[StageResult]:
     """Runs the module's stages in order (or only `only`); stops after a stage that did not
-    complete. Returns one StageResult per stage visited."""
+    complete. Returns one StageResult per stage visited. `stages`: the module's
+    `module_stages(module, base)` when the caller has them (else they are read here)."""
     from chorus.training.trainer import Trainer
 
-    module = import_experiment_module(module_name)
-    stages = module_stages(module, base)
     if stages is None:
-        raise ExperimentError(f"--experiment {module_name}: {module.__name__} defines no "
-                              "stages(config); --stage needs a staged experiment")
+        module = import_experiment_module(module_name)
+        stages = module_stages(module, base)
+        if stages is None:
+            raise ExperimentError(f"--experiment {module_name}: {module.__name__} defines no "
+                                  "stages(config); --stage needs a staged experiment")
     names = [s.name for s in stages]
     if only is not None and only not in names:
         raise ExperimentError(f"--stage {only}: expected one of {names}")

@@ -6,6 +6,9 @@
                      (what an inference restore needs: no optimizer)
     StateSpec        ParamSpec + the optimizer, the abstract TrainState and the run's keys
                      (what the trainer needs)
+    init_state       the fresh TrainState (the Trainer's start)
+    init_params      the same fresh params without an optimizer (trainable and frozen
+                     merged), e.g. to evaluate the starting point
 
 Shardings come from the params: `init_fn` is `eval_shape`d, the logical axis names on its
 flax-boxed leaves (`nn.get_partition_spec`) are mapped by chorus.sharding's rules, and
@@ -16,6 +19,7 @@ shardings, never whole on one device.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -26,7 +30,7 @@ import optax
 
 from chorus import sharding
 from chorus.config import Config
-from chorus.training.experiment import Experiment, split_params
+from chorus.training.experiment import Experiment, merge_params, split_params
 from chorus.training.optimizer import make_optimizer
 
 
@@ -126,12 +130,30 @@ def make_state_spec(config: Config, experiment: Experiment, mesh) -> StateSpec:
     return StateSpec(abstract, shardings, tx, init_key, base_key)
 
 
-def init_state(spec: StateSpec, experiment: Experiment, mesh) -> TrainState:
-    """Params initialized directly into their shardings (never whole on one device)."""
+def _init_into(experiment: Experiment, key: jax.Array, shardings: Any, mesh,
+               finish: Callable[[Any], Any] = lambda params: params) -> Any:
+    """finish(the unboxed fresh params), computed directly into `shardings` (never whole on
+    one device)."""
+    with sharding.activate(mesh):
+        return jax.jit(lambda k: finish(unbox(experiment.init_fn(k))),
+                       out_shardings=shardings)(key)
 
-    def init(key):
-        trainable, frozen = split_params(unbox(experiment.init_fn(key)), experiment.frozen)
+
+def init_params(config: Config, experiment: Experiment, mesh) -> Any:
+    """The run's fresh params (trainable and frozen merged; the run's init key), initialized
+    into the trainer's shardings on `mesh`: what the Trainer starts from, without an
+    optimizer. Reads another run only as init_fn does (after `experiment.before_init`)."""
+    spec = make_param_spec(config, experiment, mesh)
+    return _init_into(experiment, run_keys(config)[0],
+                      merge_params(spec.param_shardings, spec.frozen_shardings), mesh)
+
+
+def init_state(spec: StateSpec, experiment: Experiment, mesh) -> TrainState:
+    """The fresh TrainState: params (and optimizer state) initialized directly into their
+    shardings, in one program."""
+
+    def create(params):
+        trainable, frozen = split_params(params, experiment.frozen)
         return TrainState.create(trainable, spec.tx, frozen)
 
-    with sharding.activate(mesh):
-        return jax.jit(init, out_shardings=spec.shardings)(spec.init_key)
+    return _init_into(experiment, spec.init_key, spec.shardings, mesh, create)

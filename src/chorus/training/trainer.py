@@ -35,7 +35,7 @@ from chorus.training.hardware import mfu, peak_flops_per_device
 from chorus.training.interrupts import StopRequests
 from chorus.training.metrics import MetricsLogger, si
 from chorus.training.optimizer import learning_rate_schedule
-from chorus.training.partitioning import data_parallel_size, jit_train_step
+from chorus.training.partitioning import jit_train_step
 from chorus.training.prefetch import Prefetcher
 from chorus.training.run_config import check_resumable, write_run_config
 from chorus.training.state import StateSpec, init_state, make_state_spec
@@ -105,6 +105,8 @@ class Trainer:
             if self.experiment.before_init is not None:
                 self.experiment.before_init()
             state = init_state(spec, self.experiment, self.mesh)
+            if self.experiment.after_init is not None:
+                self.experiment.after_init()
             return state, jax.random.key_data(spec.base_key), None, None
         restored = ckpts.restore(latest, spec.abstract)
         progress_item = restored.progress
@@ -122,7 +124,7 @@ class Trainer:
         if len(set(rows.values())) != 1:
             raise ValueError(f"train batch: expected one leading (batch) size for every key, "
                              f"got {rows}")
-        dp = data_parallel_size(self.mesh)
+        dp = sharding.data_parallel_size(self.mesh)
         (global_rows,) = set(rows.values())
         if global_rows % dp:
             raise ValueError(f"train batch: expected global rows (local x {self.process_count} "
@@ -170,8 +172,8 @@ class Trainer:
                 prefetcher = Prefetcher(iterator, lambda b: distributed.global_batch(b, self.mesh),
                                         depth=depth)
                 rng = replicated_array(np.asarray(key_data), self.mesh)
-                return self._loop(state, spec, rng, prefetcher, ckpts, logger, bar, stops,
-                                  resumed_from)
+                return self._loop(state, step, spec, rng, prefetcher, ckpts, logger, bar,
+                                  stops, resumed_from)
             finally:
                 if prefetcher is not None:
                     prefetcher.close()
@@ -188,12 +190,12 @@ class Trainer:
         if ckpts.save(step, state, progress_item, self.config):
             logger.event("checkpoint", step=step)
 
-    def _loop(self, state, spec: StateSpec, rng, prefetcher: Prefetcher, ckpts: Checkpoints,
-              logger: MetricsLogger, bar: Progress, stops: StopRequests,
+    def _loop(self, state, step: int, spec: StateSpec, rng, prefetcher: Prefetcher,
+              ckpts: Checkpoints, logger: MetricsLogger, bar: Progress, stops: StopRequests,
               resumed_from: int | None) -> TrainResult:
+        """The train loop from `state`, whose step is `step`."""
         cfg, t = self.config, self.config.train
         lr_at = learning_rate_schedule(cfg.optim, t.steps)
-        step = int(jax.device_get(state.step))
         step_fn = None
         window: list[dict] = []
         step_times: list[float] = []

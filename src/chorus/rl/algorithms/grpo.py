@@ -3,6 +3,9 @@ ratio loss against the rollout policy with a KL penalty to the reference."""
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -10,6 +13,13 @@ from chorus.config import check
 from chorus.rl import rollout
 from chorus.rl.algorithms.base import OnPolicyAlgorithm, register_algorithm, reward_metrics
 from chorus.rl.grpo import group_advantages, grpo_loss
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _rollout_logps(model, params, rows):
+    """The rollout policy's and the reference's per-token logps on the rows: one program."""
+    return {"old_logps": rollout.token_logps(model, params["policy"], rows),
+            "ref_logps": rollout.token_logps(model, params["reference"], rows)}
 
 
 @register_algorithm("grpo")
@@ -21,8 +31,10 @@ class GRPO(OnPolicyAlgorithm):
         self.config = settings.grpo
 
     def score(self, engine, params, rows):
-        return {"old_logps": engine.score(params["policy"], rows),
-                "ref_logps": engine.score(params["reference"], rows)}
+        out = rollout.on_params_mesh(_rollout_logps, engine.model,
+                                     {k: params[k] for k in ("policy", "reference")},
+                                     rollout.forward_fields(rows))
+        return jax.device_get(out)
 
     def advantages(self, batch, rewards):
         cfg = self.config

@@ -17,10 +17,12 @@ from chorus.rl.ppo import kl_shaped_rewards, ppo_advantages, ppo_loss
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _old_policy(model, params, rows):
-    """The rollout policy's logps and its value head's values on the rows."""
+    """The rollout policy's logps, its value head's values and the reference's logps on the
+    rows: one program."""
     out = rollout.forward(model, params["policy"], rows)
     return {"old_logps": sequence_logprobs(out["logits"], rows["targets"], rows["mask"]),
-            "old_values": value_head.values(params["value_head"], out["hidden"]) * rows["mask"]}
+            "old_values": value_head.values(params["value_head"], out["hidden"]) * rows["mask"],
+            "ref_logps": rollout.token_logps(model, params["reference"], rows)}
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -42,12 +44,11 @@ class PPO(OnPolicyAlgorithm):
         return {"value_head": value_head.init_value_head(rng, config.model.d_model)}
 
     def score(self, engine, params, rows):
-        keys = (*rollout.ROW_KEYS, *rollout.AUDIO_KEYS)
-        old = rollout.on_params_mesh(
-            _old_policy, engine.model, {k: params[k] for k in ("policy", "value_head")},
-            {k: rows[k] for k in keys if k in rows})
-        return {**{k: np.asarray(v) for k, v in old.items()},
-                "ref_logps": engine.score(params["reference"], rows)}
+        out = rollout.on_params_mesh(
+            _old_policy, engine.model,
+            {k: params[k] for k in ("policy", "value_head", "reference")},
+            rollout.forward_fields(rows))
+        return jax.device_get(out)
 
     def advantages(self, batch, rewards):
         out = _gae(self.config, jnp.asarray(rewards, jnp.float32), batch["old_logps"],
