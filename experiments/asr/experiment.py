@@ -57,8 +57,8 @@ def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
 
 def _with_pretrained_backbone(init_fn, run_dir: str):
     """init_fn whose backbone is the exported backbone of `run_dir` (experiment.backbone_from);
-    the values are read by `before_init` (a fresh start only)."""
-    from chorus.rl.init_from import pretrained
+    the values are read by `before_init` (a fresh start only) and dropped by `after_init`."""
+    from chorus.training.init_from import pretrained
 
     def init(rng):
         params = init_fn(rng)
@@ -76,12 +76,12 @@ def build(config: Config) -> Experiment:
     eval_loss_fn = asr.loss_fn(train_backbone=joint)
     train_iterator, eval_iterator = make_data(config, settings, layout)
     t = config.train
-    init_fn, before_init = asr.init_fn(config), None
+    init_fn, hooks = asr.init_fn(config), {}
     if settings.backbone_from:
-        from chorus.rl.init_from import preload
+        from chorus.training.init_from import init_hooks
 
         init_fn = _with_pretrained_backbone(init_fn, settings.backbone_from)
-        before_init = lambda: preload(settings.backbone_from, "experiment.backbone_from")
+        hooks = init_hooks(settings.backbone_from, "experiment.backbone_from")
 
     def evaluate(params, workdir: str) -> dict:
         from chorus.atomic import write_json, write_text
@@ -102,7 +102,7 @@ def build(config: Config) -> Experiment:
     return Experiment(
         name="asr", init_fn=init_fn, loss_fn=asr.loss_fn(train_backbone=joint, augment=True),
         eval_loss_fn=eval_loss_fn, train_iterator=train_iterator, eval_iterator=eval_iterator,
-        evaluate=evaluate, before_init=before_init,
+        evaluate=evaluate, **hooks,
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
         tokens_per_batch=t.batch_size * t.seq_len,
