@@ -22,31 +22,50 @@ def _fast_compile():
 
 
 def _reference_eer(scores, same):
-    """Brute force: every threshold between sorted scores; EER where |FAR - FRR| is smallest,
-    taken as the mean of FAR and FRR there (the two agree at a crossing)."""
-    best = None
-    cands = np.concatenate([[np.inf], np.sort(scores)[::-1], [-np.inf]])
-    for th in cands:
-        accept = scores >= th
-        far = np.mean(accept[~same])
-        frr = np.mean(~accept[same])
-        if best is None or abs(far - frr) < best[0]:
-            best = (abs(far - frr), (far + frr) / 2)
-    return best[1]
+    """Brute force, per threshold: accept = score >= th for th = +inf and every distinct score,
+    highest first; FAR = share of impostors accepted, FRR = share of targets rejected. The
+    crossing is the first th with FAR >= FRR: EER is FAR there if it is the first th or the
+    two are equal, else where the straight lines through (FAR, FRR) of that th and of the one
+    before meet. Returns (EER, that th)."""
+    prev = None
+    for th in [np.inf, *sorted(set(scores.tolist()), reverse=True)]:
+        far = np.sum(scores[~same] >= th) / np.sum(~same)
+        frr = np.sum(scores[same] < th) / np.sum(same)
+        if far >= frr:
+            if prev is None or far == frr:
+                return far, th
+            gap_before, gap = prev[1] - prev[0], far - frr  # > 0 and >= 0 on either side
+            w = gap_before / (gap_before + gap)
+            eer = prev[0] + w * (far - prev[0])
+            assert eer == pytest.approx(prev[1] + w * (frr - prev[1]), abs=1e-12)  # FRR's line
+            return eer, th
+        prev = (far, frr)
+    raise AssertionError("FAR reaches 1 at th = min score")
 
 
 def test_eer_matches_reference_and_edge_cases():
     rng = np.random.default_rng(0)
-    for _ in range(20):
+    for trial in range(40):
         same = rng.random(200) < 0.3
         scores = rng.normal(size=200) + 1.2 * same
-        eer, _ = equal_error_rate(scores, same)
-        assert eer == pytest.approx(_reference_eer(scores, same), abs=0.02)
+        if trial % 2:  # ties between target and impostor scores: accepted together
+            scores = np.round(scores, 1)
+        eer, threshold = equal_error_rate(scores, same)
+        want_eer, want_threshold = _reference_eer(scores, same)
+        # Exact up to float64 rounding of one interpolation; moving the threshold by one
+        # sorted score moves FAR or FRR by >= 1/140 (about 60 targets, 140 impostors).
+        assert eer == pytest.approx(want_eer, abs=1e-12)
+        assert threshold == want_threshold
     same = np.asarray([True, True, False, False])
-    assert equal_error_rate(np.asarray([0.9, 0.8, 0.1, 0.2]), same)[0] == 0.0
+    assert equal_error_rate(np.asarray([0.9, 0.8, 0.1, 0.2]), same) == (0.0, 0.8)
     assert equal_error_rate(np.asarray([0.1, 0.2, 0.9, 0.8]), same)[0] == 1.0
     # Exactly determined case: one of two targets below one of two impostors -> 0.5 crossing.
-    assert equal_error_rate(np.asarray([0.9, 0.3, 0.5, 0.1]), same)[0] == pytest.approx(0.5)
+    assert equal_error_rate(np.asarray([0.9, 0.3, 0.5, 0.1]), same) == (0.5, 0.5)
+    # By hand, targets .9 .6 .4 and impostors .7 .5 .3 .2 .1: at th = .6 FAR 1/5 < FRR 1/3,
+    # at th = .5 FAR 2/5 > FRR 1/3; the lines meet 2/3 of the way: EER = 1/5 + 2/3 * 1/5.
+    scores = np.asarray([0.9, 0.6, 0.4, 0.7, 0.5, 0.3, 0.2, 0.1])
+    eer, threshold = equal_error_rate(scores, np.arange(8) < 3)
+    assert eer == pytest.approx(1 / 3, abs=1e-12) and threshold == 0.5
     with pytest.raises(ValueError, match="expected target and impostor trials"):
         equal_error_rate(np.asarray([0.1, 0.2]), np.asarray([True, True]))
 
