@@ -220,7 +220,9 @@ def test_encode_decode_eval(trained, data_dir, tmp_path, capsys):
     assert results["utterances"] == 2
     assert 25.0 <= results["codes_per_second"] <= 26.0
     assert set(results["resynthesis"]) == {"neural", "griffin-lim", "copy"}
-    assert results["streaming"]["max_abs_diff_vs_offline"] < 1e-3
+    # Streamed = offline up to fp32 rounding: measured 2.7e-7 on a wave peaking near 0.5;
+    # 2e-6 fails a vocoder window 2 frames short of its lookahead (7e-5, under the old 1e-3).
+    assert results["streaming"]["max_abs_diff_vs_offline"] < 2e-6
     assert os.path.isfile(os.path.join(workdir, "eval.md"))
     capsys.readouterr()
 
