@@ -104,6 +104,24 @@ def test_speaker_encoder_separates_two_voices():
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, loss
 
+    # Held-out sentences of both voices, embedded before and after training.
+    embed = jit(lambda p, m, k: models.speaker.apply({"params": p}, m, k))
+    held_out, who = [], []
+    for voice in voices:
+        for t in test_texts:
+            m = cfg.mel.normalize(clip_log_mel(synthesize(t, voice)[0], cfg.mel))
+            held_out.append(pad_batch([m], 400))
+            who.append(voice)
+
+    def trials(p):
+        emb = np.stack([np.asarray(embed(p["speaker"], mel, mask))[0] for mel, mask in held_out])
+        np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+        return trial_scores(emb, who)
+
+    # The untrained encoder does not separate them (measured EER 0.5, every cosine > 0.95):
+    # what separates them below is training.
+    scores, same = trials(params)
+    assert equal_error_rate(scores, same)[0] >= 0.25, scores
     rng = np.random.default_rng(0)
     for _ in range(40):
         idx = rng.integers(0, len(norm), 8)
@@ -114,16 +132,9 @@ def test_speaker_encoder_separates_two_voices():
         mel, mask = pad_batch(crops, 80)
         params, state, loss = step(params, state, {"mel": mel, "mel_mask": mask,
                                                    "speaker": np.asarray(labels)[idx]})
-    # Held-out sentences of both voices: every same-voice pair beats every cross-voice pair.
-    embed = jit(lambda p, m, k: models.speaker.apply({"params": p}, m, k))
-    emb, who = [], []
-    for voice in voices:
-        for t in test_texts:
-            m = cfg.mel.normalize(clip_log_mel(synthesize(t, voice)[0], cfg.mel))
-            mel, mask = pad_batch([m], 400)
-            emb.append(np.asarray(embed(params["speaker"], mel, mask))[0])
-            who.append(voice)
-    scores, same = trial_scores(np.stack(emb), who)
-    assert scores[same].min() > scores[~same].max(), (scores, same)
+    # Every same-voice pair beats every cross-voice pair, by a wide margin: measured target
+    # cosines >= 0.92 and impostor cosines <= -0.35 after 40 steps (one step already gives
+    # EER 0, with 0.969 vs 0.958: EER alone is no evidence of learning).
+    scores, same = trials(params)
     assert equal_error_rate(scores, same)[0] == 0.0
-    np.testing.assert_allclose(np.linalg.norm(np.stack(emb), axis=1), 1.0, atol=1e-5)
+    assert scores[same].min() > 0.8 and scores[~same].max() < 0.3, (scores, same)
