@@ -59,10 +59,17 @@ def test_flow_loss_falls_on_fixed_batch():
         params, state, _ = step(params, state, jax.random.PRNGKey(i))
     after, after_parts = loss_fn(params)
     assert np.isfinite(float(after))
-    assert float(after) < 0.5 * float(before), (before, after)
+    # Measured after / before: loss 0.12, fm_mse 0.18, prior_mse 0.054; the bounds are about 2x.
+    assert float(after) < 0.25 * float(before), (before, after)
     # Both terms learn: the flow-matching MSE itself and the prior's mel estimate.
-    assert float(after_parts["fm_mse"]) < 0.8 * float(before_parts["fm_mse"])
-    assert float(after_parts["prior_mse"]) < 0.5 * float(before_parts["prior_mse"])
+    assert float(after_parts["fm_mse"]) < 0.35 * float(before_parts["fm_mse"])
+    assert float(after_parts["prior_mse"]) < 0.15 * float(before_parts["prior_mse"])
+    # ... and the prior reads the codes: it beats the best code-blind guess, the mean mel per
+    # channel (measured 0.083 vs 0.41), not just the untrained network.
+    mel, mask = batch["mel"], batch["mel_mask"][..., None]
+    channel_mean = (mel * mask).sum((0, 1)) / mask.sum()
+    blind = ((mel - channel_mean) ** 2 * mask).sum() / (mask.sum() * mel.shape[-1])
+    assert float(after_parts["prior_mse"]) < 0.5 * blind, (after_parts, blind)
 
 
 def test_sampling_matches_manual_euler_and_guidance():
