@@ -8,8 +8,9 @@ import pytest
 from chorus.audio import mel as data_mel
 from chorus.audio.mel_jax import istft, log_mel, stft
 from chorus.codec.compile import fast_compile
-from chorus.codec.config import MelConfig
+from chorus.codec.config import MelConfig, VocoderConfig
 from chorus.codec.features import clip_log_mel
+from chorus.codec.vocoder import griffin_lim
 from chorus.eval.audio_metrics import mel_cepstral_distortion
 
 
@@ -60,6 +61,28 @@ def test_bucketed_features_equal_unpadded():
     x = _signal(12345)
     np.testing.assert_allclose(clip_log_mel(x, CFG),
                                np.asarray(log_mel(jnp.asarray(x))), atol=1e-5)
+
+
+def test_griffin_lim_recovers_a_known_tone():
+    # A 440 Hz tone of amplitude 0.3 (RMS 0.212) -> log-mel -> the Griffin-Lim baseline.
+    x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)).astype(np.float32)
+    target = data_mel.log_mel(x)
+    y = griffin_lim(target, CFG, VocoderConfig().griffin_lim_iters)  # 32, the default
+    assert y.shape == x.shape and y.dtype == np.float32
+    mid = slice(800, 7200)  # away from the zero-padded ends
+    # Level and pitch: measured RMS 0.2119 (0.1% off), spectral peak at 440.0 Hz (2.5 Hz bins).
+    assert np.sqrt(np.mean(y[mid] ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.02)
+    spectrum = np.abs(np.fft.rfft(y[mid] * np.hanning(6400)))
+    assert abs(np.fft.rfftfreq(6400, 1 / 16000)[spectrum.argmax()] - 440) <= 2.5
+    # Its log-mel matches the input's on the loud bins (within 26 dB of the peak): measured
+    # mean |error| 0.12 nats after 32 iterations, 0.48 after one (phase recovery iterates).
+    loud = target[5:-5] > target.max() - 6
+
+    def error(wave):
+        return float(np.mean(np.abs(data_mel.log_mel(wave) - target)[5:-5][loud]))
+
+    assert error(y) < 0.25
+    assert error(y) < 0.5 * error(griffin_lim(target, CFG, 1))
 
 
 def test_mcd_matches_reference_formula():
