@@ -42,3 +42,41 @@ def tiny_asr_run(tiny_asr_corpus, tmp_path_factory):
     # the hybrid loss: transcript CE + MTP + CTC over the adaptor frames
     assert all(np.isfinite(r["ctc/loss"]) and r["ctc/clips"] > 0 for r in steps)
     return workdir
+
+
+# Every compiled XLA:CPU program keeps ~100 memory mappings of JIT code alive for as long as
+# jax's caches hold it. One process running the whole suite compiles thousands of programs and
+# would pass the kernel's vm.max_map_count (65530): the next mmap fails and the process aborts
+# (SIGABRT, from the allocator, with no Python traceback). Dropping the caches after each module,
+# and after any test that leaves the process near the limit, frees those mappings.
+_MAPS_HEADROOM = 40_000
+
+
+def _memory_mappings() -> int:
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:  # no procfs: nothing to watch
+        return 0
+
+
+def _drop_compiled_programs() -> None:
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs_per_module():
+    yield
+    _drop_compiled_programs()
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs_near_the_limit():
+    yield
+    if _memory_mappings() > _MAPS_HEADROOM:
+        _drop_compiled_programs()
