@@ -6,6 +6,7 @@ This module is also an experiment module (`experiment.module=test_rl_experiment`
 task with a companion tree, so `load_run` can rebuild its runs.
 """
 
+import dataclasses
 import json
 import os
 
@@ -14,11 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from chorus import sharding
 from chorus.config import ConfigError, apply_overrides, load_config, settings_from
-from chorus.rl.algorithms import OnPolicyAlgorithm, available_algorithms, register_algorithm
+from chorus.rl.algorithms import (
+    OnPolicyAlgorithm,
+    available_algorithms,
+    get_algorithm,
+    register_algorithm,
+)
+from chorus.rl.engine import RolloutEngine
 from chorus.rl.experiment import build_rl_experiment
 from chorus.rl.init_from import preload, release
-from chorus.training.restore import load_run
+from chorus.training.restore import load_run, restore_params
 from chorus.training.state import run_keys, unbox
 from chorus.training.trainer import Trainer
 from chorus.vocab import VocabLayout
@@ -38,9 +46,13 @@ class CompanionTask(rl_tasks.SymbolTask):
         return {"judge": {"w": jax.random.normal(rng, (3, 4))}}
 
 
-def build(config):
+def _task(config):
     settings = settings_from(rl_tasks.SymbolRLSettings, config.experiment)
-    task = CompanionTask(settings, VocabLayout.from_model_config(config.model))
+    return settings, CompanionTask(settings, VocabLayout.from_model_config(config.model))
+
+
+def build(config):
+    settings, task = _task(config)
     return build_rl_experiment(config, task, settings, name="companion")
 
 
@@ -136,22 +148,47 @@ def warmup(tmp_path_factory):
     return workdir
 
 
-def _grpo(workdir, warmup, stop_at_step=None):
-    config = _config("train.steps=4", "experiment.algo=grpo", "experiment.updates_per_rollout=2",
-                     f"experiment.init_from={warmup}", "experiment.rewards={neg_cer: 1.0}")
-    return Trainer(config, build(config), str(workdir), console=False,
+class _Recording:
+    """A train iterator that keeps every batch it hands the trainer (in `batches`)."""
+
+    def __init__(self, inner, batches):
+        self.inner, self.batches = inner, batches
+
+    def __next__(self):
+        self.batches.append(next(self.inner))
+        return self.batches[-1]
+
+    def get_state(self):
+        return self.inner.get_state()
+
+    def set_state(self, state):
+        self.inner.set_state(state)
+
+
+def _grpo_config(warmup):
+    return _config("train.steps=4", "experiment.algo=grpo", "experiment.updates_per_rollout=2",
+                   f"experiment.init_from={warmup}", "experiment.rewards={neg_cer: 1.0}")
+
+
+def _grpo(workdir, warmup, batches, stop_at_step=None):
+    config = _grpo_config(warmup)
+    base = build(config)
+    experiment = dataclasses.replace(
+        base, train_iterator=lambda i, n, s: _Recording(base.train_iterator(i, n, s), batches))
+    return Trainer(config, experiment, str(workdir), console=False,
                    stop_at_step=stop_at_step).run()
 
 
 @pytest.fixture(scope="module")
 def straight(warmup, tmp_path_factory):
-    """4 GRPO steps from the warm-up, uninterrupted."""
-    workdir = tmp_path_factory.mktemp("straight")
-    _grpo(workdir, warmup)
-    return workdir
+    """4 GRPO steps from the warm-up, uninterrupted: (workdir, the 4 batches trained on)."""
+    workdir, batches = tmp_path_factory.mktemp("straight"), []
+    _grpo(workdir, warmup, batches)
+    return workdir, batches
 
 
 def test_companions_ride_along_frozen_and_are_exported(warmup, straight):
+    straight, _ = straight
     sft = load_run(str(warmup))
     assert sorted(sft.params) == ["backbone", "judge"]
     rl = load_run(str(straight))
@@ -191,15 +228,45 @@ def test_init_from_is_read_only_when_params_are_materialized(warmup):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def _prompts(batch):
+    """Each row's prompt ids: the tokens before its completion (the mask starts at p - 1)."""
+    return [tuple(t[:int(np.argmax(m)) + 1]) for t, m in zip(batch["tokens"], batch["mask"],
+                                                                strict=True)]
+
+
 def test_resume_mid_cycle_resamples_from_the_restored_params(warmup, straight, tmp_path):
     """updates_per_rollout=2: steps 3 and 4 share rollout 1. Uninterrupted, step 4 is its
     second update (the ratio to the rollout policy has moved off 1). Interrupted after step 3
-    and resumed, step 4 re-samples rollout 1 from the restored params: ratio = 1 again."""
-    assert _grpo(tmp_path / "resumed", warmup, stop_at_step=3).status == "interrupted"
-    assert _grpo(tmp_path / "resumed", warmup).step == 4
-    straight, resumed = _records(straight), _records(tmp_path / "resumed")
+    and resumed, step 4 re-samples rollout 1 (its prompts and key) from the restored params:
+    the batch the algorithm builds for rollout number 1 from checkpoint 3, ratio = 1 again."""
+    straight_dir, ref = straight
+    workdir, first, second = tmp_path / "resumed", [], []
+    assert _grpo(workdir, warmup, first, stop_at_step=3).status == "interrupted"
+    assert _grpo(workdir, warmup, second).step == 4
+    assert len(ref) == 4 and len(first) == 3 and len(second) == 1
+    straight, resumed = _records(straight_dir), _records(workdir)
     for step in (1, 2, 3):
         assert resumed[step]["loss"] == pytest.approx(straight[step]["loss"], rel=1e-5)
+    # uninterrupted: one rollout per cycle, reused for its second update
+    assert straight[1]["fingerprint"] == straight[2]["fingerprint"]
+    assert straight[3]["fingerprint"] == straight[4]["fingerprint"] != straight[1]["fingerprint"]
+    # resumed: step 4 is rollout 1 again (the prompts of straight steps 3-4, not those of
+    # rollout 0 or 2), re-sampled: a new batch
+    (batch,) = second
+    assert _prompts(batch) == _prompts(ref[3]) != _prompts(ref[0])
+    assert resumed[4]["fingerprint"] != straight[4]["fingerprint"]
+    # ... from the restored params: what the algorithm builds for rollout 1 from checkpoint 3
+    config = _grpo_config(warmup)
+    settings, task = _task(config)
+    algorithm = get_algorithm("grpo")(settings)
+    engine = RolloutEngine(config, settings, task, algorithm.group_size)
+    _, params = restore_params(config, build(config), str(workdir),
+                               sharding.make_mesh(config.mesh), step=3)
+    expected = algorithm.batch(engine, params, 1)
+    assert _prompts(expected) != _prompts(algorithm.batch(engine, params, 2))
+    assert sorted(batch) == sorted(expected)
+    for key in expected:
+        np.testing.assert_array_equal(batch[key], expected[key], err_msg=key)
     spread = lambda r: r["ratio/max"] - r["ratio/min"]
     assert spread(straight[3]) < 1e-4 and spread(straight[4]) > 1e-3
     assert spread(resumed[4]) < 1e-4
