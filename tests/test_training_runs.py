@@ -1,7 +1,9 @@
 """The trainer end to end on the real backbone (tiny): resume exactness after SIGTERM / Ctrl-C
 (in process) and SIGKILL (of a real `chorus train` process), partial checkpoints, config
 checks, another mesh, two processes on one global mesh, the guard, metrics files,
-`chorus eval` and `chorus bench train`.
+`chorus eval` and `chorus bench train`; on the real ASR pipeline (grain batches of the tiny
+corpus): SIGKILL and resume, a resume in the middle of a gradient accumulation, and a finite
+iterator running out of data.
 
 Every run here is the same tiny computation, so a persistent compilation cache (shared with
 the subprocesses) makes each compile happen once.
@@ -19,8 +21,10 @@ import subprocess
 import sys
 import time
 
+import asr_runs
 import jax
 import numpy as np
+import optax
 import pytest
 from jax._src import compilation_cache
 from tensorboard_events import read_scalars
@@ -31,6 +35,7 @@ from chorus.config import load_config
 from chorus.training.checkpointing import Checkpoints
 from chorus.training.cli import eval_main, train_main
 from chorus.training.metrics import read_jsonl
+from chorus.training.prefetch import batch_fingerprint
 from chorus.training.run_config import (
     IncompatibleConfigError,
     check_resumable,
@@ -69,7 +74,7 @@ def _steps(workdir):
     return [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "event" not in r]
 
 
-def _final_params(workdir, config, step):
+def _final_params(workdir, config, step, build=build):
     spec = make_state_spec(config, build(config), _mesh(config))
     ckpts = Checkpoints(workdir, read_only=True)
     try:
@@ -245,7 +250,8 @@ def _command(workdir, overrides):
 
 
 def _env(cache, devices=8):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, os.path.join(REPO, "src")]),
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO, os.path.join(REPO, "src")]),
                JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
@@ -473,6 +479,123 @@ def test_assets_are_copied_into_the_run_and_found_by_asset_path(tmp_path):
                                               "directory"):
         dataclasses.replace(experiment, assets={"sub/x": str(source)})
     assert not os.listdir(os.path.join(workdir, "assets"))[1:]  # no temp files left
+
+
+# ----------------------------------------------------------------------------- the ASR pipeline
+
+
+# `chorus train --experiment asr` on the tiny corpus (tests/asr_runs.py): grain batches of the
+# real pipeline (packed, shuffled, repeated: 2 batches an epoch), with two-step gradient
+# accumulation (optax.MultiSteps: an update every 2nd step).
+ASR_STEPS = 6
+ASR = [*asr_runs.RUN, f"train.steps={ASR_STEPS}", "optim.grad_accum_steps=2"]
+
+
+def _asr_config(corpus, *overrides):
+    return load_config("cpu-tiny", [*ASR, *overrides, "experiment.module=asr",
+                                    f"experiment.data_dir={corpus}"])
+
+
+def _asr_build(config):
+    from experiments import asr
+
+    return asr.build(config)
+
+
+def _asr_run(corpus, workdir, *overrides, stop_at_step=None, experiment=None):
+    config = _asr_config(corpus, *overrides)
+    return Trainer(config, experiment or _asr_build(config), str(workdir), console=False,
+                   stop_at_step=stop_at_step).run()
+
+
+def _same_records_and_state(workdir, ref_dir, config):
+    """Every step record (loss, gradient norm, batch) and the final train state, bit for bit."""
+    keys = ("step", "loss", "grad_norm", "fingerprint")
+    ref = {r["step"]: [r[k] for k in keys] for r in _steps(ref_dir)}
+    records = _steps(workdir)
+    differ = [r["step"] for r in records if [r[k] for k in keys] != ref[r["step"]]]
+    assert not differ, f"steps unlike the uninterrupted run's: {differ}"
+    assert sorted({r["step"] for r in records}) == sorted(ref)
+    a = _final_params(ref_dir, config, ASR_STEPS, _asr_build)
+    b = _final_params(workdir, config, ASR_STEPS, _asr_build)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def asr_reference(compile_cache, tiny_asr_corpus, tmp_path_factory):
+    """The uninterrupted ASR run (its step program lands in the shared compilation cache)."""
+    workdir = str(tmp_path_factory.mktemp("asr_reference"))
+    result = _asr_run(tiny_asr_corpus, workdir)
+    assert (result.status, result.step) == ("completed", ASR_STEPS)
+    losses = [r["loss"] for r in _steps(workdir)]
+    assert len(set(losses)) == ASR_STEPS and len({r["fingerprint"] for r in _steps(workdir)}) > 2
+    return workdir
+
+
+def test_asr_run_resumed_in_the_middle_of_an_accumulation_is_exact(asr_reference,
+                                                                   tiny_asr_corpus, tmp_path):
+    """Stopped after step 3, the checkpoint holds step 3's gradient in the accumulator; the
+    resumed run adds step 4's, updates, and ends where the uninterrupted run ends."""
+    config = _asr_config(tiny_asr_corpus)
+    first = _asr_run(tiny_asr_corpus, tmp_path, stop_at_step=3)
+    assert (first.status, first.checkpoint_step) == ("interrupted", 3)
+    saved = _final_params(str(tmp_path), config, 3, _asr_build).opt_state
+    assert isinstance(saved, optax.MultiStepsState)
+    assert (int(saved.mini_step), int(saved.gradient_step)) == (1, 1)
+    assert max(float(np.abs(g).max()) for g in jax.tree.leaves(saved.acc_grads)) > 0
+    second = _asr_run(tiny_asr_corpus, tmp_path)
+    assert (second.resumed_from, second.step) == (3, ASR_STEPS)
+    _same_records_and_state(str(tmp_path), asr_reference, config)
+
+
+def test_sigkilled_asr_process_resumes_to_the_same_losses(asr_reference, tiny_asr_corpus,
+                                                          compile_cache, tmp_path):
+    kill_step = int(np.random.default_rng(7).integers(2, 5))
+    env = _env(compile_cache)
+    logs = [str(tmp_path / f"attempt{i}.log") for i in range(2)]
+    workdir = str(tmp_path / "run")
+    sets = asr_runs.sets(*ASR, "train.checkpoint_every=1")
+    cmd = [sys.executable, "-m", "chorus.cli", "train", "--experiment", "asr", "--workdir",
+           workdir, "--data", tiny_asr_corpus, "--quiet", *sets]
+    proc = _launch(cmd, env, logs[0])
+    _wait_for_step(proc, workdir, kill_step, logs[0])
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = max(r["step"] for r in _steps(workdir))
+    assert killed_at < ASR_STEPS, "the run finished before SIGKILL arrived"
+    proc = _launch(cmd, env, logs[1])
+    assert proc.wait(timeout=240) == 0, _tail(logs[1])
+    assert f"completed at step {ASR_STEPS}" in _tail(logs[1])
+    (resumed,) = [e["step"] for e in _events(workdir, "resume")]
+    assert 1 <= resumed <= killed_at
+    # the steps run twice (after the resumed checkpoint) saw the same batches and losses
+    assert [r["step"] for r in _steps(workdir)] == [*range(1, killed_at + 1),
+                                                    *range(resumed + 1, ASR_STEPS + 1)]
+    _same_records_and_state(workdir, asr_reference, _asr_config(tiny_asr_corpus))
+
+
+def test_asr_run_on_a_finite_iterator_stops_out_of_data(compile_cache, tiny_asr_corpus,
+                                                        tmp_path):
+    """One ordered pass over the train split (the ASR eval loop's iterator, num_epochs=1: 2
+    batches) for 6 steps: the run ends after the last batch with status "data_exhausted",
+    checkpointed there; run again, it resumes there and stops at once."""
+    config = _asr_config(tiny_asr_corpus, "experiment.eval_split=train")
+    base = _asr_build(config)
+    finite = dataclasses.replace(base, train_iterator=base.eval_iterator)
+    with base.eval_iterator(0, 1, config.train.seed) as batches:
+        one_pass = [batch_fingerprint(b) for b in batches]
+    assert len(one_pass) == 2
+    result = _asr_run(tiny_asr_corpus, tmp_path, "experiment.eval_split=train",
+                      experiment=finite)
+    assert (result.status, result.step, result.checkpoint_step) == ("data_exhausted", 2, 2)
+    assert [r["fingerprint"] for r in _steps(str(tmp_path))] == one_pass
+    assert [(e["step"], e["status"]) for e in _events(str(tmp_path), "stop")] == [
+        (2, "data_exhausted")]
+    again = _asr_run(tiny_asr_corpus, tmp_path, "experiment.eval_split=train",
+                     experiment=finite)
+    assert (again.status, again.step, again.resumed_from) == ("data_exhausted", 2, 2)
+    assert len(_steps(str(tmp_path))) == 2
 
 
 # ----------------------------------------------------------------------------- stages
