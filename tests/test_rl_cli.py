@@ -53,14 +53,14 @@ def test_grpo_raises_heldout_reward_and_resumes(sft, tmp_path):
     workdir = tmp_path / "grpo"
     # backbone_logprob: a component holding a model (the warm-up run's backbone), built once
     # from the config; weight 0 logs it without steering the run
-    sets = ("train.steps=12", "optim.learning_rate=1e-3", "experiment.group_size=8",
+    sets = ("train.steps=12", "optim.learning_rate=3e-3", "experiment.group_size=8",
             "experiment.updates_per_rollout=2", "experiment.grpo.kl_coef=0.01",
             "experiment.rewards={neg_cer: 1.0, exact_match: 0.5, "
             f"backbone_logprob: {{weight: 0.0, run: {sft}}}}}")
     final = _rl(workdir, "grpo", *sets, init_from=sft)
     before = final["initial/heldout/sampled/reward/total"]
     after = final["final/heldout/sampled/reward/total"]
-    assert after > before + 0.05, (before, after)
+    assert after > before + 0.08, (before, after)  # measured -0.965 -> -0.857
     # every component logged per step, plus KL; what `chorus ablate` reads
     for key in ("reward/total", "reward/neg_cer", "reward/exact_match", "kl", "clip_fraction",
                 "reward/backbone_logprob"):
@@ -71,10 +71,19 @@ def test_grpo_raises_heldout_reward_and_resumes(sft, tmp_path):
 
     assert sorted(load_run(str(workdir)).params) == ["backbone"]
     assert (workdir / "DONE").exists() and "reward/neg_cer" in final
-    # a re-run resumes at the end: no new steps, same final numbers
-    again = _rl(workdir, "grpo", *sets, init_from=sft)
+    # a re-run resumes at the end (the trainer alone: the CLI's final eval is not the
+    # point): restored from checkpoint 12, no new steps
+    from chorus.training.experiment import load_experiment
+    from chorus.training.run_config import read_run_config
+    from chorus.training.trainer import Trainer
+
+    config = read_run_config(str(workdir))
+    again = Trainer(config, load_experiment("rl_tasks", config), str(workdir),
+                    console=False).run()
+    assert (again.status, again.resumed_from, again.step) == ("completed", 12, 12)
+    events = [r for r in map(json.loads, open(workdir / "metrics.jsonl")) if "event" in r]
+    assert [e["step"] for e in events if e["event"] == "resume"] == [12]
     assert _series(workdir, "reward/total").shape == (12,)
-    assert again["final/heldout/sampled/reward/total"] == pytest.approx(after)
 
 
 def test_dpo_raises_heldout_margin_and_accuracy(sft, tmp_path):
@@ -82,8 +91,9 @@ def test_dpo_raises_heldout_margin_and_accuracy(sft, tmp_path):
                 "experiment.dpo={beta: 0.5}", init_from=sft)
     assert final["initial/heldout/pairs/rewards/margin"] == pytest.approx(0.0, abs=1e-6)
     assert final["initial/heldout/pairs/rewards/accuracy"] == 0.0  # policy == reference
-    assert final["final/heldout/pairs/rewards/margin"] > 0.1
-    assert final["final/heldout/pairs/rewards/accuracy"] > 0.6
+    # measured: margin 0.53, accuracy 0.77
+    assert final["final/heldout/pairs/rewards/margin"] > 0.3
+    assert final["final/heldout/pairs/rewards/accuracy"] > 0.7
     assert final["rewards/margin"] > final["first/rewards/margin"]
 
 
@@ -91,8 +101,10 @@ def test_ppo_value_loss_falls(sft, tmp_path):
     workdir = tmp_path / "ppo"
     _rl(workdir, "ppo", "train.steps=12", "optim.learning_rate=1e-3",
         "experiment.updates_per_rollout=2", "experiment.ppo={entropy_coef: 0.01}",
-        "experiment.rewards={neg_cer: 1.0}", init_from=sft)
+        "experiment.rewards={neg_cer: 1.0}", "experiment.eval_prompts=8",  # not asserted
+        init_from=sft)
     value = _series(workdir, "loss/value")
+    # measured 0.47 -> 0.15
     assert np.isfinite(value).all() and value[-4:].mean() < 0.5 * value[:2].mean(), value
     assert np.isfinite(_series(workdir, "entropy")).all()
     assert _series(workdir, "kl").shape == (12,)
