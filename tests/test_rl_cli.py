@@ -81,7 +81,8 @@ def test_grpo_raises_heldout_reward_and_resumes(sft, tmp_path):
     again = Trainer(config, load_experiment("rl_tasks", config), str(workdir),
                     console=False).run()
     assert (again.status, again.resumed_from, again.step) == ("completed", 12, 12)
-    events = [r for r in map(json.loads, open(workdir / "metrics.jsonl")) if "event" in r]
+    with open(workdir / "metrics.jsonl") as f:
+        events = [r for r in map(json.loads, f) if "event" in r]
     assert [e["step"] for e in events if e["event"] == "resume"] == [12]
     assert _series(workdir, "reward/total").shape == (12,)
 
