@@ -47,9 +47,10 @@ from chorus.training.trainer import NonFiniteLossError, Trainer
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS_DIR)
 STEPS = 12
-# decay_steps fixed: runs of other lengths (train.steps) share the learning-rate schedule
+# decay_steps fixed: runs of other lengths (train.steps) share the learning-rate schedule;
+# learning rate 0.03: the loss really falls in 12 steps (6.2 -> 4.6; 6.2 -> 6.05 at 3e-3)
 REFERENCE = TINY + ["experiment.module=train_toy", f"train.steps={STEPS}",
-                    f"optim.decay_steps={STEPS}",
+                    f"optim.decay_steps={STEPS}", "optim.learning_rate=0.03",
                     "train.checkpoint_every=4", "train.keep_checkpoints=10",
                     "train.eval_every=6", "train.eval_steps=1", "train.log_every=3",
                     "train.peak_flops_per_device=1e9"]
@@ -109,7 +110,9 @@ def test_reference_run_writes_config_metrics_events_and_checkpoints(reference):
     assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
     assert len({r["fingerprint"] for r in steps}) == STEPS  # a new batch every step
     assert all(r["skipped"] == 0 for r in steps)
-    assert np.mean([r["loss"] for r in steps[-3:]]) < np.mean([r["loss"] for r in steps[:3]])
+    # it learns: the mean of the last 3 losses is a nat below the first 3's (measured 6.17 ->
+    # 4.73 on fresh batches of the synthetic arithmetic streams)
+    assert np.mean([r["loss"] for r in steps[-3:]]) < np.mean([r["loss"] for r in steps[:3]]) - 1
     events = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     assert [e["step"] for e in events if e.get("event") == "eval"] == [6, 12]
     # TensorBoard: window means of the JSONL losses at every log step
@@ -332,13 +335,16 @@ REGRESSION = ["experiment.variant=regression", "train.steps=4", "optim.warmup_st
 def test_two_processes_on_one_global_mesh_match_one_process(compile_cache, tmp_path):
     """2 hosts x 4 CPU devices, each feeding its half of the batch, params sharded across
     hosts (fsdp x tensor), gloo collectives: the same losses as 1 process on 8 devices."""
-    config = load_config("cpu-tiny", REGRESSION)
+    # 12 steps at learning rate 0.03: the regression really learns (4 steps at 3e-3 went
+    # 1.15 -> 1.13)
+    two = REGRESSION + ["train.steps=12", "optim.learning_rate=0.03"]
+    config = load_config("cpu-tiny", two)
     single = str(tmp_path / "single")
     Trainer(config, build(config), single, console=False).run()
     workdir = str(tmp_path / "run")
     port = _free_port()
     logs = [str(tmp_path / f"process{i}.log") for i in range(2)]
-    procs = [_launch(_command(workdir, REGRESSION + [
+    procs = [_launch(_command(workdir, two + [
         f"train.coordinator_address=localhost:{port}", "train.num_processes=2",
         f"train.process_id={i}"]), _env(compile_cache, devices=4), logs[i]) for i in range(2)]
     for proc, log in zip(procs, logs, strict=True):
@@ -347,7 +353,8 @@ def test_two_processes_on_one_global_mesh_match_one_process(compile_cache, tmp_p
              if e.get("event") == "start"][0]
     assert start["processes"] == 2 and start["devices"] == 8
     losses = [r["loss"] for r in _steps(workdir)]
-    assert len(losses) == 4 and losses[-1] < losses[0]
+    # measured: the last 3 losses' mean 0.47 x the first 3's
+    assert len(losses) == 12 and np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3]), losses
     np.testing.assert_allclose(losses, [r["loss"] for r in _steps(single)], rtol=1e-6)
     # the checkpoint holds each host's own data position
     spec = make_state_spec(config, build(config), _mesh(config))
