@@ -1,4 +1,5 @@
-"""cpu-tiny can memorize a small fixed batch (audio + text): loss falls > 90% in 200 steps."""
+"""cpu-tiny (at 2 layers) memorizes a small fixed batch (audio + text): in 100 steps the loss
+falls from 11.2 to < 0.15 nats a token and the greedy prediction is every target."""
 
 import jax
 import numpy as np
@@ -10,9 +11,11 @@ from chorus.training.optimizer import make_optimizer
 from chorus.training.step import TrainState, make_train_step
 from chorus.vocab import VocabLayout
 
+STEPS = 100
+
 
 def test_cpu_tiny_memorizes_a_fixed_batch():
-    cfg = load_config("cpu-tiny", ["train.steps=200"])
+    cfg = load_config("cpu-tiny", [f"train.steps={STEPS}", "model.num_layers=2"])
     layout = VocabLayout.from_model_config(cfg.model)
     rng = np.random.default_rng(0)
     batch = example_batch(cfg, 4, 48, num_clips=1, mel_frames=64)
@@ -27,8 +30,15 @@ def test_cpu_tiny_memorizes_a_fixed_batch():
     step = jax.jit(make_train_step(make_lm_loss(model), tx), donate_argnums=0)
     state = TrainState.create(params, tx)
     losses = []
-    for i in range(200):
+    for i in range(STEPS):
         state, metrics = step(state, batch, jax.random.key(i))
         losses.append(float(metrics["loss"]))
-    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
     assert int(state.nonfinite_total) == 0
+    # measured: 11.17 -> 0.083 (80 steps: 0.19; 60: 0.34 with 98.7 % of the targets)
+    assert losses[-1] < 0.15 and losses[-1] < 0.02 * losses[0], (losses[0], losses[-1])
+    logits = model.apply({"params": state.params}, batch["tokens"], batch["positions"],
+                         batch["segment_ids"], batch["audio_features"],
+                         batch["audio_mask"])["logits"]
+    scored = batch["loss_mask"] > 0
+    np.testing.assert_array_equal(np.asarray(logits).argmax(-1)[scored],
+                                  batch["targets"][scored])
