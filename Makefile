@@ -21,6 +21,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 test: setup
 	$(PY) -m pytest -q tests
 
+# The suite without the tests marked slow (they train models or run `chorus` processes).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
 lint: setup
 	$(VENV)/bin/ruff check .
 

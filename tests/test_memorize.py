@@ -3,6 +3,7 @@ falls from 11.2 to < 0.15 nats a token and the greedy prediction is every target
 
 import jax
 import numpy as np
+import pytest
 
 from chorus.config import load_config
 from chorus.model import example_batch, init_params
@@ -14,6 +15,7 @@ from chorus.vocab import VocabLayout
 STEPS = 100
 
 
+@pytest.mark.slow
 def test_cpu_tiny_memorizes_a_fixed_batch():
     cfg = load_config("cpu-tiny", [f"train.steps={STEPS}", "model.num_layers=2"])
     layout = VocabLayout.from_model_config(cfg.model)

@@ -7,6 +7,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 from test_training_asr import ASR
 
 from chorus.config import load_config, settings_from
@@ -19,6 +20,8 @@ from chorus.training.trainer import Trainer
 from experiments import asr
 from experiments.asr.rl import AsrTask
 from experiments.asr.settings import AsrRLSettings
+
+pytestmark = pytest.mark.slow  # trains ASR runs
 
 RUN = [*ASR, "experiment.mtp.num_heads=2", "experiment.speed_examples=0",
        "experiment.eval_examples=2", "decode.max_new_tokens=8", "train.checkpoint_every=1000"]

@@ -13,6 +13,8 @@ import pytest
 
 from chorus.rl import cli
 
+pytestmark = pytest.mark.slow  # trains a warm-up and three RL runs
+
 TINY = ["model.num_layers=2", "audio.num_layers=1", "model.d_model=64", "model.mlp_dim=128",
         "model.num_heads=2", "model.num_kv_heads=1", "train.batch_size=32", "train.log_every=1",
         "train.checkpoint_every=1000", "optim.warmup_steps=2", "experiment.task=copy",

@@ -121,6 +121,7 @@ class Reinforce(OnPolicyAlgorithm):
         return -jnp.mean(batch["advantages"] * logps), {"logp": jnp.mean(logps)}
 
 
+@pytest.mark.slow
 def test_a_registered_algorithm_runs_through_the_rl_experiment():
     config = _config("experiment.algo=test_reinforce", "experiment.rewards={neg_cer: 1.0}")
     experiment = rl_tasks.build(config)
@@ -187,6 +188,7 @@ def straight(warmup, tmp_path_factory):
     return workdir, batches
 
 
+@pytest.mark.slow
 def test_companions_ride_along_frozen_and_are_exported(warmup, straight):
     straight, _ = straight
     sft = load_run(str(warmup))
@@ -211,6 +213,7 @@ def test_companions_ride_along_frozen_and_are_exported(warmup, straight):
                                   np.asarray(rl.params["judge"]["w"]))
 
 
+@pytest.mark.slow
 def test_init_from_is_read_only_when_params_are_materialized(warmup):
     config = _config("experiment.algo=grpo", f"experiment.init_from={warmup}")
     experiment = build(config)
@@ -234,6 +237,7 @@ def _prompts(batch):
                                                                 strict=True)]
 
 
+@pytest.mark.slow
 def test_resume_mid_cycle_resamples_from_the_restored_params(warmup, straight, tmp_path):
     """updates_per_rollout=2: steps 3 and 4 share rollout 1. Uninterrupted, step 4 is its
     second update (the ratio to the rollout policy has moved off 1). Interrupted after step 3

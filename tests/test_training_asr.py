@@ -71,6 +71,7 @@ def test_asr_batches_shard_over_hosts_and_evaluate_runs(corpus, tmp_path):
     assert (tmp_path / "eval" / "asr_eval.md").read_text().startswith("| split | WER")
 
 
+@pytest.mark.slow
 def test_two_identical_runs_give_bitwise_identical_params(corpus, tmp_path):
     """Same seed, same numbers (docs/training.md, "Same seed, same numbers"): two `chorus
     train` processes of the ASR experiment on the real grain pipeline, with periodic eval,

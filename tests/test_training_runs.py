@@ -44,6 +44,9 @@ from chorus.training.run_config import (
 from chorus.training.state import make_state_spec
 from chorus.training.trainer import NonFiniteLossError, Trainer
 
+# Trains real runs, most in `chorus train` subprocesses (a few regression-MLP tests are quick).
+pytestmark = pytest.mark.slow
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS_DIR)
 STEPS = 12
