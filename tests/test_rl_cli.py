@@ -102,10 +102,11 @@ def test_dpo_raises_heldout_margin_and_accuracy(sft, tmp_path):
 
 def test_ppo_value_loss_falls(sft, tmp_path):
     workdir = tmp_path / "ppo"
+    # The held-out eval (not asserted here) keeps the 64 prompts of the other tests: it reuses
+    # their compiled rollouts; an 8-prompt eval compiled its own and took ~8 s longer.
     _rl(workdir, "ppo", "train.steps=12", "optim.learning_rate=1e-3",
         "experiment.updates_per_rollout=2", "experiment.ppo={entropy_coef: 0.01}",
-        "experiment.rewards={neg_cer: 1.0}", "experiment.eval_prompts=8",  # not asserted
-        init_from=sft)
+        "experiment.rewards={neg_cer: 1.0}", init_from=sft)
     value = _series(workdir, "loss/value")
     # measured 0.47 -> 0.15
     assert np.isfinite(value).all() and value[-4:].mean() < 0.5 * value[:2].mean(), value
