@@ -73,20 +73,14 @@ def test_grpo_raises_heldout_reward_and_resumes(sft, tmp_path):
 
     assert sorted(load_run(str(workdir)).params) == ["backbone"]
     assert (workdir / "DONE").exists() and "reward/neg_cer" in final
-    # a re-run resumes at the end (the trainer alone: the CLI's final eval is not the
-    # point): restored from checkpoint 12, no new steps
-    from chorus.training.experiment import load_experiment
-    from chorus.training.run_config import read_run_config
-    from chorus.training.trainer import Trainer
-
-    config = read_run_config(str(workdir))
-    again = Trainer(config, load_experiment("rl_tasks", config), str(workdir),
-                    console=False).run()
-    assert (again.status, again.resumed_from, again.step) == ("completed", 12, 12)
+    # a re-run resumes at the end: restored from checkpoint 12, no new steps, the same final
+    # numbers
+    again = _rl(workdir, "grpo", *sets, init_from=sft)
     with open(workdir / "metrics.jsonl") as f:
         events = [r for r in map(json.loads, f) if "event" in r]
     assert [e["step"] for e in events if e["event"] == "resume"] == [12]
     assert _series(workdir, "reward/total").shape == (12,)
+    assert again["final/heldout/sampled/reward/total"] == pytest.approx(after)
 
 
 def test_dpo_raises_heldout_margin_and_accuracy(sft, tmp_path):
