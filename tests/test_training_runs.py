@@ -276,6 +276,22 @@ def _tail(log_path):
         return f.read().decode(errors="replace")[-3000:]
 
 
+def _kill_then_resume(cmd, env, workdir, logs, kill_step, steps) -> int:
+    """SIGKILLs `cmd` at `kill_step` (no chance to save or flush anything), then runs the same
+    command again, which resumes from the last complete checkpoint and finishes; returns the
+    last step the killed attempt logged."""
+    proc = _launch(cmd, env, logs[0])
+    _wait_for_step(proc, workdir, kill_step, logs[0])
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = max(r["step"] for r in _steps(workdir))
+    assert killed_at < steps, "the run finished before SIGKILL arrived"
+    proc = _launch(cmd, env, logs[1])
+    assert proc.wait(timeout=240) == 0, _tail(logs[1])
+    assert f"completed at step {steps}" in _tail(logs[1])
+    return killed_at
+
+
 def _wait_for_step(proc, workdir, step, log_path, timeout=240):
     path = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + timeout
@@ -296,17 +312,7 @@ def test_sigkilled_process_resumes_to_the_same_params_and_batches(reference, com
     logs = [str(tmp_path / f"attempt{i}.log") for i in range(2)]
     workdir = str(tmp_path / "run")
     cmd = _command(workdir, REFERENCE + ["train.checkpoint_every=2"])
-    # SIGKILL at a random step: no chance to save or flush anything
-    proc = _launch(cmd, env, logs[0])
-    _wait_for_step(proc, workdir, kill_step, logs[0])
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    killed_at = max(r["step"] for r in _steps(workdir))
-    assert killed_at < STEPS, "the run finished before SIGKILL arrived"
-    # the same command resumes from the last complete checkpoint and finishes
-    proc = _launch(cmd, env, logs[1])
-    assert proc.wait(timeout=240) == 0, _tail(logs[1])
-    assert "completed at step 12" in _tail(logs[1])
+    killed_at = _kill_then_resume(cmd, env, workdir, logs, kill_step, STEPS)
     (resumed,) = [e["step"] for e in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
                   if e.get("event") == "resume"]
     assert killed_at - 3 <= resumed <= killed_at
@@ -568,15 +574,7 @@ def test_sigkilled_asr_process_resumes_to_the_same_losses(asr_reference, tiny_as
     sets = asr_runs.sets(*ASR, "train.checkpoint_every=1")
     cmd = [sys.executable, "-m", "chorus.cli", "train", "--experiment", "asr", "--workdir",
            workdir, "--data", tiny_asr_corpus, "--quiet", *sets]
-    proc = _launch(cmd, env, logs[0])
-    _wait_for_step(proc, workdir, kill_step, logs[0])
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    killed_at = max(r["step"] for r in _steps(workdir))
-    assert killed_at < ASR_STEPS, "the run finished before SIGKILL arrived"
-    proc = _launch(cmd, env, logs[1])
-    assert proc.wait(timeout=240) == 0, _tail(logs[1])
-    assert f"completed at step {ASR_STEPS}" in _tail(logs[1])
+    killed_at = _kill_then_resume(cmd, env, workdir, logs, kill_step, ASR_STEPS)
     (resumed,) = [e["step"] for e in _events(workdir, "resume")]
     assert 1 <= resumed <= killed_at
     # the steps run twice (after the resumed checkpoint) saw the same batches and losses
