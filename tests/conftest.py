@@ -6,7 +6,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
-    os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
+    flags += " --xla_force_host_platform_device_count=8"
+# XLA:CPU aborts the process (SIGABRT, `rendezvous.cc: Termination timeout ... only 7 of them
+# arrived`) when one of the 8 fake devices reaches a collective over 40 s after the others. On
+# 2 cores that happened in test_rl_cli's GRPO run (the init program, whose device 0 runs the
+# init-from host callback). Late is not wrong here: wait as long as a test may run.
+if "xla_cpu_collective_call_terminate_timeout_seconds" not in flags:
+    flags += (" --xla_cpu_collective_call_terminate_timeout_seconds=900"
+              " --xla_cpu_collective_timeout_seconds=900")
+os.environ["XLA_FLAGS"] = flags.strip()
 
 import pytest  # noqa: E402
 
