@@ -22,7 +22,7 @@ from data_pipelines.tokenizer import train_tokenizer
 from data_pipelines.voices import VOICES
 from experiments.asr.regime import AsrRegime, asr_prompt
 from experiments.realtime import DialogueRegime
-from experiments.tts import TtsRegime
+from experiments.tts.experiment import TtsRegime
 
 LAYOUT = VocabLayout(text_size=384, num_audio_codes=64)
 ASR, TTS, DIALOGUE = AsrRegime(), TtsRegime(), DialogueRegime()

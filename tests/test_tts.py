@@ -1,4 +1,4 @@
-"""experiments/tts.py: the TTS regime on a hand-written code cache (codes land at
+"""experiments/tts/experiment.py: the TTS regime on a hand-written code cache (codes land at
 audio_offset + code, control dropout, the num_codes check), its settings, and `build`'s batches
 and loss on the tiny corpus."""
 
@@ -12,7 +12,8 @@ from chorus.vocab import VocabLayout
 from data_pipelines.record_cache import ArraySpec, CacheError, write_record_cache
 from data_pipelines.records import Record
 from data_pipelines.regime import ExampleInputs
-from experiments.tts import TtsRegime, TtsSettings, build, open_codes
+from experiments.tts.experiment import TtsRegime, build, open_codes
+from experiments.tts.settings import TtsSettings
 
 LAYOUT = VocabLayout(text_size=128, num_audio_codes=32)
 CODES = np.array([0, 5, 31, 7], np.int32)

@@ -1,6 +1,5 @@
-"""TTS: text (+ an instruction and a speaker) in, codec codes out. The supervised (SFT) regime
-that the TTS-mode issue extends (decoding under an allowed-id mask, the codec detokenizer,
-listening rewards), top to bottom:
+"""`chorus train --experiment tts`: text (+ an instruction and a speaker) in, codec codes out.
+The supervised (SFT) regime, top to bottom:
 
     data     the `chorus_speech` dataset and the codes of its utterances, computed once by a
              trained codec and cached beside it (data_pipelines.record_cache, written by the
@@ -30,7 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from chorus.config import Config, check, settings_from
+from chorus.config import Config, settings_from
 from chorus.model.factory import backbone_init
 from chorus.model.flops import backbone_train_flops
 from chorus.model.unified import UnifiedAudioLM
@@ -41,34 +40,11 @@ from data_pipelines.record_cache import CacheError, RecordCache
 from data_pipelines.regime import ExampleInputs
 from data_pipelines.streams import Stream, assemble, ids
 from data_pipelines.tokenizer import tokenizer_assets
+from experiments.tts.settings import TtsSettings
 
 CODES = "codes"  # the RecordCache array: int32 [n] codec codes of the record's audio
 
 # ----------------------------------------------------------------------------- settings
-
-
-@dataclasses.dataclass(frozen=True)
-class TtsSettings:
-    """The experiment's own config extras (config.experiment)."""
-
-    data_dir: str = ""
-    cache_key: str = ""  # producer key of the codec's record cache under <data_dir>/caches/
-    dataset: str = "chorus_speech"
-    train_split: str = "train"
-    eval_split: str = "validation"
-    data_workers: int = 0  # grain worker processes per host
-    control_dropout: float = 0.0  # per example: chance to drop the instruction / the speaker
-
-    def __post_init__(self):
-        check(bool(self.data_dir), "experiment.data_dir",
-              "the dataset directory (--data DIR, e.g. made by `chorus data synth`)",
-              self.data_dir)
-        check(bool(self.cache_key), "experiment.cache_key",
-              "the producer key of the codec's record cache (written by its corpus encoding)",
-              self.cache_key)
-        check(self.data_workers >= 0, "experiment.data_workers", ">= 0", self.data_workers)
-        check(0.0 <= self.control_dropout <= 1.0, "experiment.control_dropout",
-              "a probability in [0, 1]", self.control_dropout)
 
 
 # ----------------------------------------------------------------------------- regime

@@ -1,0 +1,30 @@
+"""TTS: text (+ an instruction, inline directions and a speaker) in, codec codes out, then
+audio through the codec. One regime of the shared backbone, by job:
+
+    settings.py     TtsSettings / TtsRLSettings / SpeechDecoding (`--set experiment.<field>=...`)
+    target.py       what a prompt asks for (text, voice, rate, pitch, volume, inline tags),
+                    known from the corpus; the RL references
+    experiment.py   `chorus train --experiment tts`: the token layout
+                    <tts> <instruction> .. <speaker> .. <text> .. <tts_start> | codes .. <tts_end>
+                    and the supervised loss on the codes (+ `chorus eval`)
+
+    chorus train --experiment tts --preset cpu-tiny --workdir runs/tts --data DATA_DIR \
+        --set experiment.cache_key=KEY --set experiment.codec_run=runs/codec
+"""
+
+from __future__ import annotations
+
+# The verbs this mode adds to the `chorus` command (read by chorus.cli without importing us).
+COMMANDS: dict = {}
+
+
+def build(config):
+    """The Experiment for this config: RL of the TTS backbone when `chorus rl` set
+    experiment.algo, else supervised TTS training."""
+    if "algo" in config.experiment:
+        from experiments.tts.rl import build_rl
+
+        return build_rl(config)
+    from experiments.tts.experiment import build as build_tts
+
+    return build_tts(config)
