@@ -54,6 +54,17 @@ def speaker_prompt(speaker: str) -> str:
     return f"speaker {speaker}" if speaker.isdigit() else speaker
 
 
+def prompt_ids(layout: VocabLayout, encode, instruction: str, speaker: str,
+               text: str) -> np.ndarray:
+    """The one TTS prompt (training, synthesis and RL alike), ending at <tts_start>:
+    <tts> <instruction> instruction <speaker> speaker <text> text <tts_start>. An empty piece
+    keeps its marker (what control dropout trains)."""
+    s = layout.special
+    return np.concatenate([ids(s("<tts>"), s("<instruction>")), encode(instruction),
+                           ids(s("<speaker>")), encode(speaker), ids(s("<text>")), encode(text),
+                           ids(s("<tts_start>"))]).astype(np.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class TtsRegime:
     """The data_pipelines regime: texts in, the cached codes of the record's audio out."""
@@ -76,11 +87,9 @@ class TtsRegime:
         if ex.rng is not None and self.control_dropout:
             instruction = "" if ex.rng.random() < self.control_dropout else instruction
             speaker = "" if ex.rng.random() < self.control_dropout else speaker
-        return assemble([(ids(s("<tts>"), s("<instruction>")), False),
-                         (ex.encode(instruction), False),
-                         (ids(s("<speaker>")), False), (ex.encode(speaker), False),
-                         (ids(s("<text>")), False), (ex.encode(rec.tagged_text or rec.text), False),
-                         (ids(s("<tts_start>")), False),
+        prompt = prompt_ids(ex.layout, ex.encode, instruction, speaker,
+                            rec.tagged_text or rec.text)
+        return assemble([(prompt, False),
                          (ex.layout.audio_code_ids(ex.cached[CODES]), True),
                          (ids(s("<tts_end>")), True)], ex.layout.pad_id)
 
