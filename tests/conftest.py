@@ -52,6 +52,15 @@ def tiny_asr_run(tiny_asr_corpus, tmp_path_factory):
     return workdir
 
 
+@pytest.fixture(scope="session")
+def tiny_tts_stack(tiny_asr_corpus, tmp_path_factory):
+    """A tiny codec (2 steps per stage) + its code cache + a 4-step TTS run on the tiny corpus
+    (tests/tts_runs.py): {"data_dir", "codec", "tts", "cache_key"}, shared by the TTS tests."""
+    from tts_runs import train_tiny_tts_stack
+
+    return train_tiny_tts_stack(tiny_asr_corpus, str(tmp_path_factory.mktemp("tts_stack")))
+
+
 # Every compiled XLA:CPU program keeps ~100 memory mappings of JIT code alive for as long as
 # jax's caches hold it. One process running the whole suite compiles thousands of programs and
 # would pass the kernel's vm.max_map_count (65530): the next mmap fails and the process aborts
