@@ -95,11 +95,22 @@ def _uniform_int(rng: np.random.Generator, lo_hi: tuple[int, int]) -> int:
     return int(rng.integers(lo_hi[0], lo_hi[1] + 1))
 
 
+PACES = ("slowly", "at a normal pace", "quickly")
+HEIGHTS = ("a low pitch", "a normal pitch", "a high pitch")
+LOUDNESSES = ("quietly", "at a normal volume", "loudly")
+
+
+def control_levels(rate: int, pitch: int, volume: int) -> tuple[str, str, str]:
+    """The words an instruction uses for eSpeak's rate / pitch / volume: one of PACES,
+    HEIGHTS and LOUDNESSES each (low, normal, high)."""
+    level = lambda x, lo, hi: 0 if x < lo else 2 if x > hi else 1
+    return (PACES[level(rate, 150, 190)], HEIGHTS[level(pitch, 40, 60)],
+            LOUDNESSES[level(volume, 80, 115)])
+
+
 def describe_controls(voice: str, rate: int, pitch: int, volume: int) -> str:
     """A TTS instruction (well under 200 characters) that states the voice and its controls."""
-    pace = "slowly" if rate < 150 else "quickly" if rate > 190 else "at a normal pace"
-    height = "a low pitch" if pitch < 40 else "a high pitch" if pitch > 60 else "a normal pitch"
-    loudness = "quietly" if volume < 80 else "loudly" if volume > 115 else "at a normal volume"
+    pace, height, loudness = control_levels(rate, pitch, volume)
     return f"Use {get_voice(voice).describe()}. Speak {pace}, with {height}, {loudness}."
 
 

@@ -138,3 +138,65 @@ def test_build_trains_on_cached_codes(tiny_asr_corpus):
     assert 0.0 <= float(metrics["accuracy"]) <= 1.0
     eval_batches = list(experiment.eval_iterator(0, 1, 0))
     assert eval_batches and all(b["tokens"].shape == batch["tokens"].shape for b in eval_batches)
+
+
+# ----------------------------------------------------------------------------- instructions
+
+
+def test_instructions_parse_the_template_and_rephrase_every_control():
+    from data_pipelines.corpus_plan import control_levels, describe_controls
+    from data_pipelines.voices import VOICES
+    from experiments.tts.instructions import _SAY, MAX_CHARS, parse, rephrase
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for voice in VOICES[::7]:
+        for rate, pitch, volume in ((140, 30, 70), (170, 50, 100), (200, 70, 120)):
+            text = describe_controls(voice.name, rate, pitch, volume)
+            controls = parse(text)
+            assert controls is not None, text
+            assert (controls.pace, controls.height, controls.loudness) == control_levels(
+                rate, pitch, volume)
+            assert controls.voice == voice.describe()
+            for _ in range(5):
+                said = rephrase(controls, rng)
+                seen.add(said)
+                assert len(said) <= MAX_CHARS and voice.describe() in said.lower()
+                # every non-default level is said, in one of its own phrasings only
+                for level in (controls.pace, controls.height, controls.loudness):
+                    if "normal" not in level:
+                        assert any(p in said for p in _SAY[level]), (level, said)
+    assert len(seen) > 100  # varied phrasings, not one template
+    assert parse("Speak like a pirate.") is None
+
+
+def test_hold_out_filters_voices_and_combinations(tiny_asr_corpus):
+    from data_pipelines.sources import open_source
+    from experiments.tts.instructions import HELD_OUT_COMBINATIONS, held_out, raw_held_out
+
+    assert held_out("en-us+f4", 170, 50, 100) == ("unseen_voice",)
+    assert held_out("en-us+f1", 200, 30, 70) == ("unseen_combination",)
+    assert held_out("en-us+f1", 170, 50, 100) == ()
+    assert ("quickly", "a low pitch", "quietly") in HELD_OUT_COMBINATIONS
+    assert raw_held_out({"text": "x"}) == ()  # a dataset without control fields keeps all
+    source = open_source("chorus_speech", tiny_asr_corpus, "train")
+    raws = [source[i] for i in range(len(source))]
+    regime = TtsRegime(hold_out=True)
+    kept = [r for r in raws if regime.accepts(r, None)]
+    assert all(raw_held_out(r) == () for r in kept)
+    assert len(kept) == sum(raw_held_out(r) == () for r in raws)
+    assert TtsRegime().accepts is None  # no filter pass over the split without hold_out
+
+
+def test_paraphrase_applies_in_training_only():
+    from data_pipelines.corpus_plan import describe_controls
+
+    canonical = describe_controls("en-gb+f3", 140, 70, 120)
+    regime = TtsRegime(paraphrase=True)
+    rng = np.random.default_rng(1)
+    said = {tuple(_part(regime.stream(_inputs(rng, instruction=canonical)).tokens,
+                        "<instruction>", "<speaker>")) for _ in range(20)}
+    assert len(said) > 5
+    eval_part = _part(regime.stream(_inputs(None, instruction=canonical)).tokens,
+                      "<instruction>", "<speaker>")
+    np.testing.assert_array_equal(eval_part, _encode(canonical))

@@ -13,9 +13,12 @@ The supervised (SFT) regime, top to bottom:
         --set experiment.cache_key=<the codec's producer key>
 
 The text is the record's inline-tagged text when it has one (`tagged_text`), else the
-transcript; the speaker prompt is "speaker <id>" for numeric ids. `control_dropout` drops the
-instruction and the speaker prompt, each independently, from that share of the training
-examples, so the model also learns to speak without them. The cache's `num_codes` must equal
+transcript; the speaker prompt is "speaker <id>" for numeric ids. `paraphrase` says each
+training instruction in a random phrasing (experiments/tts/instructions.py); `control_dropout`
+drops the instruction and the speaker prompt, each independently, from that share of the
+training examples, so the model also learns to speak without them; `hold_out` keeps the
+held-out voices and control combinations out of training (and of the validation loss), so the
+test split can measure them. The cache's `num_codes` must equal
 `model.num_audio_codes`.
 
 Settings (`--set experiment.<key>=...`): see `TtsSettings`.
@@ -40,6 +43,7 @@ from data_pipelines.record_cache import CacheError, RecordCache
 from data_pipelines.regime import ExampleInputs
 from data_pipelines.streams import Stream, assemble, ids
 from data_pipelines.tokenizer import tokenizer_assets
+from experiments.tts.instructions import raw_held_out, training_instruction
 from experiments.tts.settings import TtsSettings
 
 CODES = "codes"  # the RecordCache array: int32 [n] codec codes of the record's audio
@@ -70,6 +74,8 @@ class TtsRegime:
     """The data_pipelines regime: texts in, the cached codes of the record's audio out."""
 
     control_dropout: float = 0.0
+    paraphrase: bool = False  # training: instructions said in varied phrasings (instructions.py)
+    hold_out: bool = False  # skip the held-out voices and control combinations
 
     name: ClassVar[str] = "tts"
     required_texts: ClassVar[tuple[str, ...]] = ()
@@ -81,9 +87,20 @@ class TtsRegime:
             raise ValueError(f"TtsRegime.control_dropout: expected a probability in [0, 1], "
                              f"got {self.control_dropout}")
 
+    @property
+    def accepts(self):
+        """With hold_out, the record filter of the data pipeline (None: every record)."""
+        return self._held_in if self.hold_out else None
+
+    @staticmethod
+    def _held_in(raw: dict, fields=None) -> bool:
+        return not raw_held_out(raw)
+
     def stream(self, ex: ExampleInputs) -> Stream:
         rec, s = ex.record, ex.layout.special
         instruction, speaker = rec.instruction, speaker_prompt(rec.speaker)
+        if ex.rng is not None and self.paraphrase:
+            instruction = training_instruction(instruction, ex.rng)
         if ex.rng is not None and self.control_dropout:
             instruction = "" if ex.rng.random() < self.control_dropout else instruction
             speaker = "" if ex.rng.random() < self.control_dropout else speaker
@@ -152,13 +169,14 @@ def make_data(config: Config, settings: TtsSettings, layout: VocabLayout):
                                                           layout), **kwargs)
 
     def train_iterator(shard_index: int, shard_count: int, seed: int):
-        return iterator(settings.train_split, TtsRegime(settings.control_dropout), shard_index,
-                        shard_count, seed, num_workers=settings.data_workers)
+        regime = TtsRegime(settings.control_dropout, settings.paraphrase, settings.hold_out)
+        return iterator(settings.train_split, regime, shard_index, shard_count, seed,
+                        num_workers=settings.data_workers)
 
     def eval_iterator(shard_index: int, shard_count: int, seed: int):
         # One ordered pass with every control kept: the same eval batches every time.
-        return iterator(settings.eval_split, TtsRegime(), shard_index, shard_count, seed,
-                        num_epochs=1, shuffle=False)
+        return iterator(settings.eval_split, TtsRegime(hold_out=settings.hold_out), shard_index,
+                        shard_count, seed, num_epochs=1, shuffle=False)
 
     return train_iterator, eval_iterator
 

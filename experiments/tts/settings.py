@@ -54,6 +54,8 @@ class TtsSettings:
     eval_split: str = "validation"  # the trainer's periodic eval loop (loss)
     data_workers: int = 0  # grain worker processes per host
     control_dropout: float = 0.0  # per example: chance to drop the instruction / the speaker
+    paraphrase: bool = True  # training instructions in varied phrasings (instructions.py)
+    hold_out: bool = True  # held-out voices / control combinations never trained on
     # The codec run whose codes the model speaks: synthesis, listening rewards and the
     # evaluation detokenize through it. "" = the codec run recorded beside the code cache.
     codec_run: str = ""
