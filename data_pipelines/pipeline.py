@@ -97,8 +97,10 @@ class ExampleBuilder:
             if cached is None:
                 return Skip("missing_cache_entry", f"record {rec.id!r} not in {self.cache}")
         features = None
-        if self.regime.audio_input:
-            wave = rec.wave
+        wave = self._input_wave(rec, rng) if self.regime.audio_input else None
+        if isinstance(wave, Skip):
+            return wave
+        if wave is not None:
             if rng is not None and self.config.augment.enabled:
                 wave = augment(wave, self.config.augment, rng)
                 wave = wave[: self.config.max_frames * mel.HOP_LENGTH]  # speed may lengthen
@@ -107,6 +109,17 @@ class ExampleBuilder:
                 return Skip("empty_audio", "shorter than one 10 ms frame")
         return ExampleInputs(record=rec, features=features, cached=cached,
                              encode=self.tokenizer.encode, layout=self.layout, rng=rng)
+
+    def _input_wave(self, rec: Record, rng: np.random.Generator | None):
+        """The wave of the input clip: the regime's `input_wave` (None: no clip for this
+        example), else the record's own audio."""
+        input_wave = getattr(self.regime, "input_wave", None)
+        if input_wave is None:
+            return rec.wave
+        wave = input_wave(rec, rng)
+        if wave is None or isinstance(wave, Skip):
+            return wave
+        return np.asarray(wave, np.float32)[: self.config.max_frames * mel.HOP_LENGTH]
 
     def _stream(self, ex: ExampleInputs) -> Stream | Skip:
         stream = self.regime.stream(ex)
@@ -176,6 +189,11 @@ def _tokenizer(tokenizer_path: str | None, data_dir: str | None) -> TextTokenize
     return TextTokenizer.from_file(tokenizer_path)
 
 
+def _own_clip(regime: Regime) -> bool:
+    """The record's own audio is the input clip (so it must fit max_frames)."""
+    return regime.audio_input and getattr(regime, "input_wave", None) is None
+
+
 def _setup(regime: Regime, data_dir: str | None, split: str, layout: VocabLayout,
            tokenizer_path: str | None, dataset_name: str, source: Sequence[dict] | None,
            cache: RecordCache | None, config: ExampleConfig, fields: FieldMap):
@@ -224,7 +242,7 @@ def make_train_iterator(regime: Regime, data_dir: str | None, split: str, layout
     builder, records = _setup(regime, data_dir, split, layout, tokenizer_path, dataset_name,
                               source, cache, config, fields)
     shard = host_shard(shard_index, shard_count)
-    record_fn = RecordExamples(builder.train_example, fields, config.limits(regime.audio_input),
+    record_fn = RecordExamples(builder.train_example, fields, config.limits(_own_clip(regime)),
                                regime.required_texts)
 
     def stage(examples, guard_limit):
@@ -256,7 +274,7 @@ def make_eval_iterator(regime: Regime, data_dir: str | None, split: str, layout:
     indices = range(shard[0], len(records), shard[1])
     if max_examples is not None:
         indices = indices[:max_examples]
-    record_fn = RecordExamples(builder.eval_example, fields, config.limits(regime.audio_input),
+    record_fn = RecordExamples(builder.eval_example, fields, config.limits(_own_clip(regime)),
                                regime.required_texts)
     return EvalIterator(records, lambda raw: record_fn.example(raw, None), indices,
                         describe(f"{regime.name} eval", dataset_name, split, shard))

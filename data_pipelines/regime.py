@@ -20,6 +20,11 @@ hands `make_train_iterator` / `make_eval_iterator` an object with these members:
     accepts(raw, fields) -> bool   optional: keep only the records it accepts (e.g. dialogue
                                    turns), reading the raw record's keys through the
                                    iterator's FieldMap; one pass over the split at construction
+    input_wave(record, rng)        optional, with audio_input: the 16 kHz wave of the input
+        -> wave | Skip | None      clip when it is not the record's own audio (TTS: another
+                                   utterance of the record's voice, a speaker prompt); None =
+                                   no clip for this example. The clip is cut to max_frames and
+                                   the record's own audio is then not bounded by max_frames.
 
 `ExampleInputs` is what `stream` and `reference` receive. A regime must be picklable (grain
 workers get a copy); frozen dataclasses are. `check_regime` validates one at construction.
@@ -80,6 +85,11 @@ def check_regime(regime) -> None:
     for method in ("stream", "reference"):
         if not callable(getattr(regime, method, None)):
             raise TypeError(f"regime {regime.name!r}: expected a method {method}(ex)")
+    input_wave = getattr(regime, "input_wave", None)
+    if input_wave is not None and not (callable(input_wave) and regime.audio_input):
+        raise TypeError(f"regime {regime.name!r}.input_wave: expected a method input_wave("
+                        f"record, rng) of a regime with audio_input=True, got {input_wave!r} "
+                        f"(audio_input={regime.audio_input})")
     accepts = getattr(regime, "accepts", None)
     if accepts is not None and not callable(accepts):
         raise TypeError(f"regime {regime.name!r}.accepts: expected a method accepts(raw, "

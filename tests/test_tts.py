@@ -10,7 +10,7 @@ from train_toy import TINY
 from chorus.config import ConfigError, load_config
 from chorus.vocab import VocabLayout
 from data_pipelines.record_cache import ArraySpec, CacheError, write_record_cache
-from data_pipelines.records import Record
+from data_pipelines.records import AudioLimits, Record
 from data_pipelines.regime import ExampleInputs
 from experiments.tts.experiment import TtsRegime, build, open_codes
 from experiments.tts.settings import TtsSettings
@@ -23,10 +23,10 @@ def _encode(text: str) -> np.ndarray:  # a stand-in tokenizer: one id per charac
     return np.array([ord(c) % 128 for c in text], np.int32)
 
 
-def _inputs(rng=None, codes=CODES, **record):
+def _inputs(rng=None, codes=CODES, features=None, **record):
     fields = dict(wave=np.zeros(160, np.float32), text="hello", speaker="7", id="u1",
                   instruction="slow", tagged_text="(softly) hello", persona="", answer="")
-    return ExampleInputs(record=Record(**(fields | record)), features=None,
+    return ExampleInputs(record=Record(**(fields | record)), features=features,
                          cached={"codes": codes}, encode=_encode, layout=LAYOUT, rng=rng)
 
 
@@ -127,7 +127,10 @@ def test_build_trains_on_cached_codes(tiny_asr_corpus):
     supervised = batch["targets"][batch["loss_mask"] > 0]
     assert supervised.size and ((supervised >= layout.audio_offset)
                                 | (supervised == layout.special("<tts_end>"))).all()
-    assert not batch["audio_mask"].any()
+    # speaker clips: one per example, 2 s at most (200 log-mel frames)
+    assert batch["audio_mask"].any() and batch["audio_mask"].sum(-1).max() <= 200
+    placeholders = (batch["tokens"] == layout.audio_placeholder_id).sum()
+    assert placeholders == sum(-(-int(n) // 8) for n in batch["audio_mask"].sum(-1).ravel())
     params = jax.jit(experiment.init_fn)(jax.random.key(0))
     params = jax.tree.map(lambda x: getattr(x, "value", x), params,
                           is_leaf=lambda x: hasattr(x, "value"))
@@ -200,3 +203,47 @@ def test_paraphrase_applies_in_training_only():
     eval_part = _part(regime.stream(_inputs(None, instruction=canonical)).tokens,
                       "<instruction>", "<speaker>")
     np.testing.assert_array_equal(eval_part, _encode(canonical))
+
+
+def test_speaker_clip_is_another_utterance_of_the_voice(tiny_asr_corpus):
+    from data_pipelines.records import read_record
+    from data_pipelines.sources import DEFAULT_FIELDS, open_source
+    from experiments.tts.speaker_clips import speaker_clips
+
+    clips = speaker_clips(tiny_asr_corpus, "chorus_speech", "train", seconds=1.0)
+    source = open_source("chorus_speech", tiny_asr_corpus, "train")
+    records = [read_record(source[i], DEFAULT_FIELDS, AudioLimits(max_seconds=None))
+               for i in range(len(source))]
+    by_id = {r.id: r for r in records}
+    speaker = next(k for k, v in clips.clips.items() if len(v) >= 2)
+    first_id, first_wave = clips.clips[speaker][0]
+    assert by_id[first_id].speaker == speaker and first_wave.size <= 16000
+    # the clip is the record's own audio (int16-rounded), never the target record's
+    np.testing.assert_allclose(first_wave / 32768.0, by_id[first_id].wave[:16000], atol=1 / 32768)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        clip = clips.choose(speaker, exclude_id=first_id, rng=rng)
+        assert not np.array_equal(clip, first_wave / 32768.0)
+    assert clips.choose("no-such-voice", "x", rng) is None
+    regime = TtsRegime(speaker_clips=clips, control_dropout=1.0)
+    rec = by_id[first_id]
+    assert regime.input_wave(rec, rng) is None  # dropped like the other controls
+    assert regime.input_wave(rec, None) is not None  # eval keeps it
+    stream = TtsRegime().stream(_inputs(features=np.zeros((17, 128), np.float32)))
+    clip_part = _part(stream.tokens, "<speaker>", "<text>")
+    assert (clip_part == LAYOUT.audio_placeholder_id).sum() == 3  # ceil(17 / 8)
+
+
+def test_a_clip_from_elsewhere_needs_an_audio_input_regime():
+    import dataclasses as dc
+    from typing import ClassVar
+
+    from data_pipelines.regime import check_regime
+
+    @dc.dataclass(frozen=True)
+    class TextOnly(TtsRegime):
+        audio_input: ClassVar[bool] = False
+
+    check_regime(TtsRegime())
+    with pytest.raises(TypeError, match=r"input_wave: expected a method .*audio_input=False"):
+        check_regime(TextOnly())

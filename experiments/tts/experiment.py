@@ -5,7 +5,7 @@ The supervised (SFT) regime, top to bottom:
              trained codec and cached beside it (data_pipelines.record_cache, written by the
              codec's corpus encoding under `experiment.cache_key`); no model runs in the
              data pipeline
-    prompt   <tts> <instruction> instr... <speaker> spk... <text> text... <tts_start>
+    prompt   <tts> <instruction> instr... <speaker> spk... <audio>xN <text> text... <tts_start>
     target   codes... <tts_end>               supervised: unified ids audio_offset + code
     loss     next-token cross-entropy on the target positions (chorus.training.lm_loss)
 
@@ -13,13 +13,15 @@ The supervised (SFT) regime, top to bottom:
         --set experiment.cache_key=<the codec's producer key>
 
 The text is the record's inline-tagged text when it has one (`tagged_text`), else the
-transcript; the speaker prompt is "speaker <id>" for numeric ids. `paraphrase` says each
-training instruction in a random phrasing (experiments/tts/instructions.py); `control_dropout`
-drops the instruction and the speaker prompt, each independently, from that share of the
-training examples, so the model also learns to speak without them; `hold_out` keeps the
-held-out voices and control combinations out of training (and of the validation loss), so the
-test split can measure them. The cache's `num_codes` must equal
-`model.num_audio_codes`.
+transcript; the speaker prompt is "speaker <id>" for numeric ids, then a clip of another
+utterance of the same voice as `<audio>` placeholders (experiments/tts/speaker_clips.py, its
+first `speaker_clip_seconds`; at synthesis the user's reference WAV takes its place).
+`paraphrase` says each training instruction in a random phrasing (instructions.py);
+`control_dropout` drops the instruction, the speaker text and the speaker clip, each
+independently, from that share of the training examples, so the model also learns to speak
+without them; `hold_out` keeps the held-out voices and control combinations out of training
+(and of the validation loss), so the test split can measure them. The cache's `num_codes`
+must equal `model.num_audio_codes`.
 
 Settings (`--set experiment.<key>=...`): see `TtsSettings`.
 """
@@ -41,10 +43,11 @@ from chorus.training.lm_loss import make_lm_loss
 from chorus.vocab import VocabLayout
 from data_pipelines.record_cache import CacheError, RecordCache
 from data_pipelines.regime import ExampleInputs
-from data_pipelines.streams import Stream, assemble, ids
+from data_pipelines.streams import Stream, assemble, audio_placeholders, ids
 from data_pipelines.tokenizer import tokenizer_assets
 from experiments.tts.instructions import raw_held_out, training_instruction
 from experiments.tts.settings import TtsSettings
+from experiments.tts.speaker_clips import SpeakerClips, speaker_clips
 
 CODES = "codes"  # the RecordCache array: int32 [n] codec codes of the record's audio
 
@@ -58,15 +61,17 @@ def speaker_prompt(speaker: str) -> str:
     return f"speaker {speaker}" if speaker.isdigit() else speaker
 
 
-def prompt_ids(layout: VocabLayout, encode, instruction: str, speaker: str,
-               text: str) -> np.ndarray:
+def prompt_ids(layout: VocabLayout, encode, instruction: str, speaker: str, text: str,
+               clip_frames: int = 0) -> np.ndarray:
     """The one TTS prompt (training, synthesis and RL alike), ending at <tts_start>:
-    <tts> <instruction> instruction <speaker> speaker <text> text <tts_start>. An empty piece
-    keeps its marker (what control dropout trains)."""
+    <tts> <instruction> instruction <speaker> speaker [<audio> x N] <text> text <tts_start>,
+    with N the placeholders of a speaker clip of `clip_frames` log-mel frames (0: no clip).
+    An empty piece keeps its marker (what control dropout trains)."""
     s = layout.special
     return np.concatenate([ids(s("<tts>"), s("<instruction>")), encode(instruction),
-                           ids(s("<speaker>")), encode(speaker), ids(s("<text>")), encode(text),
-                           ids(s("<tts_start>"))]).astype(np.int32)
+                           ids(s("<speaker>")), encode(speaker),
+                           audio_placeholders(layout, clip_frames), ids(s("<text>")),
+                           encode(text), ids(s("<tts_start>"))]).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +81,13 @@ class TtsRegime:
     control_dropout: float = 0.0
     paraphrase: bool = False  # training: instructions said in varied phrasings (instructions.py)
     hold_out: bool = False  # skip the held-out voices and control combinations
+    speaker_clips: SpeakerClips | None = None  # speaker prompts (None: text only)
 
     name: ClassVar[str] = "tts"
     required_texts: ClassVar[tuple[str, ...]] = ()
-    audio_input: ClassVar[bool] = False  # the audio is the target (as codes), never an input
+    # The input clip is a speaker prompt (`input_wave`); the record's own audio is the target
+    # (as codes), never an input.
+    audio_input: ClassVar[bool] = True
     cached: ClassVar[tuple[str, ...]] = (CODES,)
 
     def __post_init__(self):
@@ -96,6 +104,14 @@ class TtsRegime:
     def _held_in(raw: dict, fields=None) -> bool:
         return not raw_held_out(raw)
 
+    def input_wave(self, rec, rng: np.random.Generator | None) -> np.ndarray | None:
+        """Another utterance of the record's voice (dropped like the other controls)."""
+        if self.speaker_clips is None:
+            return None
+        if rng is not None and self.control_dropout and rng.random() < self.control_dropout:
+            return None
+        return self.speaker_clips.choose(rec.speaker, rec.id, rng)
+
     def stream(self, ex: ExampleInputs) -> Stream:
         rec, s = ex.record, ex.layout.special
         instruction, speaker = rec.instruction, speaker_prompt(rec.speaker)
@@ -104,8 +120,9 @@ class TtsRegime:
         if ex.rng is not None and self.control_dropout:
             instruction = "" if ex.rng.random() < self.control_dropout else instruction
             speaker = "" if ex.rng.random() < self.control_dropout else speaker
+        frames = 0 if ex.features is None else len(ex.features)
         prompt = prompt_ids(ex.layout, ex.encode, instruction, speaker,
-                            rec.tagged_text or rec.text)
+                            rec.tagged_text or rec.text, frames)
         return assemble([(prompt, False),
                          (ex.layout.audio_code_ids(ex.cached[CODES]), True),
                          (ids(s("<tts_end>")), True)], ex.layout.pad_id)
@@ -168,15 +185,22 @@ def make_data(config: Config, settings: TtsSettings, layout: VocabLayout):
             max_frames=t.max_mel_frames, cache=open_codes(data_dir, settings.cache_key, split,
                                                           layout), **kwargs)
 
+    def clips(split: str) -> SpeakerClips | None:
+        if not settings.speaker_clip_seconds:
+            return None
+        return speaker_clips(data_dir, settings.dataset, split, settings.speaker_clip_seconds)
+
     def train_iterator(shard_index: int, shard_count: int, seed: int):
-        regime = TtsRegime(settings.control_dropout, settings.paraphrase, settings.hold_out)
+        regime = TtsRegime(settings.control_dropout, settings.paraphrase, settings.hold_out,
+                           clips(settings.train_split))
         return iterator(settings.train_split, regime, shard_index, shard_count, seed,
                         num_workers=settings.data_workers)
 
     def eval_iterator(shard_index: int, shard_count: int, seed: int):
         # One ordered pass with every control kept: the same eval batches every time.
-        return iterator(settings.eval_split, TtsRegime(hold_out=settings.hold_out), shard_index,
-                        shard_count, seed, num_epochs=1, shuffle=False)
+        regime = TtsRegime(hold_out=settings.hold_out, speaker_clips=clips(settings.eval_split))
+        return iterator(settings.eval_split, regime, shard_index, shard_count, seed,
+                        num_epochs=1, shuffle=False)
 
     return train_iterator, eval_iterator
 

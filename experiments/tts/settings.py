@@ -56,6 +56,9 @@ class TtsSettings:
     control_dropout: float = 0.0  # per example: chance to drop the instruction / the speaker
     paraphrase: bool = True  # training instructions in varied phrasings (instructions.py)
     hold_out: bool = True  # held-out voices / control combinations never trained on
+    # Speaker prompt: this much of another utterance of the voice, through the audio encoder
+    # (experiments/tts/speaker_clips.py); 0 = the speaker text only.
+    speaker_clip_seconds: float = 2.0
     # The codec run whose codes the model speaks: synthesis, listening rewards and the
     # evaluation detokenize through it. "" = the codec run recorded beside the code cache.
     codec_run: str = ""
@@ -75,6 +78,8 @@ class TtsSettings:
         check(self.data_workers >= 0, "experiment.data_workers", ">= 0", self.data_workers)
         check(0.0 <= self.control_dropout <= 1.0, "experiment.control_dropout",
               "a probability in [0, 1]", self.control_dropout)
+        check(0 <= self.speaker_clip_seconds <= 10, "experiment.speaker_clip_seconds",
+              "seconds in [0, 10] (0 = no speaker clip)", self.speaker_clip_seconds)
         check(len(self.eval_splits) > 0, "experiment.eval_splits", "at least one split",
               self.eval_splits)
         check(self.eval_examples >= 1, "experiment.eval_examples", "an int >= 1",
