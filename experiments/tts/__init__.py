@@ -7,15 +7,20 @@ audio through the codec. One regime of the shared backbone, by job:
     experiment.py   `chorus train --experiment tts`: the token layout
                     <tts> <instruction> .. <speaker> .. <text> .. <tts_start> | codes .. <tts_end>
                     and the supervised loss on the codes (+ `chorus eval`)
+    synthesizer.py  text -> codes (sampling restricted to the audio codes, repetition
+                    penalty, stop at <tts_end>, a length guard) -> audio through the codec,
+                    offline or streamed chunk by chunk; the Python API
+    cli.py          `chorus synthesize` (one text, or a JSONL batch)
 
     chorus train --experiment tts --preset cpu-tiny --workdir runs/tts --data DATA_DIR \
         --set experiment.cache_key=KEY --set experiment.codec_run=runs/codec
+    chorus synthesize --workdir runs/tts --text "hello (softly) there" --speaker en-gb+f3 out.wav
 """
 
 from __future__ import annotations
 
 # The verbs this mode adds to the `chorus` command (read by chorus.cli without importing us).
-COMMANDS: dict = {}
+COMMANDS = {"synthesize": ("experiments.tts.cli:main", "text to speech with a TTS run")}
 
 
 def build(config):

@@ -59,7 +59,7 @@ MAX_INSTRUCTION_CHARS = 200
 SILENCE_PEAK = 10 / 32768
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple (few compiled shapes)
-CODES_BUCKET = 64  # so are the output buffers
+CODES_BUCKET = 128  # so are the output buffers
 
 
 class RequestError(ValueError):
@@ -264,6 +264,63 @@ def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
+# ----------------------------------------------------------------------------- requests
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    words: str  # the spoken text (inline directions removed)
+    voice: Any = None  # data_pipelines.voices.Voice of a catalog voice
+    wave: np.ndarray | None = None  # a reference clip (16 kHz)
+
+
+def check_request(request: SpeechRequest, min_samples: int = 640) -> Checked:
+    """What a request can be checked for without a model (RequestError naming the field):
+    text (words, known inline directions), instruction, speaker (a catalog voice, or a
+    readable, long enough and not silent audio file), seed."""
+    from chorus.audio.io import AudioError, load_wave
+    from data_pipelines.voices import get_voice
+
+    if not isinstance(request.text, str):
+        raise RequestError("text", f"expected a string, got {type(request.text).__name__}")
+    try:
+        words = plain_text(request.text)
+    except TagError as e:
+        raise RequestError("text", str(e)) from None
+    if not words:
+        raise RequestError("text", f"expected words to speak, got {request.text!r}")
+    instruction = "" if request.instruction is None else request.instruction
+    if not isinstance(instruction, str):
+        raise RequestError("instruction", f"expected a string, got "
+                                          f"{type(instruction).__name__}")
+    if len(instruction) > MAX_INSTRUCTION_CHARS:
+        raise RequestError("instruction", f"expected at most {MAX_INSTRUCTION_CHARS} "
+                                          f"characters, got {len(instruction)}")
+    seed = request.seed
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise RequestError("seed", f"expected an int >= 0, got {seed!r}")
+    speaker = request.speaker
+    if speaker is None or speaker == "":
+        return Checked(words)
+    if not isinstance(speaker, str):
+        raise RequestError("speaker", f"expected a voice name or an audio file path, got "
+                                      f"{type(speaker).__name__}")
+    if os.path.exists(speaker) or speaker.lower().endswith(AUDIO_SUFFIXES) or os.sep in speaker:
+        try:
+            wave = load_wave(speaker, min_samples=min_samples)
+        except AudioError as e:
+            raise RequestError("speaker", str(e)) from None
+        peak = float(np.abs(wave).max())
+        if peak < SILENCE_PEAK:
+            raise RequestError("speaker", f"{speaker}: expected speech to take the voice from, "
+                                          f"got silence (peak {peak:.2g})")
+        return Checked(words, wave=wave)
+    try:
+        return Checked(words, voice=get_voice(speaker))
+    except ValueError as e:
+        raise RequestError("speaker", f"expected an audio file or a catalog voice; {e}") from None
+
+
 # ----------------------------------------------------------------------------- synthesizer
 
 
@@ -314,68 +371,30 @@ class Synthesizer:
 
     def prepare(self, request: SpeechRequest) -> Prepared:
         """Checks a request (RequestError naming the field) and builds its prompt."""
-        if not isinstance(request.text, str):
-            raise RequestError("text", f"expected a string, got {type(request.text).__name__}")
-        try:
-            words = plain_text(request.text)
-        except TagError as e:
-            raise RequestError("text", str(e)) from None
-        if not words:
-            raise RequestError("text", f"expected words to speak, got {request.text!r}")
-        instruction = request.instruction or ""
-        if not isinstance(instruction, str):
-            raise RequestError("instruction", f"expected a string, got "
-                                              f"{type(instruction).__name__}")
-        if len(instruction) > MAX_INSTRUCTION_CHARS:
-            raise RequestError("instruction", f"expected at most {MAX_INSTRUCTION_CHARS} "
-                                              f"characters, got {len(instruction)}")
-        speaker_text, flow_speaker = self.speaker(request.speaker)
-        prompt = prompt_ids(self.layout, self.tokenizer.encode, instruction, speaker_text,
-                            request.text)
+        checked = check_request(request, self.codec.min_samples)
+        if checked.voice is not None:
+            if checked.voice.name not in self.codec.voices:
+                raise RequestError("speaker", f"voice {checked.voice.name!r} is not among the "
+                                              f"codec's {len(self.codec.voices)} training "
+                                              f"voices; give a reference clip of it instead")
+            speaker_text = speaker_prompt(str(checked.voice.speaker_id))
+            flow_speaker = self.codec.voices[checked.voice.name]
+        elif checked.wave is not None:
+            speaker_text, flow_speaker = "", self.codec.speaker_embedding(checked.wave)
+        else:
+            speaker_text, flow_speaker = "", self.codec.resolve_speaker(None)
+        prompt = prompt_ids(self.layout, self.tokenizer.encode, request.instruction or "",
+                            speaker_text, request.text)
         room = self.context - len(prompt) + 1  # codes the context holds after the prompt
         d = self.decoding
-        wanted = math.ceil(len(words) * d.max_codes_per_char) + d.min_codes
         if room < d.min_codes:
             raise RequestError("text", f"the prompt is {len(prompt)} tokens; with at least "
                                        f"{d.min_codes} codes (experiment.decoding.min_codes) it "
                                        f"exceeds the model's context model.max_seq_len="
                                        f"{self.context}")
+        wanted = math.ceil(len(checked.words) * d.max_codes_per_char) + d.min_codes
         seed = d.seed if request.seed is None else request.seed
-        if not isinstance(seed, int) or seed < 0:
-            raise RequestError("seed", f"expected an int >= 0, got {seed!r}")
         return Prepared(request, prompt, min(wanted, room), flow_speaker, seed)
-
-    def speaker(self, speaker: str | None) -> tuple[str, np.ndarray]:
-        """(LM speaker text, codec speaker embedding) of a voice name, audio file or None."""
-        from chorus.audio.io import AudioError, load_wave
-        from data_pipelines.voices import get_voice
-
-        if speaker is None or speaker == "":
-            return "", self.codec.resolve_speaker(None)
-        if not isinstance(speaker, str):
-            raise RequestError("speaker", f"expected a voice name or an audio file path, got "
-                                          f"{type(speaker).__name__}")
-        if os.path.exists(speaker) or speaker.lower().endswith(AUDIO_SUFFIXES) or os.sep in \
-                speaker:
-            try:
-                wave = load_wave(speaker, min_samples=self.codec.min_samples)
-            except AudioError as e:
-                raise RequestError("speaker", str(e)) from None
-            peak = float(np.abs(wave).max())
-            if peak < SILENCE_PEAK:
-                raise RequestError("speaker", f"{speaker}: expected speech to take the voice "
-                                              f"from, got silence (peak {peak:.2g})")
-            return "", self.codec.speaker_embedding(wave)
-        try:
-            voice = get_voice(speaker)
-        except ValueError as e:
-            raise RequestError("speaker", f"expected an audio file or a catalog voice: "
-                                          f"{e}") from None
-        if speaker not in self.codec.voices:
-            raise RequestError("speaker", f"voice {speaker!r} is not among the codec's "
-                                          f"{len(self.codec.voices)} training voices; give a "
-                                          f"reference clip of it instead")
-        return speaker_prompt(str(voice.speaker_id)), self.codec.voices[speaker]
 
     # ------------------------------------------------------------------ synthesis
 
