@@ -116,6 +116,7 @@ class Synthesis:
 class Packet:
     index: int  # which request of the batch
     samples: np.ndarray  # float32 at 16 kHz, the next samples of that request's audio
+    codes_sampled: int  # that request's codes sampled when the packet left (<tts_end> too)
 
 
 # ----------------------------------------------------------------------------- decode loop
@@ -492,7 +493,7 @@ class SpeechStream:
                         if first[i] is None:
                             first[i] = time.perf_counter() - t0
                         waves[i].append(part)
-                        yield Packet(i, part)
+                        yield Packet(i, part, int(num_out[i]))
             until += chunk
         end = time.perf_counter()
         rows = sampler.rows()
