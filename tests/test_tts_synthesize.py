@@ -343,6 +343,8 @@ def test_cli_end_to_end(tiny_tts_stack, tmp_path, capsys, monkeypatch):
         ([*base, "--jsonl", str(jsonl)], "--jsonl: expected --out-dir"),
         ([*base, "--codec", str(tmp_path), "--text", "hi", str(tmp_path / "x.wav")],
          "expected a trained codec"),
+        ([*base, "--set", "experiment.codec_run=''", "--text", "hi", str(tmp_path / "x.wav")],
+         "codec_run: " + stack["tts"]),
     ]:
         rc, lines, err = _cli(argv, capsys)
         assert rc == 2 and not lines and len(err.strip().splitlines()) == 1, (argv, err)
