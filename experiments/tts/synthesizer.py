@@ -44,7 +44,7 @@ import numpy as np
 from chorus.audio.resample import SAMPLE_RATE
 from chorus.codec.pipeline import Codec
 from chorus.config import Config
-from chorus.decoding.constraints import Constraints
+from chorus.decoding.constraints import Constraints, check_allowed
 from chorus.decoding.filtering import sampling_logits
 from chorus.decoding.inputs import at_last
 from chorus.decoding.stopping import stop_array, write_rows
@@ -220,11 +220,9 @@ class CodeSampler:
         allowed = np.zeros((layout.size,), bool)
         allowed[layout.audio_code_ids(np.arange(layout.num_audio_codes))] = True
         allowed[self.end_id] = True
-        settings = dataclasses.replace(
-            model.config.decode, repetition_penalty=decoding.repetition_penalty,
-            repetition_window=decoding.repetition_window if decoding.repetition_penalty != 1.0
-            else 0)
-        self.constraints = Constraints.make(settings, jnp.asarray(allowed), rows, layout.size)
+        self.constraints = Constraints(
+            check_allowed(jnp.asarray(allowed), rows, layout.size), decoding.repetition_penalty,
+            decoding.repetition_window if decoding.repetition_penalty != 1.0 else 0)
         self.stops = stop_array((self.end_id,))
         self.sampling = Sampling(decoding.temperature, decoding.top_k, decoding.top_p)
         self.row_keys = row_keys
@@ -246,8 +244,7 @@ class CodeSampler:
 
     def fetch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tokens [R, N], num_out [R], done [R]) on the host."""
-        s = jax.device_get((self.state.tokens, self.state.num_out, self.state.done))
-        return s
+        return jax.device_get((self.state.tokens, self.state.num_out, self.state.done))
 
     def rows(self) -> list[tuple[np.ndarray, bool]]:
         """Per row: (codes, truncated)."""
