@@ -4,6 +4,7 @@
     chorus bench data        data pipeline throughput
     chorus bench train       train-step throughput, trainer overhead, data wait
     chorus bench decoding    greedy vs verified multi-token decoding on a trained toy
+    chorus bench tts-controls  TTS control measurements vs the corpus' eSpeak ground truth
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "train": ("experiments.benchmarks.train_step", "train-step throughput and overhead"),
     "decoding": ("experiments.benchmarks.decoding",
                  "greedy vs verified multi-token decoding on a trained toy"),
+    "tts-controls": ("experiments.benchmarks.tts_controls",
+                     "TTS control measurements vs the corpus' eSpeak ground truth"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: chorus bench NAME [ARGS...]", "", "benchmarks:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in BENCHMARKS.items()]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in BENCHMARKS.items()]
     return "\n".join(lines)
 
 

@@ -208,7 +208,8 @@ class TtsCer:
         for c, t, k in zip(completions, targets, keys, strict=True):
             if c.audio_codes.size and k not in self.listener and k not in todo:
                 todo[k] = self.listener.wave(c.audio_codes, t.voice)
-        for k, text in zip(todo, self.transcribe(list(todo.values())), strict=True):
+        heard = self.transcribe(list(todo.values())) if todo else []
+        for k, text in zip(todo, heard, strict=True):
             self.listener.memo(k, lambda text=text: text)
         return np.array([neg_cer(t.text, self.listener.memo(k, lambda: "")) if c.audio_codes.size
                          else WORST for c, t, k in zip(completions, targets, keys, strict=True)])
