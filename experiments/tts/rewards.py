@@ -19,7 +19,8 @@ tts_length: the audio is heard through it, experiments.tts.listen), `asr_run` (t
 `data_dir` / `dataset` (the recordings). Speaker similarity compares with the voice's mean
 embedding in the codec (`reference: voice`, the default): it is the identity the prompt names,
 and one recording's embedding also carries that utterance's own pitch, rate and loudness;
-`reference: recording` compares with the record's own recording instead.
+`reference: recording` compares with the record's own recording instead (so does `voice` for
+a voice the codec's table lacks: voices.json holds the voices of the codec's train split).
 """
 
 from __future__ import annotations
@@ -248,16 +249,12 @@ class TtsSpeakerSim:
 
     def target_embedding(self, target: SpeechTarget) -> np.ndarray:
         codec = self.listener.codec
-        if self.reference == "voice":
-            if target.voice not in codec.voices:
-                raise ValueError(f"reward 'tts_speaker_sim': voice {target.voice!r} of record "
-                                 f"{target.id!r} is not in the codec's voice table (voices."
-                                 f"json: {sorted(codec.voices)[:8]}...); use reference: "
-                                 "recording")
+        if self.reference == "voice" and target.voice in codec.voices:
             return codec.voices[target.voice]
         if self.recordings is None:
-            raise ValueError("reward 'tts_speaker_sim': reference 'recording' needs the "
-                             "dataset (experiment.data_dir)")
+            raise ValueError(f"reward 'tts_speaker_sim': record {target.id!r}: voice "
+                             f"{target.voice!r} is not in the codec's voice table and no "
+                             "dataset (experiment.data_dir) holds its recording")
         return self.recordings.memo(
             ("speaker", id(codec), target.id),
             lambda: codec.speaker_embedding(self.recordings.wave(target.id)))
