@@ -45,8 +45,6 @@ from chorus.config import check
 from experiments.tts.target import spans
 
 CONTROLS = ("pitch", "rate", "loudness", "voicing")
-# The Measures field each control reads.
-CONTROL_FIELD = {"pitch": "f0", "rate": "cps", "loudness": "loudness", "voicing": "voiced"}
 # What each inline direction should move (data_pipelines.corpus_plan._apply_tag): the
 # control, and the sign of its change in the tagged stretch against the rest.
 TAG_EFFECTS: dict[str, tuple[str, int]] = {
@@ -131,9 +129,6 @@ class Measures:
     wpm: float  # words per minute of `duration` (0 when there is no speech)
     letters: int  # letters of the normalized text
     cps: float  # letters per second of `duration` (0 when there is no speech)
-
-    def value(self, control: str) -> float:
-        return float(getattr(self, CONTROL_FIELD[control]))
 
 
 def _check_wave(wave) -> np.ndarray:
