@@ -411,5 +411,5 @@ class TtsLength:
                 continue
             ratio = c.audio_codes.size / CODEC_FRAMES_PER_SECOND / self.seconds(t)
             outside = max(math.log2(self.low / ratio), math.log2(ratio / self.high), 0.0)
-            out.append(-min(outside, 1.0))
+            out.append(-min(outside, 1.0) if outside > 0 else 0.0)
         return np.array(out)
