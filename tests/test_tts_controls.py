@@ -175,5 +175,79 @@ def test_tag_error_by_hand():
     assert C.tag_error(change(-3.0), ref) == pytest.approx(0.5, abs=1e-12)
     assert C.tag_error(change(+2.0), ref) == 1.0  # the wrong way
     assert C.tag_error(None, ref) == 1.0 and math.isnan(C.tag_error(change(-1.0), None))
-    # A reference that barely moved counts as MIN_CHANGE (1 dB).
-    assert C.tag_error(change(-0.5), change(-0.1)) == pytest.approx(0.5, abs=1e-12)
+    # A reference that barely moved counts as MIN_CHANGE (1.5 dB).
+    assert C.tag_error(change(-0.5), change(-0.1)) == pytest.approx(
+        1 - 0.5 / C.MIN_CHANGE["loudness"], abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+def test_benchmark_statistics_against_scipy_and_by_hand():
+    from scipy.stats import pearsonr, spearmanr
+
+    from experiments.benchmarks.tts_controls import auc_lower, pearson, spearman
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(20), rng.standard_normal(20)
+    y[3] = y[4]  # a tie
+    assert pearson(x, y) == pytest.approx(pearsonr(x, y)[0], abs=1e-12)
+    assert spearman(x, y) == pytest.approx(spearmanr(x, y)[0], abs=1e-12)
+    # Pairs (0, 1), (0, 2), (1, 2) lower and (1, 1) tied: 3.5 / 4; then 2 of 4 lower.
+    assert auc_lower([0.0, 1.0], [1.0, 2.0]) == pytest.approx(0.875, abs=1e-12)
+    assert auc_lower([0.0, 3.0], [1.0, 2.0]) == pytest.approx(0.5, abs=1e-12)
+    assert math.isnan(pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def _target(text, voice="en-us", rate=175, pitch=50, volume=100, tagged=None, id="t"):
+    from experiments.tts.target import SpeechTarget
+
+    return SpeechTarget(id=id, text=text, tagged_text=tagged or text, instruction="",
+                        voice=voice, speaker_id=0, rate=rate, pitch=pitch, volume=volume)
+
+
+def test_validation_benchmark_finds_known_espeak_controls():
+    from experiments.benchmarks.tts_controls import validate
+
+    records = []
+    for p in (20, 40, 60, 80):
+        records.append((_target(TEXT, pitch=p), synthesize(TEXT, "en-us", 175, p, 100)[0]))
+    for r in (120, 200, 280):
+        records.append((_target(TEXT, rate=r), synthesize(TEXT, "en-us", r, 50, 100)[0]))
+    for v in (50, 150):
+        records.append((_target(TEXT, volume=v), synthesize(TEXT, "en-us", 175, 50, v)[0]))
+    records.append((_target(TEXT, voice="en-us+whisper"),
+                    synthesize(TEXT, "en-us+whisper")[0]))
+    # A tag at the start: counted with the tag's parameters (rate 175 + 60).
+    records.append((_target(TEXT, tagged="(fast) " + TEXT), synthesize(TEXT, rate=235)[0]))
+    first = synthesize("Can you tell me", seed=0)[0]
+    soft = synthesize("where the station is?", volume=50, seed=1)[0]
+    records.append((_target("Can you tell me where the station is?",
+                            tagged="Can you tell me (softly) where the station is?"),
+                    join(first, soft)))
+    res = validate(records)
+    assert (res["records"], res["utterance_records"]) == (12, 11)
+    corr = {c["measure"]: c for c in res["correlations"]}
+    # Pearson: most rows share a parameter's default value, ties that hold Spearman down.
+    # Measured 0.993, 0.999 and 0.934.
+    assert corr["log f0 vs pitch (within variant)"]["pearson"] > 0.95
+    assert corr["cps vs rate (the rate control)"]["pearson"] > 0.95
+    assert corr["loudness dBFS vs 20 log10 volume"]["pearson"] > 0.9
+    assert res["voicing"]["auc_whisper_lower"] == 1.0 and res["voicing"]["whisper_n"] == 1
+    tags = {t["tag"]: t for t in res["tags"]}
+    assert tags["(softly)"]["n"] == 1 and tags["(softly)"]["moved_share"] == 1.0
+    assert tags["(softly)"]["mean_change"] < -3.0
+    assert all(t["n"] == 0 for name, t in tags.items() if name != "(softly)")
+
+
+def test_chorus_bench_tts_controls_writes_json_and_markdown(tiny_asr_corpus, tmp_path):
+    import json
+
+    from chorus import cli
+
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "tts-controls", "--data", tiny_asr_corpus, "--split",
+                     "validation", "--examples", "4", "--out", str(out)]) == 0
+    results = json.loads((out / "tts_controls.json").read_text())
+    assert results["header"]["examples"] == 4 and results["results"]["records"] == 4
+    assert "| cps vs rate (the rate control) |" in (out / "tts_controls.md").read_text()
