@@ -31,7 +31,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus.codec.speaker import cosine
 from chorus.config import Config, ConfigError
 from chorus.eval.text_metrics import utterance_error_rates
 from chorus.rl.rewards import register_reward
@@ -260,6 +259,8 @@ class TtsSpeakerSim:
             lambda: codec.speaker_embedding(self.recordings.wave(target.id)))
 
     def __call__(self, prompts, completions, *, references=None, **_) -> np.ndarray:
+        from chorus.codec.speaker import cosine
+
         targets = targets_of("tts_speaker_sim", completions, references)
         out = []
         for c, t in zip(completions, targets, strict=True):
