@@ -246,6 +246,10 @@ def test_cer_reward_bookkeeping_by_hand():
     assert reward.batches == [2]  # each distinct completion transcribed once
     reward(None, batch, references=refs)
     assert reward.batches == [2]  # and remembered
+    # A memo too small for the batch still scores every row by its own transcript.
+    small = KnownTranscripts(Listener(fake, capacity=1), {1000: "hello world", 2000: "jello"})
+    np.testing.assert_allclose(small(None, batch, references=refs), [0.0, -0.2, -0.1, -1.0],
+                               rtol=0, atol=1e-12)
 
 
 def test_bad_references_and_configs_are_named(codec):

@@ -7,7 +7,10 @@
 Several listening rewards in one mix (CER, speaker similarity, controls) ask for the same
 completions' audio; the LRU memo (keyed by the codes' bytes and the voice) decodes each once,
 and keeps what the rewards derived from it (a transcript, an embedding, measures) beside it.
-One Listener per (codec run, flow settings) per process. The flow's speaker is the codec's
+One Listener per (codec run, flow settings) per process. `capacity` counts entries of every
+kind (a completion makes up to five: wave, transcripts, embedding, measures), so the default
+holds a few batches of a few hundred completions; the waves dominate its memory (6 s of
+audio = 384 KB). The flow's speaker is the codec's
 mean embedding of the target voice (`codec.voices`), the codec's first voice when the voice
 is not in its table. Empty codes (a completion that stopped at once) are no audio: `wave`
 returns an empty array without decoding; the rewards score it worst.
@@ -27,7 +30,7 @@ from chorus.config import Config, ConfigError
 
 class Listener:
     def __init__(self, codec, steps: int | None = None, guidance: float | None = None,
-                 seed: int = 0, vocoder: str = "neural", capacity: int = 512):
+                 seed: int = 0, vocoder: str = "neural", capacity: int = 4096):
         if capacity < 1:
             raise ValueError(f"Listener.capacity: expected an int >= 1, got {capacity}")
         self.codec = codec

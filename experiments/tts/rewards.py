@@ -204,15 +204,19 @@ class TtsCer:
         targets = targets_of("tts_cer", completions, references)
         keys = [("asr_text", *Listener.key(c.audio_codes, t.voice))
                 for c, t in zip(completions, targets, strict=True)]
-        todo = {}
+        texts, todo = {}, {}  # this batch's transcripts: remembered ones, and ones to make
         for c, t, k in zip(completions, targets, keys, strict=True):
-            if c.audio_codes.size and k not in self.listener and k not in todo:
+            if not c.audio_codes.size or k in texts or k in todo:
+                continue
+            if k in self.listener:
+                texts[k] = self.listener.memo(k, str)
+            else:
                 todo[k] = self.listener.wave(c.audio_codes, t.voice)
         heard = self.transcribe(list(todo.values())) if todo else []
         for k, text in zip(todo, heard, strict=True):
-            self.listener.memo(k, lambda text=text: text)
-        return np.array([neg_cer(t.text, self.listener.memo(k, lambda: "")) if c.audio_codes.size
-                         else WORST for c, t, k in zip(completions, targets, keys, strict=True)])
+            texts[k] = self.listener.memo(k, lambda text=text: text)
+        return np.array([neg_cer(t.text, texts[k]) if c.audio_codes.size else WORST
+                         for c, t, k in zip(completions, targets, keys, strict=True)])
 
 
 # ----------------------------------------------------------------------------- speaker
