@@ -79,6 +79,7 @@ class Recordings:
         self.splits = tuple(dict.fromkeys(splits))
         self._sources: dict[str, Sequence[dict]] = {}
         self._index: dict[str, tuple[str, int]] = {}
+        self._scanned: set[str] = set()
         self._memo: dict[tuple, object] = {}
 
     def _source(self, split: str):
@@ -96,11 +97,12 @@ class Recordings:
         prefix = record_id.split("-")[0]
         order = sorted(self.splits, key=lambda s: s != prefix)
         for split in order:
-            if any(s == split for s, _ in self._index.values()):
-                continue  # scanned already
+            if split in self._scanned:
+                continue
             source = self._source(split)
             for i in range(len(source)):
                 self._index[field_text(source[i], "id")] = (split, i)
+            self._scanned.add(split)
             if record_id in self._index:
                 return self._index[record_id]
         raise KeyError(f"record {record_id!r}: not in the splits {list(self.splits)} of "
