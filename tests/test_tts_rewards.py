@@ -327,3 +327,18 @@ def test_the_mix_on_the_tiny_stack_matches_direct_computation(tiny_tts_stack, ti
     np.testing.assert_allclose(out.components["tts_cer"][:3],
                                [R.neg_cer(t.text, h) for t, h in zip(targets, texts, strict=True)],
                                rtol=0, atol=0)
+
+
+def test_recordings_read_the_dataset_by_record_id(tiny_asr_corpus):
+    from chorus.audio.io import from_int16
+    from data_pipelines.records import field_text
+    from data_pipelines.sources import open_source
+
+    source = open_source("chorus_speech", tiny_asr_corpus, "validation")
+    raw = source[len(source) - 1]
+    recordings = R.Recordings(tiny_asr_corpus, "chorus_speech", ("train", "validation"))
+    np.testing.assert_array_equal(recordings.wave(field_text(raw, "id")),
+                                  from_int16(np.asarray(raw["speech"])))
+    assert recordings._scanned == {"validation"}  # the id's own split first
+    with pytest.raises(KeyError, match=r"record 'nope': not in the splits \['train', 'valid"):
+        recordings.wave("nope")
