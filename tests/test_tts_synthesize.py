@@ -349,3 +349,40 @@ def test_cli_end_to_end(tiny_tts_stack, tmp_path, capsys, monkeypatch):
         rc, lines, err = _cli(argv, capsys)
         assert rc == 2 and not lines and len(err.strip().splitlines()) == 1, (argv, err)
         assert err.startswith("chorus synthesize: ") and message in err, err
+
+
+def test_a_reference_clip_enters_the_prompt_through_the_audio_encoder(backbone, codec,
+                                                                      tmp_path):
+    from chorus.vocab import num_audio_placeholders
+
+    model, params = backbone
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    paths = []
+    for i, f0 in enumerate((140.0, 260.0)):
+        wave = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.01 * rng.standard_normal(t.size)
+        paths.append(str(tmp_path / f"ref{i}.wav"))
+        write_wav(paths[-1], wave.astype(np.float32))
+    synth = Synthesizer(CFG, model, params, CharTokenizer(), codec,
+                        SpeechDecoding(temperature=0.0, max_codes_per_char=1.0, min_codes=4),
+                        clip_seconds=0.5)
+    prepared = [synth.prepare(SpeechRequest("hello there", speaker=p)) for p in paths]
+    clip = prepared[0].clip
+    assert clip.shape[0] in (50, 51)  # 0.5 s of 10 ms frames
+    placeholders = (prepared[0].prompt == synth.layout.audio_placeholder_id).sum()
+    assert placeholders == num_audio_placeholders(clip.shape[0])
+    voice = synth.prepare(SpeechRequest("hello there", speaker="en-us"))
+    assert voice.clip is None and not (voice.prompt == synth.layout.audio_placeholder_id).any()
+
+    def codes(batch):
+        sampler = synth.sampler(batch)
+        sampler.start()
+        sampler.advance(sampler.width)
+        return [c.tolist() for c, _ in sampler.rows()]
+
+    alone = [codes([p])[0] for p in (*prepared, voice)]
+    # a batch mixing clips and no clip decodes each row as alone (clip padding is masked)
+    assert codes([prepared[0], voice, prepared[1]]) == [alone[0], alone[2], alone[1]]
+    assert alone[0] != alone[1]  # the clip's audio reaches the prefill
+    no_clips = Synthesizer(CFG, model, params, CharTokenizer(), codec, SpeechDecoding())
+    assert no_clips.prepare(SpeechRequest("hello there", speaker=paths[0])).clip is None

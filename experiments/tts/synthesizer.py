@@ -21,10 +21,11 @@ min(ceil(len(text) * max_codes_per_char) + min_codes, context left); one that re
 is reported as truncated.
 
 Speakers: a catalog voice name (the LM's speaker prompt "speaker <id>" of that voice and the
-codec's mean embedding of it), or an audio file (zero-shot: the codec's speaker embedding of
-the clip conditions the flow detokenizer, CosyVoice style; the LM's speaker prompt is empty,
-the case control dropout trains, since the LM has no audio prompt of the speaker). None: no
-LM speaker prompt and the codec's first training voice.
+codec's mean embedding of it), or an audio file (zero-shot: its first
+experiment.speaker_clip_seconds enter the LM prompt as the speaker clip, through the audio
+encoder, as the other-utterance clips of training did; the codec's speaker embedding of it
+conditions the flow detokenizer, CosyVoice style; the LM's speaker text is empty, the case
+control dropout trains). None: no LM speaker prompt and the codec's first training voice.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chorus.audio import mel
 from chorus.audio.resample import SAMPLE_RATE
 from chorus.codec.pipeline import Codec
 from chorus.config import Config
 from chorus.decoding.constraints import Constraints, check_allowed
 from chorus.decoding.filtering import sampling_logits
-from chorus.decoding.inputs import at_last
+from chorus.decoding.inputs import at_last, prompt_forward
 from chorus.decoding.stopping import stop_array, write_rows
-from chorus.model.unified import KVCache, UnifiedAudioLM, init_cache
+from chorus.model.unified import KVCache, UnifiedAudioLM
 from chorus.vocab import VocabLayout
 from experiments.tts.experiment import prompt_ids, speaker_prompt
 from experiments.tts.settings import SpeechDecoding
@@ -60,6 +62,7 @@ SILENCE_PEAK = 10 / 32768
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 PROMPT_BUCKET = 32  # prompt widths are padded to a multiple (few compiled shapes)
 CODES_BUCKET = 128  # so are the output buffers
+CLIP_BUCKET = 64  # and the speaker clips (log-mel frames; the encoder takes multiples of 8)
 
 
 class RequestError(ValueError):
@@ -87,6 +90,7 @@ class Prepared:
     max_codes: int
     flow_speaker: np.ndarray  # the codec's speaker embedding
     seed: int
+    clip: np.ndarray | None = None  # float32 [frames, mels] log-mel of the speaker prompt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,12 +169,12 @@ def _emit(s: DecodeState, row_keys, limits, constraints: Constraints, end_id, st
                      done=s.done | (live & (stop | (num_out >= limits))))
 
 
-def _start(model, params, prompts, lengths, row_keys, limits, constraints, end_id, stops, *,
-           sampling: Sampling, capacity: int, width: int) -> DecodeState:
-    """Prefill + the first code of every row."""
-    logits, _, cache = model.apply({"params": params}, prompts, lengths,
-                                   init_cache(model.config, prompts.shape[0], capacity),
-                                   method=UnifiedAudioLM.prefill)
+def _start(model, params, prompts, lengths, audio_features, audio_mask, row_keys, limits,
+           constraints, end_id, stops, *, sampling: Sampling, capacity: int,
+           width: int) -> DecodeState:
+    """Prefill (with the speaker clips, if any) + the first code of every row."""
+    logits, _, cache = prompt_forward(model, params, prompts, lengths, None, audio_features,
+                                      audio_mask, capacity)
     rows = prompts.shape[0]
     state = DecodeState(step=jnp.zeros((), jnp.int32), cache=cache,
                         logits=at_last(logits, lengths),
@@ -204,7 +208,8 @@ class CodeSampler:
     `advance(until)` runs decode steps until output position `until` (or all rows end)."""
 
     def __init__(self, model: UnifiedAudioLM, params, prompts: Sequence[np.ndarray],
-                 max_codes: Sequence[int], row_keys, decoding: SpeechDecoding):
+                 max_codes: Sequence[int], row_keys, decoding: SpeechDecoding,
+                 clips: Sequence[np.ndarray | None] | None = None):
         layout = VocabLayout.from_model_config(model.config.model)
         self.model, self.params, self.layout = model, params, layout
         rows = len(prompts)
@@ -215,6 +220,7 @@ class CodeSampler:
         for i, p in enumerate(prompts):
             self.prompts[i, :len(p)] = p
         self.lengths = np.asarray([len(p) for p in prompts], np.int32)
+        self.audio_features, self.audio_mask = _clip_batch(clips, rows)
         self.limits = jnp.asarray(max_codes, jnp.int32)
         self.end_id = layout.special("<tts_end>")
         allowed = np.zeros((layout.size,), bool)
@@ -231,7 +237,8 @@ class CodeSampler:
 
     def start(self) -> None:
         self.state = _start_jit(self.model, self.params, jnp.asarray(self.prompts),
-                                jnp.asarray(self.lengths), self.row_keys, self.limits,
+                                jnp.asarray(self.lengths), self.audio_features,
+                                self.audio_mask, self.row_keys, self.limits,
                                 self.constraints, self.end_id, self.stops,
                                 sampling=self.sampling, capacity=self.capacity,
                                 width=self.width)
@@ -260,6 +267,21 @@ class CodeSampler:
 
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
+
+
+def _clip_batch(clips: Sequence[np.ndarray | None] | None, rows: int):
+    """(audio_features [R, 1, T, mels], audio_mask [R, 1, T]) of the rows' speaker clips, T
+    padded to CLIP_BUCKET frames; (None, None) when no row has one."""
+    if not clips or all(c is None for c in clips):
+        return None, None
+    mels = next(c for c in clips if c is not None).shape[-1]
+    frames = _round_up(max(len(c) for c in clips if c is not None), CLIP_BUCKET)
+    features = np.zeros((rows, 1, frames, mels), np.float32)
+    mask = np.zeros((rows, 1, frames), bool)
+    for i, clip in enumerate(clips):
+        if clip is not None:
+            features[i, 0, :len(clip)], mask[i, 0, :len(clip)] = clip, True
+    return jnp.asarray(features), jnp.asarray(mask)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -326,9 +348,13 @@ class Synthesizer:
     """A TTS run's backbone + its tokenizer + the codec whose codes it speaks."""
 
     def __init__(self, config: Config, model: UnifiedAudioLM, params, tokenizer, codec: Codec,
-                 decoding: SpeechDecoding):
+                 decoding: SpeechDecoding, clip_seconds: float = 0.0):
+        """clip_seconds: the speaker clips the model was trained with
+        (experiment.speaker_clip_seconds; 0 = none, the reference WAV then only conditions
+        the detokenizer)."""
         self.config, self.model, self.params = config, model, params
         self.tokenizer, self.codec, self.decoding = tokenizer, codec, decoding
+        self.clip_seconds = clip_seconds
         self.layout = VocabLayout.from_model_config(config.model)
         self.context = config.model.max_seq_len
         if codec.cfg.fsq.num_codes != self.layout.num_audio_codes:
@@ -363,7 +389,7 @@ class Synthesizer:
         tokenizer = TextTokenizer.from_file(asset_path(run.workdir, TOKENIZER_FILENAME))
         model = UnifiedAudioLM(run.config)
         return cls(run.config, model, run.params["backbone"], tokenizer, codec,
-                   settings.decoding)
+                   settings.decoding, settings.speaker_clip_seconds)
 
     # ------------------------------------------------------------------ requests
 
@@ -381,8 +407,9 @@ class Synthesizer:
             speaker_text, flow_speaker = "", self.codec.speaker_embedding(checked.wave)
         else:
             speaker_text, flow_speaker = "", self.codec.resolve_speaker(None)
+        clip = self.speaker_clip(checked.wave)
         prompt = prompt_ids(self.layout, self.tokenizer.encode, request.instruction or "",
-                            speaker_text, request.text)
+                            speaker_text, request.text, 0 if clip is None else len(clip))
         room = self.context - len(prompt) + 1  # codes the context holds after the prompt
         d = self.decoding
         if room < d.min_codes:
@@ -392,14 +419,22 @@ class Synthesizer:
                                        f"{self.context}")
         wanted = math.ceil(len(checked.words) * d.max_codes_per_char) + d.min_codes
         seed = d.seed if request.seed is None else request.seed
-        return Prepared(request, prompt, min(wanted, room), flow_speaker, seed)
+        return Prepared(request, prompt, min(wanted, room), flow_speaker, seed, clip)
+
+    def speaker_clip(self, wave: np.ndarray | None) -> np.ndarray | None:
+        """The log-mel of a reference clip's first clip_seconds, as training heard its
+        speaker prompts (None without a clip, or for a model trained without them)."""
+        if wave is None or not self.clip_seconds:
+            return None
+        return mel.log_mel(wave[: int(self.clip_seconds * SAMPLE_RATE)])
 
     # ------------------------------------------------------------------ synthesis
 
     def sampler(self, prepared: Sequence[Prepared]) -> CodeSampler:
         keys = jnp.stack([jax.random.PRNGKey(p.seed) for p in prepared])
         return CodeSampler(self.model, self.params, [p.prompt for p in prepared],
-                           [p.max_codes for p in prepared], keys, self.decoding)
+                           [p.max_codes for p in prepared], keys, self.decoding,
+                           [p.clip for p in prepared])
 
     def _flow(self) -> dict[str, Any]:
         return {"steps": self.decoding.flow_steps, "guidance": self.decoding.guidance}
