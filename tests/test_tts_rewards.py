@@ -101,6 +101,12 @@ def test_listener_decodes_each_completion_once_and_evicts_the_oldest(codec):
         assert first[0] == first[1] and first[3] == R.WORST
         # A voice outside the codec's table is spoken by its first voice.
         np.testing.assert_array_equal(listener.wave(a, "unknown"), wave)
+        # a voice outside codec.voices is spoken with its cached mean embedding when known
+        emb = np.asarray(codec.voices["voice0"]) * -1.0
+        more = Listener(codec, more_voices=lambda: {"held_out": emb})
+        np.testing.assert_array_equal(more.speaker("held_out"), emb)
+        np.testing.assert_array_equal(more.speaker("voice0"), codec.voices["voice0"])
+        assert more.speaker("unknown") is None
         small = Listener(codec, capacity=1)
         for codes in (a, b, a):
             small.wave(codes, "voice0")

@@ -10,10 +10,12 @@ and keeps what the rewards derived from it (a transcript, an embedding, measures
 One Listener per (codec run, flow settings) per process. `capacity` counts entries of every
 kind (a completion makes up to five: wave, transcripts, embedding, measures), so the default
 holds a few batches of a few hundred completions; the waves dominate its memory (6 s of
-audio = 384 KB). The flow's speaker is the codec's
-mean embedding of the target voice (`codec.voices`), the codec's first voice when the voice
-is not in its table. Empty codes (a completion that stopped at once) are no audio: `wave`
-returns an empty array without decoding; the rewards score it worst.
+audio = 384 KB). The flow's speaker is the codec's mean embedding of the target voice
+(`codec.voices`); a voice the codec held out of that table gets the mean embedding of its
+recordings in the code cache (`more_voices`, read once when such a voice first comes up), and
+the codec's first voice only when neither has it. Empty codes (a completion that stopped at
+once) are no audio: `wave` returns an empty array without decoding; the rewards score it
+worst.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from chorus.config import Config, ConfigError
 
 class Listener:
     def __init__(self, codec, steps: int | None = None, guidance: float | None = None,
-                 seed: int = 0, vocoder: str = "neural", capacity: int = 4096):
+                 seed: int = 0, vocoder: str = "neural", capacity: int = 4096,
+                 more_voices: Callable[[], dict] | None = None):
         if capacity < 1:
             raise ValueError(f"Listener.capacity: expected an int >= 1, got {capacity}")
         self.codec = codec
@@ -38,6 +41,8 @@ class Listener:
         self.seed, self.vocoder, self.capacity = seed, vocoder, capacity
         self._memo: OrderedDict[Hashable, Any] = OrderedDict()
         self.decodes = 0  # codec decodes run (the memo's misses for waves)
+        self.more_voices = more_voices  # () -> {voice: embedding} beyond codec.voices
+        self._more: dict | None = None
 
     @staticmethod
     def key(codes: np.ndarray, voice: str) -> tuple[bytes, str]:
@@ -58,7 +63,11 @@ class Listener:
         return value
 
     def speaker(self, voice: str):
-        return self.codec.voices.get(voice)
+        if voice in self.codec.voices or self.more_voices is None:
+            return self.codec.voices.get(voice)
+        if self._more is None:
+            self._more = {k: np.asarray(v, np.float32) for k, v in self.more_voices().items()}
+        return self._more.get(voice)
 
     def wave(self, codes: np.ndarray, voice: str) -> np.ndarray:
         """The 16 kHz waveform of `codes` in `voice` (float32; empty for empty codes)."""
@@ -102,4 +111,20 @@ def listener_from_config(config: Config, field: str = "experiment.codec_run") ->
         raise ConfigError(f"{field}: expected a codec run directory, got "
                           f"{settings.codec_run!r} (not a directory)")
     d = settings.decoding
-    return listener_for(settings.codec_run, d.flow_steps, d.guidance, d.seed)
+    listener = listener_for(settings.codec_run, d.flow_steps, d.guidance, d.seed)
+    if listener.more_voices is None:
+        listener.more_voices = lambda: cached_voices(settings)
+    return listener
+
+
+def cached_voices(settings) -> dict:
+    """Voice -> mean speaker embedding of its recordings in the train split's code cache,
+    every voice included (the codec's voices.json leaves its held-out voices out)."""
+    from data_pipelines.record_cache import RecordCache
+    from data_pipelines.sources import open_source
+    from experiments.codec.corpus_codes import voice_table
+
+    data_dir = os.path.expanduser(settings.data_dir)
+    cache = RecordCache.open(data_dir, settings.cache_key, settings.train_split)
+    return voice_table(cache, open_source(settings.dataset, data_dir, settings.train_split),
+                       frozenset())
