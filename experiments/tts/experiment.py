@@ -212,8 +212,18 @@ def build(config: Config) -> Experiment:
     backbone = backbone_init(model, config)
     train_iterator, eval_iterator = make_data(config, settings, layout)
     t = config.train
+
+    def evaluate(params, workdir: str) -> dict:
+        # The table of experiments/tts/evaluate.py: this checkpoint beside the ground truth
+        # and the codec's resynthesis, judged by pocketsphinx, the chorus ASR, DNSMOS and
+        # the speaker encoders; written under <workdir>/eval/<split>/.
+        from experiments.tts.evaluate import run_evaluate
+
+        return run_evaluate(config, params, workdir)
+
     return Experiment(
         name="tts", init_fn=lambda rng: {"backbone": backbone(rng)}, loss_fn=loss_fn(model),
+        evaluate=evaluate,
         train_iterator=train_iterator, eval_iterator=eval_iterator,
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
