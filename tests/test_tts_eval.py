@@ -231,3 +231,37 @@ def test_bad_inputs_fail_on_one_line(tmp_path, tiny_asr_corpus):
     one_line(e, "nan", "r0", "finite")
     with pytest.raises(JudgeError):
         Judges(asr=[])
+
+
+def _eval(workdir, *sets):
+    from chorus.training.cli import eval_main
+
+    return eval_main(["--workdir", workdir, *[a for s in sets for a in ("--set", s)]])
+
+
+def test_chorus_eval_names_a_bad_asr_run_on_one_line(tiny_tts_stack, tmp_path, capsys):
+    # The judges are built before any TTS model loads: a bad judge run fails first.
+    assert _eval(tiny_tts_stack["tts"], f"experiment.asr_run={tmp_path}/nope") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "experiment.asr_run" in err and "nope" in err, err
+
+
+@pytest.mark.slow
+def test_chorus_eval_writes_the_table_of_a_tts_run(tiny_tts_stack, tiny_asr_run, capsys):
+    """`chorus eval --workdir TTS`: the run's own row beside the reference rows, with RTF and
+    first-packet latency (needs experiments/tts/synthesizer.py, the synthesizer branch)."""
+    run = tiny_tts_stack["tts"]
+    assert _eval(run, f"experiment.asr_run={tiny_asr_run}", "experiment.eval_examples=2",
+                 "experiment.decoding.max_codes_per_char=0.5") == 0
+    with open(os.path.join(run, "eval", "test", "tts_eval.json")) as f:
+        report = json.load(f)
+    systems = report["systems"]
+    assert set(systems) == {REFERENCE, "codec resynthesis", "tts"}
+    tts = systems["tts"]
+    assert tts["utterances"] == 2 and tts["rtf"] > 0 and tts["first_packet_ms"]["mean"] > 0
+    for name in ("sphinx", "sphinx_default_lm", "chorus_asr"):
+        assert 0 <= systems[REFERENCE][name]["cer"] <= tts[name]["cer"] + 1.0
+    assert systems[REFERENCE]["codec_sim"]["all"] == pytest.approx(1.0, abs=1e-6)
+    assert len(os.listdir(os.path.join(run, "eval", "test", "samples", "tts"))) == 4
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["test"]["tts"]["utterances"] == 2

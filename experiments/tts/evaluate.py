@@ -133,17 +133,31 @@ def codec_resynthesis(codec, items: Sequence[Item], steps: int | None = None,
     return synthesize
 
 
-def synthesizer_system(synth, stream: bool = True) -> Synthesize:
+def synthesizer_system(synth, items: Sequence[Item], prompt_dir: str,
+                       stream: bool = True) -> Synthesize:
     """INTEGRATION POINT (synthesizer branch, experiments/tts/synthesizer.py): a TTS run as a
-    system. Each target is asked for as the corpus prompt was: its tagged text, instruction and
-    voice. `stream`: through the streaming detokenizer, so first-packet latency is measured."""
+    system. Each target is asked for as the corpus prompt was (its tagged text and
+    instruction); the speaker is its voice when the codec knows it (a seen voice), else the
+    ground-truth clip as a zero-shot reference (written to `prompt_dir`; its similarity is then
+    measured against that same clip, an optimistic figure). `stream`: through the streaming
+    detokenizer, so first-packet latency is measured."""
+    from chorus.audio.io import write_wav
     from experiments.tts.synthesizer import SpeechRequest
 
+    by_id = {it.target.id: it.wave for it in items}
+
+    def speaker(t: SpeechTarget) -> str:
+        if t.voice in synth.codec.voices:
+            return t.voice
+        path = os.path.join(prompt_dir, f"{_slug(t.id)}.wav")
+        write_wav(path, by_id[t.id])
+        return path
+
     def synthesize(targets: Sequence[SpeechTarget]) -> list[Synthesis]:
-        requests = [SpeechRequest(t.tagged_text, instruction=t.instruction, speaker=t.voice)
-                    for t in targets]
         out = []
-        for request in requests:  # one at a time: latency is a single request's
+        for t in targets:  # one at a time: latency is a single request's
+            request = SpeechRequest(t.tagged_text, instruction=t.instruction,
+                                    speaker=speaker(t))
             if stream:
                 s = synth.stream([request])
                 for _ in s:
@@ -441,10 +455,12 @@ def evaluate_runs(runs: Mapping[str, Callable[[Any], Any]], settings, out_dir: s
                           train_split=settings.train_split, dataset=settings.dataset)
     splits = {split: load_items(settings.data_dir, split, settings.eval_examples,
                                 settings.dataset) for split in settings.eval_splits}
-    tts = {name: synthesizer_system(make(codec)) for name, make in runs.items()}
+    synths = {name: make(codec) for name, make in runs.items()}
     result: dict[str, Any] = {}
     for split, items in splits.items():
-        systems = {**reference_systems(items, codec), **tts}
+        prompts = os.path.join(out_dir, split, "prompts")
+        systems = {**reference_systems(items, codec),
+                   **{name: synthesizer_system(s, items, prompts) for name, s in synths.items()}}
         report = evaluate(items, systems, judges, os.path.join(out_dir, split), controls,
                           step=step, meta={"split": split, "codec_run": codec_dir})
         result[split] = report["systems"]
@@ -454,16 +470,22 @@ def evaluate_runs(runs: Mapping[str, Callable[[Any], Any]], settings, out_dir: s
 def run_evaluate(config, params, workdir: str, step: int = 0) -> dict[str, Any]:
     """`chorus eval --workdir RUN` on a TTS run: the table in RUN/eval/<split>/, the run's
     own system built from the checkpoint's params."""
+    import jax
+
     from experiments.tts.settings import tts_settings
 
     settings = tts_settings(config)
     name = _slug(os.path.basename(os.path.normpath(workdir)))
-    return evaluate_runs({name: lambda codec: _synthesizer_from_params(
-        config, params, settings, workdir, codec)}, settings, os.path.join(workdir, "eval"),
-        step=step)
+    # Synthesis and the judges run per utterance on one device with no mesh in context (as
+    # `Synthesizer.load` and `Codec.load` place them), not on the checkpoint's training mesh.
+    backbone = jax.device_put(params["backbone"], jax.local_devices()[0])
+    with jax.set_mesh(None):
+        return evaluate_runs({name: lambda codec: _synthesizer_from_params(
+            config, backbone, settings, workdir, codec)}, settings,
+            os.path.join(workdir, "eval"), step=step)
 
 
-def _synthesizer_from_params(config, params, settings, workdir: str, codec):
+def _synthesizer_from_params(config, backbone, settings, workdir: str, codec):
     """INTEGRATION POINT (synthesizer branch): the Synthesizer of a run's restored params,
     its tokenizer from the run's assets."""
     from chorus.model.unified import UnifiedAudioLM
@@ -472,7 +494,7 @@ def _synthesizer_from_params(config, params, settings, workdir: str, codec):
     from experiments.tts.synthesizer import Synthesizer
 
     tokenizer = TextTokenizer.from_file(asset_path(workdir, TOKENIZER_FILENAME))
-    return Synthesizer(config, UnifiedAudioLM(config), params["backbone"], tokenizer, codec,
+    return Synthesizer(config, UnifiedAudioLM(config), backbone, tokenizer, codec,
                        settings.decoding)
 
 

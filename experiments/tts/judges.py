@@ -18,6 +18,7 @@ the held-out texts are never in it. Every judge reads 16 kHz float waves in [-1,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -186,8 +187,8 @@ class ChorusAsrJudge:
 
     name = "chorus_asr"
 
-    def __init__(self, transcriber):
-        self.transcriber = transcriber
+    def __init__(self, transcriber, mesh=None):
+        self.transcriber, self.mesh = transcriber, mesh  # the mesh its params live on
         self.truncated = 0
 
     @classmethod
@@ -202,13 +203,14 @@ class ChorusAsrJudge:
             raise JudgeError(f"{field}: expected an ASR run directory with a config.json, got "
                              f"{asr_run!r}")
         try:
-            transcriber, _ = load_transcriber(path)
+            transcriber, run = load_transcriber(path)
         except Exception as e:  # noqa: BLE001 -- any restore failure is reported on one line
             raise JudgeError(f"{field}: cannot load the ASR run {asr_run!r}: "
                              f"{_first_line(e)}") from None
-        return cls(transcriber)
+        return cls(transcriber, run.mesh)
 
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
+        from chorus import sharding
         from chorus.audio.mel import log_mel
         from experiments.asr.regime import asr_prompt
         from experiments.asr.transcriber import pad_requests
@@ -224,12 +226,14 @@ class ChorusAsrJudge:
                              "audio_features": frames,
                              "audio_mask": np.ones(len(frames), bool)})
         out = []
-        for i in range(0, len(examples), ASR_BATCH):
-            chunk = examples[i:i + ASR_BATCH]
-            # Fixed batch shape (one compile): pad the last chunk with copies of its first row.
-            padded = chunk + [chunk[0]] * (ASR_BATCH - len(chunk))
-            texts = t.texts(t.decode(pad_requests(padded, t.layout, t.max_frames)))
-            out += texts[:len(chunk)]
+        # Under the run's own mesh, whatever mesh the caller has active (a TTS checkpoint's).
+        with sharding.activate(self.mesh) if self.mesh is not None else contextlib.nullcontext():
+            for i in range(0, len(examples), ASR_BATCH):
+                chunk = examples[i:i + ASR_BATCH]
+                # Fixed batch shape (one compile): pad the last chunk with its first row.
+                padded = chunk + [chunk[0]] * (ASR_BATCH - len(chunk))
+                texts = t.texts(t.decode(pad_requests(padded, t.layout, t.max_frames)))
+                out += texts[:len(chunk)]
         return out
 
 
