@@ -265,3 +265,18 @@ def test_chorus_eval_writes_the_table_of_a_tts_run(tiny_tts_stack, tiny_asr_run,
     assert len(os.listdir(os.path.join(run, "eval", "test", "samples", "tts"))) == 4
     printed = json.loads(capsys.readouterr().out)
     assert printed["test"]["tts"]["utterances"] == 2
+
+
+def test_tts_eval_verb_refuses_bad_runs_on_one_line(tiny_tts_stack, tmp_path, capsys):
+    from experiments.tts.evaluate import main
+
+    assert main(["--runs", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("chorus tts-eval: ") and "absent" in err
+    run = tiny_tts_stack["tts"]
+    assert main(["--runs", run, run, "--out", str(tmp_path / "o")]) == 2
+    assert "two runs named 'tts'" in capsys.readouterr().err
+    assert main(["--runs", run, "--out", str(tmp_path / "o"),
+                 "--set", "experiment.asr_run=/no/asr"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "experiment.asr_run" in err, err

@@ -513,7 +513,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chorus.training.restore import resolve_run_dir
     from chorus.training.run_config import read_run_config
     from experiments.tts.settings import tts_settings
-    from experiments.tts.synthesizer import Synthesizer
+
+    def load(run: str):
+        def make(codec):  # called once the judges are built (its own codec: key-checked)
+            from experiments.tts.synthesizer import Synthesizer  # INTEGRATION POINT
+
+            return Synthesizer.load(run, codec_run=_codec_dir(settings))
+
+        return make
 
     try:
         first = resolve_run_dir(args.runs[0])
@@ -523,8 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = _slug(os.path.basename(os.path.normpath(run)))
             if name in synths:
                 raise EvalError(f"--runs: two runs named {name!r}; give distinct directories")
-            synths[name] = lambda codec, run=run: Synthesizer.load(
-                run, codec_run=_codec_dir(settings))
+            resolve_run_dir(run)  # each run exists before anything loads
+            synths[name] = load(run)
         result = evaluate_runs(synths, settings, args.out)
     except (ConfigError, EvalError, JudgeError, FileNotFoundError, ValueError) as e:
         print(f"chorus tts-eval: {str(e).splitlines()[0]}", file=sys.stderr)
