@@ -467,9 +467,12 @@ def evaluate_runs(runs: Mapping[str, Callable[[Any], Any]], settings, out_dir: s
     return result
 
 
-def run_evaluate(config, params, workdir: str, step: int = 0) -> dict[str, Any]:
+def run_evaluate(config, params, workdir: str, step: int = 0,
+                 controls: ControlMeasure | None = None) -> dict[str, Any]:
     """`chorus eval --workdir RUN` on a TTS run: the table in RUN/eval/<split>/, the run's
-    own system built from the checkpoint's params."""
+    own system built from the checkpoint's inference params ({"backbone": ...}; an RL run's
+    hook passes `experiment.inference_params(params)`). `controls`: INTEGRATION POINT for the
+    control-measurement branch (see ControlMeasure)."""
     import jax
 
     from experiments.tts.settings import tts_settings
@@ -482,7 +485,7 @@ def run_evaluate(config, params, workdir: str, step: int = 0) -> dict[str, Any]:
     with jax.set_mesh(None):
         return evaluate_runs({name: lambda codec: _synthesizer_from_params(
             config, backbone, settings, workdir, codec)}, settings,
-            os.path.join(workdir, "eval"), step=step)
+            os.path.join(workdir, "eval"), controls=controls, step=step)
 
 
 def _synthesizer_from_params(config, backbone, settings, workdir: str, codec):
