@@ -11,6 +11,14 @@ audio through the codec. One regime of the shared backbone, by job:
                     penalty, stop at <tts_end>, a length guard) -> audio through the codec,
                     offline or streamed chunk by chunk; the Python API
     cli.py          `chorus synthesize` (one text, or a JSONL batch)
+    instructions.py instructions in varied phrasings; the held-out voices / combinations
+    speaker_clips.py the speaker prompt: another utterance of the voice, through the encoder
+    controls.py     f0 / rate / loudness / voicing of a wave, per inline-tagged stretch
+    listen.py       codes -> audio once per completion (what the listening rewards hear)
+    rewards.py      tts_cer, tts_code_cer, tts_speaker_sim, tts_control[_*], tts_length
+    rl.py           `chorus rl --experiment tts --algo dpo|grpo` (ablation.yaml: the sweep)
+    judges.py       ASR judges not trained here (pocketsphinx), DNSMOS, speaker similarity
+    evaluate.py     `chorus eval` / `chorus tts-eval`: the Seed-TTS-eval-shaped table
 
     chorus train --experiment tts --preset cpu-tiny --workdir runs/tts --data DATA_DIR \
         --set experiment.cache_key=KEY --set experiment.codec_run=runs/codec
@@ -20,7 +28,9 @@ audio through the codec. One regime of the shared backbone, by job:
 from __future__ import annotations
 
 # The verbs this mode adds to the `chorus` command (read by chorus.cli without importing us).
-COMMANDS = {"synthesize": ("experiments.tts.cli:main", "text to speech with a TTS run")}
+COMMANDS = {"synthesize": ("experiments.tts.cli:main", "text to speech with a TTS run"),
+            "tts-eval": ("experiments.tts.evaluate:main",
+                         "TTS runs side by side: the evaluation table")}
 
 
 def build(config):

@@ -344,6 +344,26 @@ def control_errors(measured: Measures, reference: Measures,
     return {c: control_error(c, measured, reference) for c in controls}
 
 
+def measure_target(wave: np.ndarray, target, cfg: MeasureConfig = DEFAULT
+                   ) -> tuple[Measures, InlineChange | None]:
+    """A wave's measures for a SpeechTarget: the whole utterance's, and the tagged stretch's
+    change when the target's text has an inline direction."""
+    track = analyze(wave, cfg)
+    inline = inline_change(track, target.tagged_text) if target.tag else None
+    return measure(track, target.text), inline
+
+
+def adherence(measured: tuple[Measures, InlineChange | None],
+              reference: tuple[Measures, InlineChange | None],
+              controls: tuple[str, ...] = CONTROLS, tag: bool = True) -> dict[str, float]:
+    """Each control's error in [0, 1] against the reference's measures (measure_target of
+    both), + "tag" (tag_error; NaN when the target has no inline stretch)."""
+    out = control_errors(measured[0], reference[0], controls)
+    if tag:
+        out["tag"] = tag_error(measured[1], reference[1])
+    return out
+
+
 def tag_error(measured: InlineChange | None, reference: InlineChange | None) -> float:
     """How far short of the reference's change the tagged stretch fell, in [0, 1]: 0 at or
     beyond the reference's change in the tag's direction, 1 for none or the wrong way; the

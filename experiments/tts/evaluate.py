@@ -39,6 +39,7 @@ import numpy as np
 from chorus.audio.resample import SAMPLE_RATE
 from chorus.config import ConfigError
 from chorus.eval.text_metrics import error_rates, utterance_error_rates
+from experiments.tts.instructions import HELD_OUT_VOICES, raw_held_out
 from experiments.tts.judges import DNSMOS_KEYS, JudgeError, Judges, similarity
 from experiments.tts.target import SpeechTarget
 
@@ -46,6 +47,8 @@ REFERENCE = "ground truth"
 RESYNTHESIS = "codec resynthesis"
 REPORT_NAME = "tts_eval"
 SAMPLES = 3  # WAV samples (and mel plots) per system
+REFERENCE_SECONDS = 3.0  # of the zero-shot speaker reference (another utterance of the voice)
+MAX_SCAN = 2000  # records searched for the held-out voices' extra rows
 
 
 class EvalError(ConfigError):
@@ -76,9 +79,11 @@ ControlMeasure = Callable[[Sequence[SpeechTarget], Sequence[np.ndarray]],
                           Sequence[Mapping[str, float]]]
 
 
-def load_items(data_dir: str, split: str, count: int, dataset: str = "chorus_speech"
-               ) -> list[Item]:
-    """The first `count` records of a prepared split, as targets and float waves."""
+def load_items(data_dir: str, split: str, count: int, dataset: str = "chorus_speech",
+               unseen: int = 0) -> list[Item]:
+    """The first `count` records of a prepared split, as targets and float waves, then up to
+    `unseen` more of the voices TTS training holds out (experiments.tts.instructions), so the
+    unseen-voice column has rows."""
     from chorus.audio.io import samples_to_float
     from data_pipelines.sources import open_source
 
@@ -91,9 +96,15 @@ def load_items(data_dir: str, split: str, count: int, dataset: str = "chorus_spe
                         f"{split!r} split, got: {str(e).splitlines()[0]}") from None
     if len(source) == 0:
         raise EvalError(f"{data_dir}: split {split!r} of {dataset!r} has no records")
-    items = []
-    for i in range(min(count, len(source))):
+    items, extra = [], 0
+    for i in range(len(source)):
+        if len(items) >= count and (extra >= unseen or i >= MAX_SCAN):
+            break
         raw = source[i]
+        if len(items) >= count:
+            if "unseen_voice" not in raw_held_out(raw):
+                continue
+            extra += 1
         items.append(Item(SpeechTarget.from_raw(raw),
                           samples_to_float(np.asarray(raw["speech"]))))
     return items
@@ -136,23 +147,26 @@ def codec_resynthesis(codec, items: Sequence[Item], steps: int | None = None,
 
 
 def synthesizer_system(synth, items: Sequence[Item], prompt_dir: str,
+                       references: Callable[[SpeechTarget], np.ndarray | None],
                        stream: bool = True) -> Synthesize:
-    """INTEGRATION POINT (synthesizer branch, experiments/tts/synthesizer.py): a TTS run as a
-    system. Each target is asked for as the corpus prompt was (its tagged text and
-    instruction); the speaker is its voice when the codec knows it (a seen voice), else the
-    ground-truth clip as a zero-shot reference (written to `prompt_dir`; its similarity is then
-    measured against that same clip, an optimistic figure). `stream`: through the streaming
-    detokenizer, so first-packet latency is measured."""
+    """A TTS run as a system. Each target is asked for as the corpus prompt was (its tagged
+    text and instruction); the speaker is its voice when the codec knows it (a seen voice),
+    else a zero-shot reference: `references(target)`, another utterance of the voice (written
+    to `prompt_dir`; never the target's own recording, which the LM would hear through its
+    speaker clip). `stream`: through the streaming detokenizer, so first-packet latency is
+    measured."""
     from chorus.audio.io import write_wav
     from experiments.tts.synthesizer import SpeechRequest
-
-    by_id = {it.target.id: it.wave for it in items}
 
     def speaker(t: SpeechTarget) -> str:
         if t.voice in synth.codec.voices:
             return t.voice
+        wave = references(t)
+        if wave is None:
+            raise EvalError(f"record {t.id!r}: voice {t.voice!r} is not among the codec's "
+                            f"voices and has no other recording to prompt it with")
         path = os.path.join(prompt_dir, f"{_slug(t.id)}.wav")
-        write_wav(path, by_id[t.id])
+        write_wav(path, wave)
         return path
 
     def synthesize(targets: Sequence[SpeechTarget]) -> list[Synthesis]:
@@ -457,18 +471,68 @@ def evaluate_runs(runs: Mapping[str, Callable[[Any], Any]], settings, out_dir: s
                         f"{str(e).splitlines()[0]}") from None
     judges = build_judges(settings.data_dir, out_dir, asr_run=settings.asr_run, codec=codec,
                           train_split=settings.train_split, dataset=settings.dataset)
+    if settings.hold_out:  # in the train split's records, but never trained on
+        judges = dataclasses.replace(judges,
+                                     seen_voices=judges.seen_voices - set(HELD_OUT_VOICES))
+    unseen = max(1, settings.eval_examples // 3) if settings.hold_out else 0
     splits = {split: load_items(settings.data_dir, split, settings.eval_examples,
-                                settings.dataset) for split in settings.eval_splits}
+                                settings.dataset, unseen) for split in settings.eval_splits}
     synths = {name: make(codec) for name, make in runs.items()}
     result: dict[str, Any] = {}
     for split, items in splits.items():
         prompts = os.path.join(out_dir, split, "prompts")
+        references = other_utterance(settings, split)
         systems = {**reference_systems(items, codec),
-                   **{name: synthesizer_system(s, items, prompts) for name, s in synths.items()}}
-        report = evaluate(items, systems, judges, os.path.join(out_dir, split), controls,
-                          step=step, meta={"split": split, "codec_run": codec_dir})
+                   **{name: synthesizer_system(s, items, prompts, references)
+                      for name, s in synths.items()}}
+        report = evaluate(items, systems, judges, os.path.join(out_dir, split),
+                          controls or reference_controls(items), step=step,
+                          meta={"split": split, "codec_run": codec_dir})
         result[split] = report["systems"]
     return result
+
+
+def other_utterance(settings, split: str) -> Callable[[SpeechTarget], np.ndarray | None]:
+    """target -> 3 s of another recording of its voice in `split` (else in the train split,
+    whose records of the held-out voices TTS training never saw), None when there is none."""
+    from experiments.tts.speaker_clips import speaker_clips
+
+    tables: dict[str, Any] = {}
+
+    def table(name: str):
+        if name not in tables:
+            tables[name] = speaker_clips(os.path.expanduser(settings.data_dir),
+                                         settings.dataset, name, REFERENCE_SECONDS)
+        return tables[name]
+
+    def reference(t: SpeechTarget) -> np.ndarray | None:
+        for name in dict.fromkeys((split, settings.train_split)):
+            clip = table(name).choose(str(t.speaker_id), exclude_id=t.id, rng=None)
+            if clip is not None:
+                return clip
+        return None
+
+    return reference
+
+
+def reference_controls(items: Sequence[Item]) -> ControlMeasure:
+    """Control adherence against each target's own eSpeak recording, which realizes the
+    requested rate / pitch / volume / inline direction exactly
+    (experiments.tts.controls.adherence)."""
+    from experiments.tts import controls as C
+
+    recorded = {it.target.id: it.wave for it in items}
+    memo: dict[str, Any] = {}
+
+    def measure(targets: Sequence[SpeechTarget], waves: Sequence[np.ndarray]):
+        out = []
+        for t, w in zip(targets, waves, strict=True):
+            if t.id not in memo:
+                memo[t.id] = C.measure_target(recorded[t.id], t)
+            out.append(C.adherence(C.measure_target(w, t), memo[t.id], tag=t.tag is not None))
+        return out
+
+    return measure
 
 
 def run_evaluate(config, params, workdir: str, step: int = 0,
@@ -502,7 +566,7 @@ def _synthesizer_from_params(config, backbone, settings, workdir: str, codec):
 
     tokenizer = TextTokenizer.from_file(asset_path(workdir, TOKENIZER_FILENAME))
     return Synthesizer(config, UnifiedAudioLM(config), backbone, tokenizer, codec,
-                       settings.decoding)
+                       settings.decoding, settings.speaker_clip_seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

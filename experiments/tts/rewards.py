@@ -286,9 +286,7 @@ class _Controls:
         self.listener, self.recordings, self.cfg = listener, recordings, cfg
 
     def _of(self, wave: np.ndarray, target: SpeechTarget):
-        track = C.analyze(wave, self.cfg)
-        inline = C.inline_change(track, target.tagged_text) if target.tag else None
-        return C.measure(track, target.text), inline
+        return C.measure_target(wave, target, self.cfg)
 
     def generated(self, codes: np.ndarray, target: SpeechTarget):
         lst = self.listener
@@ -310,11 +308,7 @@ class _Controls:
             if tag and ref_inline is None:
                 out["tag"] = math.nan
             return out
-        got, got_inline = self.generated(codes, target)
-        out = C.control_errors(got, ref, controls)
-        if tag:
-            out["tag"] = C.tag_error(got_inline, ref_inline)
-        return out
+        return C.adherence(self.generated(codes, target), (ref, ref_inline), controls, tag)
 
 
 _CONTROLS: dict[tuple, _Controls] = {}

@@ -59,8 +59,9 @@ class TtsSettings:
     # Speaker prompt: this much of another utterance of the voice, through the audio encoder
     # (experiments/tts/speaker_clips.py); 0 = the speaker text only.
     speaker_clip_seconds: float = 2.0
-    # The codec run whose codes the model speaks: synthesis, listening rewards and the
-    # evaluation detokenize through it. "" = the codec run recorded beside the code cache.
+    # The codec run whose codes the model speaks (its producer key is cache_key): synthesis,
+    # the listening rewards and the evaluation detokenize through it; they refuse "" (the code
+    # cache does not record which run wrote it).
     codec_run: str = ""
     # The ASR run that judges intelligibility (the CER reward, the evaluation's chorus judge).
     asr_run: str = ""
