@@ -482,12 +482,21 @@ def evaluate_runs(runs: Mapping[str, Callable[[Any], Any]], settings, out_dir: s
     for split, items in splits.items():
         prompts = os.path.join(out_dir, split, "prompts")
         references = other_utterance(settings, split)
+        # A voice the codec does not know is prompted by another of its recordings; a record
+        # whose voice has none cannot be asked for fairly, so it is left out (and counted).
+        promptable = [it for it in items if it.target.voice in codec.voices
+                      or references(it.target) is not None]
+        if not promptable:
+            raise EvalError(f"split {split!r}: none of its {len(items)} records can be prompted "
+                            f"(voices unknown to the codec, with no other recording)")
+        skipped, items = len(items) - len(promptable), promptable
         systems = {**reference_systems(items, codec),
                    **{name: synthesizer_system(s, items, prompts, references)
                       for name, s in synths.items()}}
         report = evaluate(items, systems, judges, os.path.join(out_dir, split),
                           controls or reference_controls(items), step=step,
-                          meta={"split": split, "codec_run": codec_dir})
+                          meta={"split": split, "codec_run": codec_dir,
+                                "unpromptable_skipped": skipped})
         result[split] = report["systems"]
     return result
 
