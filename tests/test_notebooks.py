@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 
 
 def test_there_are_notebooks_and_none_is_stored_with_outputs():
-    assert any(p.endswith("quickstart.ipynb") for p in NOTEBOOKS)
+    assert {os.path.basename(p) for p in NOTEBOOKS} >= {"quickstart.ipynb", "tts.ipynb"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
@@ -42,3 +42,16 @@ def test_quickstart_runs_on_a_tiny_asr_run(tiny_asr_run, tmp_path, monkeypatch):
     assert wav.exists()  # the notebook spoke one when it was missing
     assert "verified output == greedy output" in text
     assert "step 0: drafts [" in text and "tokens per step" in text
+
+
+@pytest.mark.slow
+def test_tts_notebook_runs_on_the_tiny_tts_stack(tiny_tts_stack, monkeypatch):
+    text = _execute(os.path.join(ROOT, "notebooks", "tts.ipynb"),
+                    {"CHORUS_TTS_RUN": tiny_tts_stack["tts"],
+                     "CHORUS_TTS_CODEC": tiny_tts_stack["codec"], "CHORUS_TTS_SAMPLES": "3"},
+                    monkeypatch)
+    assert "prompt: <tts> <instruction>(" in text and "<tts_start>" in text
+    assert text.count("codes, ") >= 3  # one line per sample
+    for name in ("tts_code_cer", "tts_speaker_sim", "tts_control", "tts_length", "total"):
+        assert name in text
+    assert "chosen: seed" in text or "no pair: the samples' rewards differ" in text
