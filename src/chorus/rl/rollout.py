@@ -34,10 +34,12 @@ from jax.sharding import Mesh, NamedSharding
 
 from chorus import sharding
 from chorus.config import DecodeConfig
+from chorus.decoding.constraints import check_allowed
 from chorus.decoding.generate import Rollout, generate
 from chorus.model.unified import UnifiedAudioLM
 from chorus.rl.logprobs import sequence_logprobs
 from chorus.rl.task import AUDIO_KEYS
+from chorus.vocab import VocabLayout
 
 ROW_KEYS = ("tokens", "targets", "positions", "segment_ids", "mask")
 
@@ -77,22 +79,26 @@ class Placement:
 
 @functools.partial(jax.jit, static_argnames=("model", "settings", "num_samples", "stop_tokens",
                                              "out_rows"))
-def _sample(model, params, prompts, lengths, rng, audio, *, settings, num_samples, stop_tokens,
-            out_rows):
+def _sample(model, params, prompts, lengths, rng, audio, allowed_ids, *, settings, num_samples,
+            stop_tokens, out_rows):
     out = generate(model, params, prompts, lengths, rng, settings, num_samples=num_samples,
-                   stop_tokens=stop_tokens, **audio)
+                   stop_tokens=stop_tokens, allowed_ids=allowed_ids, **audio)
     return out if out_rows is None else jax.lax.with_sharding_constraint(out, out_rows)
 
 
 def sample(model: UnifiedAudioLM, params, prompts, prompt_lengths, rng: jax.Array,
            settings: DecodeConfig, num_samples: int = 1,
-           stop_tokens: tuple[int, ...] | None = None, audio: dict | None = None) -> Rollout:
+           stop_tokens: tuple[int, ...] | None = None, audio: dict | None = None,
+           allowed_ids: np.ndarray | None = None) -> Rollout:
     """`num_samples` completions per prompt; rows i*G .. i*G+G-1 continue prompt i.
 
     params: the backbone's (unboxed) params, on the mesh they live on (see Placement); audio:
     None or the prompts' clips {"audio_features", "audio_mask"} (encoded once per prompt).
-    stop_tokens: None = (eos,). Returns tokens, per-token logps under the sampling
-    distribution and under the temperature-1 policy, and masks.
+    stop_tokens: None = (eos,). allowed_ids: None, or a bool mask [V] (every prompt) / [B, V]
+    (per prompt) of the ids a row may sample (checked here, on the host: generate's check
+    cannot see values under jit).
+    Returns tokens, per-token logps under the sampling distribution (the mask applied) and
+    under the temperature-1 policy (unmasked), and masks.
     """
     prompts, prompt_lengths = np.asarray(prompts, np.int32), np.asarray(prompt_lengths, np.int32)
     if prompt_lengths.shape != prompts.shape[:1] or (
@@ -100,12 +106,16 @@ def sample(model: UnifiedAudioLM, params, prompts, prompt_lengths, rng: jax.Arra
             <= prompts.shape[1]):
         raise ValueError(f"prompt_lengths: expected {prompts.shape[:1]} values in "
                          f"[1, {prompts.shape[1]}], got {prompt_lengths}")
+    if allowed_ids is not None:  # a one-line error naming the field, before any tracing
+        allowed_ids = np.asarray(allowed_ids)
+        check_allowed(allowed_ids, prompts.shape[0],
+                      VocabLayout.from_model_config(model.config.model).size)
     placement = Placement.of(params)
     inputs = placement.put({"prompts": prompts, "lengths": prompt_lengths,
                             **({} if audio is None else {k: np.asarray(audio[k]) for k in audio})})
     with placement.activate():
         return _sample(model, params, inputs.pop("prompts"), inputs.pop("lengths"), rng, inputs,
-                       settings=settings, num_samples=num_samples,
+                       allowed_ids, settings=settings, num_samples=num_samples,
                        stop_tokens=None if stop_tokens is None else tuple(stop_tokens),
                        out_rows=placement.rows(prompts.shape[0] * num_samples))
 

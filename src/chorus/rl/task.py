@@ -5,7 +5,8 @@
     Completion   one sampled answer: its ids, the task's reading of them as text, and the
                  ids in the vocabulary's audio-code range as codec codes
     Task         the protocol: prompts, stop tokens, answer width, decoding, reference answers
-                 and corrupted ones (DPO pairs), companion params, assets
+                 and corrupted ones (DPO pairs), companion params, assets; optionally the ids
+                 a rollout may sample (`allowed_ids`, read by `allowed_ids(task)`)
 
 A mode's task lives in its experiment module (experiments/rl_tasks.py, experiments/asr/rl.py);
 nothing here knows a mode. NumPy only: rewards import it without JAX.
@@ -120,3 +121,25 @@ class Task(Protocol):
         """One completion's ids (no padding) as a Completion."""
 
     def companions(self, rng: Any) -> dict[str, Any]: ...
+
+
+def allowed_ids(task: Any, vocab_size: int) -> np.ndarray | None:
+    """The task's optional `allowed_ids` (a bool mask [V] of the ids its rollouts may sample:
+    e.g. TTS answers are audio codes and <tts_end>), checked; None when the task has none (or
+    sets it None): sampling is then over the whole vocabulary. Not part of the Protocol's
+    required members, so tasks without it (ASR, the symbol tasks) need no change."""
+    mask = getattr(task, "allowed_ids", None)
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    name = f"task {getattr(task, 'name', type(task).__name__)!r}: allowed_ids"
+    if mask.shape != (vocab_size,) or mask.dtype != np.bool_:
+        raise ValueError(f"{name}: expected a bool mask of shape ({vocab_size},) (the model's "
+                         f"vocabulary), got {mask.dtype} {mask.shape}")
+    if not mask.any():
+        raise ValueError(f"{name}: expected at least one allowed id, got none")
+    for stop in getattr(task, "stop_tokens", ()):
+        if not mask[stop]:
+            raise ValueError(f"{name}: expected the stop token {stop} allowed (else no rollout "
+                             "row could end before the answer width), got it masked")
+    return mask
