@@ -166,3 +166,20 @@ def test_unstartable_command_fails_the_run_via_the_chorus_cli(setup, capsys):
     assert "could not start" in capsys.readouterr().err
     assert not any(root.glob("*/DONE"))
     assert "0/4 runs finished" in (root / "summary.md").read_text()
+
+
+def test_shared_sets_join_every_run_and_may_not_name_a_swept_key(setup, capsys):
+    argv, root = setup
+    shared = ["--set", "experiment.init_from=/runs/tts", "--set", "experiment.kl_coef=0.5"]
+    assert ablate.main(argv + ["--dry-run", *shared]) == 0
+    out = capsys.readouterr().out
+    commands = [line for line in out.splitlines() if line.startswith("    ")]
+    assert len(commands) == 4
+    for line in commands:
+        assert "--set experiment.init_from=/runs/tts" in line
+        assert "experiment.kl_coef=0.5" in line and "1.0e-05" not in line  # replaces base
+    for key in ("train.seed=3", "experiment.rewards={neg_cer: 1.0}"):
+        assert ablate.main(argv + ["--dry-run", "--set", key]) == 2
+        assert "expected a key the sweep does not vary" in capsys.readouterr().err
+    assert ablate.main(argv + ["--dry-run", "--set", "novalue"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

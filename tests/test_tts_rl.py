@@ -167,3 +167,31 @@ def test_build_rl_names_a_missing_corpus(tmp_path):
                                       f"experiment.init_from={tmp_path / 'gone'}"])
     with pytest.raises(ConfigError, match="experiment.data_dir"):
         build_rl(config)
+
+
+def test_the_ablation_sweep_is_one_command_of_valid_runs(tmp_path, capsys):
+    from chorus.config import settings_from
+    from chorus.rl import ablate
+
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "tts", "ablation.yaml")
+    sweep = ablate.with_overrides(ablate.load_sweep(path), ["experiment.init_from=runs/tts"])
+    runs = ablate.expand(sweep, tmp_path)
+    assert len(runs) == 18 and len({r.setting for r in runs}) == 6
+    assert {r.algo for r in runs} == {"dpo", "grpo"} and {r.seed for r in runs} == {0, 1, 2}
+    mixes = {json.dumps(r.overrides["experiment.rewards"], sort_keys=True) for r in runs}
+    assert [sorted(json.loads(m)) for m in sorted(mixes, key=len)] == [
+        ["tts_cer"], ["tts_cer", "tts_speaker_sim"], ["tts_cer", "tts_control", "tts_speaker_sim"]]
+    for run in runs:
+        # every run's --set parses into the TTS RL settings (the reward names are the TTS
+        # rewards', registered by experiments/tts/rewards.py: checked by name above)
+        sets = [ablate.override_arg(k, v) for k, v in run.overrides.items()
+                if k != "experiment.rewards"]
+        config = load_config("cpu-tiny", [*sets, f"experiment.algo={run.algo}",
+                                          "experiment.data_dir=d", "experiment.cache_key=k"])
+        settings = settings_from(TtsRLSettings, config.experiment)
+        assert settings.init_from == "runs/tts" and settings.dpo.pairs == "sampled"
+        assert config.train.seed == run.seed
+    argv = ["--experiment", "tts", "--sweep", path, "--workdir", str(tmp_path), "--dry-run",
+            "--set", "experiment.init_from=runs/tts"]
+    assert ablate.main(argv) == 0
+    assert capsys.readouterr().out.count("--set experiment.init_from=runs/tts") == 18

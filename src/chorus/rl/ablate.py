@@ -2,6 +2,8 @@
 (resumably), then write a comparison table (markdown + CSV, mean ± std over seeds) and plots.
 
     chorus ablate --experiment tts --sweep sweeps/tts_rewards.yaml [--workdir ROOT] [--dry-run]
+                  [--set KEY=VALUE ...]   # added to the sweep's base for every run (e.g.
+                                          # experiment.init_from=RUN); a grid key is an error
 
 Sweep file (see docs/rl.md):
 
@@ -480,6 +482,26 @@ def write_report(sweep: Sweep, runs: Sequence[Run], root: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- CLI
 
 
+def with_overrides(sweep: Sweep, overrides: Sequence[str]) -> Sweep:
+    """The sweep with command-line `KEY=VALUE` overrides (YAML values, as `chorus ... --set`)
+    in its base: they replace a base key's value, and may not name a swept key."""
+    from chorus.config import ConfigError, parse_override
+
+    swept = {{"reward": sweep.reward_key, "seed": sweep.seed_key}.get(a.key, a.key)
+             for a in sweep.axes}
+    base = dict(sweep.base)
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as e:
+            raise SweepError(str(e)) from None
+        if key in swept:
+            raise SweepError(f"--set {key}: expected a key the sweep does not vary, got one of "
+                             f"its grid axes {sorted(swept)}")
+        base[key] = value
+    return dataclasses.replace(sweep, base=base)
+
+
 def run_sweep(sweep: Sweep, experiment: str, root: Path,
               template: Sequence[str] = DEFAULT_COMMAND, *, dry_run: bool = False,
               timeout: float | None = None) -> int:
@@ -520,9 +542,12 @@ def main(argv: list[str]) -> int:
                         "{python} {experiment} {algo} {workdir} {seed} {name}); "
                         "default: " + shlex.join(DEFAULT_COMMAND))
     parser.add_argument("--timeout", type=float, help="seconds per run (default: none)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a --set for every run, added to the sweep's "
+                        "base (e.g. experiment.init_from=RUN); repeatable")
     args = parser.parse_args(argv)
     try:
-        sweep = load_sweep(args.sweep)
+        sweep = with_overrides(load_sweep(args.sweep), args.overrides)
         root = Path(args.workdir or Path("runs") / "ablate" / sweep.name)
         template = shlex.split(args.command) if args.command else DEFAULT_COMMAND
         return run_sweep(sweep, args.experiment, root, template, dry_run=args.dry_run,
