@@ -128,6 +128,14 @@ def test_sampled_pairs_match_a_reference_loop():
 
 def test_dpo_config_checks_the_sampled_pair_keys():
     assert DPOConfig().pairs == "reference"
+    config = load_config("cpu-tiny", [*TINY, "experiment.algo=dpo", "experiment.dpo.pairs=sampled",
+                                      "experiment.dpo.samples=2",
+                                      "experiment.reward_normalization=group"])
+    settings = settings_from(rl_tasks.SymbolRLSettings, config.experiment)
+    with pytest.raises(ConfigError, match=r"experiment.group_size: expected = experiment.dpo"):
+        get_algorithm("dpo")(settings)  # z-scores over groups of 4 rows; a prompt has 2
+    get_algorithm("dpo")(dataclasses.replace(settings, dpo=DPOConfig(pairs="sampled",
+                                                                     samples=4)))
     for bad, match in (({"pairs": "online"}, "dpo.pairs"), ({"samples": 1}, "dpo.samples"),
                        ({"margin": 0.0}, "dpo.margin"),
                        ({"refill_rounds": 0}, "dpo.refill_rounds")):

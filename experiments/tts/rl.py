@@ -52,8 +52,9 @@ class TtsTask:
         self.end_id = layout.special("<tts_end>")
         self.stop_tokens = (self.end_id,)
         # Every SFT sequence (prompt + codes + <tts_end>) fit train.seq_len, so no target
-        # the model learned needs more codes; `experiment.max_new_tokens` cuts it for speed.
-        self.answer_width = config.train.seq_len
+        # the model learned needs more codes; `experiment.max_new_tokens` cuts it for speed
+        # (and then cuts the reference answers too: they share the rows' width).
+        self.answer_width = settings.max_new_tokens or config.train.seq_len
         mask = np.zeros(layout.size, bool)
         mask[layout.audio_code_ids(np.arange(layout.num_audio_codes))] = True
         mask[self.end_id] = True
@@ -158,14 +159,20 @@ def _init_run_experiment(init_from: str) -> dict:
         return {}
 
 
+def inherit_init_run(config: Config) -> Config:
+    """`config` with the `--init-from` run's data_dir / cache_key / codec_run / asr_run for
+    those it leaves unset: into the config itself, so the reward classes (built from it) see
+    the same corpus, codec and ASR run as the task."""
+    if not config.experiment.get("init_from"):
+        return config
+    inherited = _init_run_experiment(config.experiment["init_from"])
+    return apply_overrides(config, {f"experiment.{k}": inherited[k] for k in INHERITED
+                                    if not config.experiment.get(k) and inherited.get(k)})
+
+
 def build_rl(config: Config) -> Experiment:
     """`chorus rl --experiment tts --algo dpo|grpo|ppo`: RL of the TTS backbone on the TTS
     rewards (the reward classes register when experiments.tts.rewards is imported)."""
-    if config.experiment.get("init_from"):
-        # into the config itself: the reward classes (built from it) and the run's saved
-        # config see the same data_dir / codec / ASR run as the task
-        inherited = _init_run_experiment(config.experiment["init_from"])
-        config = apply_overrides(config, {f"experiment.{k}": inherited[k] for k in INHERITED
-                                          if not config.experiment.get(k) and inherited.get(k)})
+    config = inherit_init_run(config)
     settings = settings_from(TtsRLSettings, config.experiment)
     return build_rl_experiment(config, TtsTask(config, settings), settings, name="tts_rl")

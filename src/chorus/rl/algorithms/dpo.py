@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from chorus.config import check
 from chorus.rl import rollout
 from chorus.rl.algorithms.base import Algorithm, register_algorithm
 from chorus.rl.dpo import dpo_loss
@@ -24,6 +25,19 @@ PAIR_COUNTS = ("pairs/kept", "pairs/dropped")  # the same on every row
 
 @register_algorithm("dpo")
 class DPO(Algorithm):
+    def __init__(self, settings):
+        super().__init__(settings)
+        cfg = settings.dpo
+        # the mix's group z-score groups rows by group_size: for sampled pairs those are the
+        # dpo.samples completions of one prompt
+        check(cfg.pairs != "sampled" or settings.reward_normalization != "group"
+              or settings.group_size == cfg.samples, "experiment.group_size",
+              f"= experiment.dpo.samples ({cfg.samples}) with reward_normalization=group and "
+              "dpo.pairs=sampled", settings.group_size)
+        check(cfg.pairs != "sampled" or settings.temperature > 0, "experiment.temperature",
+              "> 0 for dpo.pairs=sampled (greedy samples of a prompt are all alike)",
+              settings.temperature)
+
     def batch(self, engine, params, index):
         cfg = self.settings.dpo
         if cfg.pairs == "sampled":
