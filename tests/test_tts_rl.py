@@ -62,6 +62,7 @@ def test_prompts_are_the_sft_regimes(task, tiny_tts_stack):
     config, task = task
     layout = VocabLayout.from_model_config(config.model)
     prompts = task.prompts("train", np.random.default_rng(0), 4)
+    assert prompts.ids.shape[1] % 64 == 0  # bucketed: one compile per bucket, not per batch
     cache = open_codes(tiny_tts_stack["data_dir"], tiny_tts_stack["cache_key"], "train", layout)
     for ids, n, ref in zip(prompts.ids, prompts.lengths, prompts.references, strict=True):
         target = SpeechTarget.from_json(ref)

@@ -34,6 +34,9 @@ from experiments.tts.experiment import CODES, open_codes, prompt_ids, speaker_pr
 from experiments.tts.settings import TtsRLSettings
 from experiments.tts.target import SpeechTarget
 
+# Prompt rows are padded to a multiple of this: the rollout, scoring and train-step programs
+# compile once per prompt width, and texts vary in length from batch to batch.
+PROMPT_BUCKET = 64
 # The `--init-from` run's experiment keys an RL run inherits when it does not set them.
 INHERITED = ("data_dir", "cache_key", "codec_run", "asr_run")
 
@@ -98,7 +101,8 @@ class TtsTask:
         pool = self.pools[split]
         chosen = [pool[int(i)] for i in rng.choice(len(pool), n, replace=len(pool) < n)]
         ids = [self.prompt(t) for t in chosen]
-        prompts, lengths = stack_ids(ids, max(len(x) for x in ids), self.layout.pad_id)
+        width = -(-max(len(x) for x in ids) // PROMPT_BUCKET) * PROMPT_BUCKET
+        prompts, lengths = stack_ids(ids, width, self.layout.pad_id)
         return Prompts(prompts, lengths, tuple(t.to_json() for t in chosen))
 
     def codes(self, target: SpeechTarget) -> np.ndarray:
