@@ -8,14 +8,18 @@
 #      trainer — the corpus is encoded once into a record cache of codes beside the dataset —
 #      and evaluate resynthesis (CER, speaker similarity, MCD, EER, streaming)
 #   4. TTS: supervised training on the codec's codes of the corpus (the batches read the
-#      record cache; the TTS mode builds on this run)
+#      record cache; instructions rephrased, a speaker clip of another utterance, control
+#      dropout), then RL from it (GRPO and DPO on sampled pairs, rewards: intelligibility by the
+#      chorus ASR, speaker similarity, control adherence, length), then the evaluation table
+#      (two ASR judges, DNSMOS, similarity seen / unseen voices, controls, RTF, first packet)
 # Every step resumes: re-running after an interruption continues where it stopped.
 # The platform is the caller's (the Makefile sets JAX_PLATFORMS=cpu on this CPU machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-runs/reproduce}
 STEPS=${STEPS:-800}
-TTS_STEPS=${TTS_STEPS:-200}
+TTS_STEPS=${TTS_STEPS:-1200}
+TTS_RL_STEPS=${TTS_RL_STEPS:-12}
 CHORUS=.venv/bin/chorus
 PY=.venv/bin/python
 CORPUS="$RUN_DIR/corpus"
@@ -51,8 +55,28 @@ cat "$RUN_DIR/codec/eval.md"
 
 echo "== TTS (supervised, on the codec's codes)"
 $CHORUS codec encode --workdir "$RUN_DIR/codec" --split validation
+$CHORUS codec encode --workdir "$RUN_DIR/codec" --split test
 CACHE_KEY=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1]))["producer_key"])' \
   "$RUN_DIR/codec/corpus_codes.json")
+# The TTS settings every TTS run shares: its corpus, codes, codec and intelligibility judge.
+TTS_SETS=(--set experiment.data_dir="$CORPUS" --set experiment.cache_key="$CACHE_KEY"
+          --set experiment.codec_run="$RUN_DIR/codec" --set experiment.asr_run="$RUN_DIR/asr")
 $CHORUS train --experiment tts --preset cpu-tiny --workdir "$RUN_DIR/tts" --data "$CORPUS" \
-  --set experiment.cache_key="$CACHE_KEY" --set train.steps="$TTS_STEPS" \
-  --set train.eval_every="$TTS_STEPS" --set train.checkpoint_every=100 --set train.log_every=25
+  "${TTS_SETS[@]}" --set experiment.control_dropout=0.15 --set train.steps="$TTS_STEPS" \
+  --set train.eval_every="$TTS_STEPS" --set train.checkpoint_every=200 --set train.log_every=50
+
+echo "== TTS RL (GRPO, and DPO on sampled pairs, from the SFT run)"
+REWARDS='experiment.rewards={tts_cer: 1.0, tts_speaker_sim: 0.5, tts_control: 0.5, tts_length: 0.5}'
+RL_SETS=("${TTS_SETS[@]}" --set "$REWARDS" --set experiment.max_new_tokens=160
+         --set experiment.eval_prompts=8 --set train.steps="$TTS_RL_STEPS"
+         --set train.checkpoint_every=4 --set train.log_every=2)
+$CHORUS rl --experiment tts --algo grpo --init-from "$RUN_DIR/tts" --workdir "$RUN_DIR/tts_grpo" \
+  --preset cpu-tiny "${RL_SETS[@]}" --set experiment.group_size=4 --quiet
+$CHORUS rl --experiment tts --algo dpo --init-from "$RUN_DIR/tts" --workdir "$RUN_DIR/tts_dpo" \
+  --preset cpu-tiny "${RL_SETS[@]}" --set experiment.dpo.pairs=sampled \
+  --set experiment.dpo.samples=4 --set experiment.dpo.margin=0.05 --quiet
+
+echo "== TTS evaluation (SFT vs each RL run)"
+$CHORUS tts-eval --runs "$RUN_DIR/tts" "$RUN_DIR/tts_grpo" "$RUN_DIR/tts_dpo" \
+  --out "$RUN_DIR/tts_eval" --set experiment.eval_examples=8 > /dev/null
+cat "$RUN_DIR/tts_eval/test/tts_eval.md"

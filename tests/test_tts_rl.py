@@ -12,6 +12,7 @@ import pytest
 from backbones import random_backbone
 from tts_runs import TTS_SETS
 
+from chorus.audio.mel import log_mel
 from chorus.config import ConfigError, apply_overrides, load_config
 from chorus.rl import cli
 from chorus.rl.engine import RolloutEngine
@@ -64,16 +65,29 @@ def test_prompts_are_the_sft_regimes(task, tiny_tts_stack):
     prompts = task.prompts("train", np.random.default_rng(0), 4)
     assert prompts.ids.shape[1] % 64 == 0  # bucketed: one compile per bucket, not per batch
     cache = open_codes(tiny_tts_stack["data_dir"], tiny_tts_stack["cache_key"], "train", layout)
-    for ids, n, ref in zip(prompts.ids, prompts.lengths, prompts.references, strict=True):
+    regime = TtsRegime(speaker_clips=task.clips["train"])  # the SFT regime's eval examples
+    clipped = 0
+    for i, (ids, n, ref) in enumerate(zip(prompts.ids, prompts.lengths, prompts.references,
+                                          strict=True)):
         target = SpeechTarget.from_json(ref)
         raw = _raw(tiny_tts_stack, "train", target.id)
         assert target == SpeechTarget.from_raw(raw)
         record = read_record(raw, DEFAULT_FIELDS, _limits())
-        stream = TtsRegime().stream(ExampleInputs(
-            record=record, features=None, cached={CODES: cache.get(target.id)[CODES]},
+        wave = regime.input_wave(record, None)
+        features = None if wave is None else log_mel(wave)
+        stream = regime.stream(ExampleInputs(
+            record=record, features=features, cached={CODES: cache.get(target.id)[CODES]},
             encode=task.tokenizer.encode, layout=layout, rng=None))
         np.testing.assert_array_equal(ids[:n], stream.tokens[:stream.prompt_length])
         assert ids[n - 1] == layout.special("<tts_start>") and (ids[n:] == layout.pad_id).all()
+        # the speaker clip the prompt's <audio> placeholders stand for
+        frames = int(prompts.audio["audio_mask"][i, 0].sum())
+        assert frames == (0 if features is None else len(features))
+        if frames:
+            clipped += 1
+            np.testing.assert_array_equal(prompts.audio["audio_features"][i, 0, :frames],
+                                          features)
+    assert clipped  # the tiny corpus has voices with two train records
     # held-out prompts come from eval_splits[0], none from the train pool
     train_ids = {t.id for t in task.pools["train"]}
     held_out = task.prompts("eval", np.random.default_rng(0), 8).references

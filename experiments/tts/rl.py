@@ -7,9 +7,11 @@ tts_speaker_sim, tts_control, tts_length) on what the codes say.
     chorus rl --experiment tts --algo dpo --init-from runs/tts --workdir runs/tts_dpo \
         --set experiment.dpo.pairs=sampled --set experiment.dpo.samples=4
 
-Prompts are exactly the SFT regime's (experiments.tts.experiment.prompt_ids, ending at
-<tts_start>); the references are `SpeechTarget.to_json()` strings, so every reward reads the
-full target (text, voice, rate, pitch, volume, inline tag). Rollouts may sample only the audio
+Prompts are exactly the SFT regime's eval prompts (experiments.tts.experiment.prompt_ids,
+ending at <tts_start>, with the speaker clip: the first other utterance of the voice in the
+split); the train pool leaves out the held-out voices and control combinations SFT never
+saw; the references are `SpeechTarget.to_json()` strings, so every reward reads the full
+target (text, voice, rate, pitch, volume, inline tag). Rollouts may sample only the audio
 codes and <tts_end> (the task's `allowed_ids`), and stop at <tts_end>. The policy is the
 backbone; the run exports {"backbone"} like a TTS run, so its directory synthesizes as one.
 Settings: `experiments.tts.settings.TtsRLSettings`; data_dir, cache_key, codec_run and asr_run
@@ -23,6 +25,7 @@ import os
 
 import numpy as np
 
+from chorus.audio import mel
 from chorus.config import Config, ConfigError, apply_overrides, settings_from
 from chorus.rl.experiment import build_rl_experiment
 from chorus.rl.rollout import stack_ids
@@ -31,14 +34,16 @@ from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
 from data_pipelines.tokenizer import tokenizer_assets
 from experiments.tts.experiment import CODES, open_codes, prompt_ids, speaker_prompt
+from experiments.tts.instructions import raw_held_out
 from experiments.tts.settings import TtsRLSettings
+from experiments.tts.speaker_clips import SpeakerClips, speaker_clips
 from experiments.tts.target import SpeechTarget
 
 # Prompt rows are padded to a multiple of this: the rollout, scoring and train-step programs
 # compile once per prompt width, and texts vary in length from batch to batch.
 PROMPT_BUCKET = 64
 # The `--init-from` run's experiment keys an RL run inherits when it does not set them.
-INHERITED = ("data_dir", "cache_key", "codec_run", "asr_run")
+INHERITED = ("data_dir", "cache_key", "codec_run", "asr_run", "speaker_clip_seconds")
 
 
 class TtsTask:
@@ -79,7 +84,16 @@ class TtsTask:
         s, out = self.settings, {}
         for split, size in (("train", s.rl_train_pool), ("eval", s.rl_eval_pool)):
             source = open_source(s.dataset, self.data_dir, self.splits[split])
-            out[split] = [SpeechTarget.from_raw(source[i]) for i in range(min(size, len(source)))]
+            # Training keeps out what SFT held out (experiments.tts.instructions).
+            hold_out = split == "train" and s.hold_out
+            pool = []
+            for i in range(len(source)):
+                if len(pool) >= size:
+                    break
+                raw = source[i]  # one read: a record's speech is decoded on access
+                if not (hold_out and raw_held_out(raw)):
+                    pool.append(SpeechTarget.from_raw(raw))
+            out[split] = pool
             if not out[split]:
                 key = "train_split" if split == "train" else "eval_splits"
                 raise ConfigError(f"{self.data_dir}: split {self.splits[split]!r} (experiment."
@@ -92,18 +106,48 @@ class TtsTask:
         return {split: open_codes(self.data_dir, self.settings.cache_key, name, self.layout)
                 for split, name in self.splits.items()}
 
-    def prompt(self, target: SpeechTarget) -> np.ndarray:
+    @functools.cached_property
+    def clips(self) -> dict[str, SpeakerClips] | None:
+        """The speaker clips of the two splits (another utterance of each voice), None for a
+        model trained without them (experiment.speaker_clip_seconds = 0)."""
+        seconds = self.settings.speaker_clip_seconds
+        if not seconds:
+            return None
+        return {split: speaker_clips(self.data_dir, self.settings.dataset, name, seconds)
+                for split, name in self.splits.items()}
+
+    def clip(self, split: str, target: SpeechTarget) -> np.ndarray | None:
+        """The log-mel of the target's speaker clip (the first other utterance of its voice,
+        as the SFT regime's eval examples take it), None without one."""
+        if self.clips is None:
+            return None
+        wave = self.clips[split].choose(str(target.speaker_id), target.id, rng=None)
+        return None if wave is None else mel.log_mel(wave)
+
+    def prompt(self, target: SpeechTarget, clip_frames: int = 0) -> np.ndarray:
         """The SFT regime's prompt of the target (every control kept)."""
         return prompt_ids(self.layout, self.tokenizer.encode, target.instruction,
-                          speaker_prompt(str(target.speaker_id)), target.tagged_text)
+                          speaker_prompt(str(target.speaker_id)), target.tagged_text,
+                          clip_frames)
 
     def prompts(self, split: str, rng: np.random.Generator, n: int) -> Prompts:
         pool = self.pools[split]
         chosen = [pool[int(i)] for i in rng.choice(len(pool), n, replace=len(pool) < n)]
-        ids = [self.prompt(t) for t in chosen]
+        clips = [self.clip(split, t) for t in chosen]
+        ids = [self.prompt(t, 0 if c is None else len(c)) for t, c in zip(chosen, clips,
+                                                                          strict=True)]
         width = -(-max(len(x) for x in ids) // PROMPT_BUCKET) * PROMPT_BUCKET
         prompts, lengths = stack_ids(ids, width, self.layout.pad_id)
-        return Prompts(prompts, lengths, tuple(t.to_json() for t in chosen))
+        audio = None
+        if self.clips is not None:  # one fixed clip shape: the longest a clip can be
+            frames = -(-(int(self.settings.speaker_clip_seconds * 100) + 1) // 8) * 8
+            audio = {"audio_features": np.zeros((n, 1, frames, mel.N_MELS), np.float32),
+                     "audio_mask": np.zeros((n, 1, frames), bool)}
+            for i, c in enumerate(clips):
+                if c is not None:
+                    audio["audio_features"][i, 0, :len(c)] = c[:frames]
+                    audio["audio_mask"][i, 0, :len(c)] = True
+        return Prompts(prompts, lengths, tuple(t.to_json() for t in chosen), audio)
 
     def codes(self, target: SpeechTarget) -> np.ndarray:
         """The cached codec codes of the target's record (train split first, then eval)."""
@@ -177,6 +221,8 @@ def inherit_init_run(config: Config) -> Config:
 def build_rl(config: Config) -> Experiment:
     """`chorus rl --experiment tts --algo dpo|grpo|ppo`: RL of the TTS backbone on the TTS
     rewards (the reward classes register when experiments.tts.rewards is imported)."""
+    import experiments.tts.rewards  # noqa: F401  (registers the TTS reward components)
+
     config = inherit_init_run(config)
     settings = settings_from(TtsRLSettings, config.experiment)
     return build_rl_experiment(config, TtsTask(config, settings), settings, name="tts_rl")
