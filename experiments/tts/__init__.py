@@ -4,6 +4,7 @@ audio through the codec. One regime of the shared backbone, by job:
     settings.py     TtsSettings / TtsRLSettings / SpeechDecoding (`--set experiment.<field>=...`)
     target.py       what a prompt asks for (text, voice, rate, pitch, volume, inline tags),
                     known from the corpus; the RL references
+    prompt.py       the one TTS prompt (training, synthesis and RL build it alike)
     experiment.py   `chorus train --experiment tts`: the token layout
                     <tts> <instruction> .. <speaker> .. <text> .. <tts_start> | codes .. <tts_end>
                     and the supervised loss on the codes (+ `chorus eval`)

@@ -43,9 +43,10 @@ from chorus.training.lm_loss import make_lm_loss
 from chorus.vocab import VocabLayout
 from data_pipelines.record_cache import CacheError, RecordCache
 from data_pipelines.regime import ExampleInputs
-from data_pipelines.streams import Stream, assemble, audio_placeholders, ids
+from data_pipelines.streams import Stream, assemble, ids
 from data_pipelines.tokenizer import tokenizer_assets
 from experiments.tts.instructions import raw_held_out, training_instruction
+from experiments.tts.prompt import prompt_ids, speaker_prompt
 from experiments.tts.settings import TtsSettings
 from experiments.tts.speaker_clips import SpeakerClips, speaker_clips
 
@@ -55,23 +56,6 @@ CODES = "codes"  # the RecordCache array: int32 [n] codec codes of the record's 
 
 
 # ----------------------------------------------------------------------------- regime
-
-
-def speaker_prompt(speaker: str) -> str:
-    return f"speaker {speaker}" if speaker.isdigit() else speaker
-
-
-def prompt_ids(layout: VocabLayout, encode, instruction: str, speaker: str, text: str,
-               clip_frames: int = 0) -> np.ndarray:
-    """The one TTS prompt (training, synthesis and RL alike), ending at <tts_start>:
-    <tts> <instruction> instruction <speaker> speaker [<audio> x N] <text> text <tts_start>,
-    with N the placeholders of a speaker clip of `clip_frames` log-mel frames (0: no clip).
-    An empty piece keeps its marker (what control dropout trains)."""
-    s = layout.special
-    return np.concatenate([ids(s("<tts>"), s("<instruction>")), encode(instruction),
-                           ids(s("<speaker>")), encode(speaker),
-                           audio_placeholders(layout, clip_frames), ids(s("<text>")),
-                           encode(text), ids(s("<tts_start>"))]).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ tts_speaker_sim, tts_control, tts_length) on what the codes say.
     chorus rl --experiment tts --algo dpo --init-from runs/tts --workdir runs/tts_dpo \
         --set experiment.dpo.pairs=sampled --set experiment.dpo.samples=4
 
-Prompts are exactly the SFT regime's eval prompts (experiments.tts.experiment.prompt_ids,
+Prompts are exactly the SFT regime's eval prompts (experiments.tts.prompt.prompt_ids,
 ending at <tts_start>, with the speaker clip: the first other utterance of the voice in the
 split); the train pool leaves out the held-out voices and control combinations SFT never
 saw; the references are `SpeechTarget.to_json()` strings, so every reward reads the full
@@ -33,8 +33,9 @@ from chorus.rl.task import Completion, Prompts
 from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
 from data_pipelines.tokenizer import tokenizer_assets
-from experiments.tts.experiment import CODES, open_codes, prompt_ids, speaker_prompt
+from experiments.tts.experiment import CODES, open_codes
 from experiments.tts.instructions import raw_held_out
+from experiments.tts.prompt import prompt_ids, speaker_prompt
 from experiments.tts.settings import TtsRLSettings
 from experiments.tts.speaker_clips import SpeakerClips, speaker_clips
 from experiments.tts.target import SpeechTarget

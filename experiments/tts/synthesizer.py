@@ -9,7 +9,7 @@ through the codec (offline, or streamed chunk by chunk).
         play(packet.samples)
     stream.results                   # the same Synthesis objects as synthesize() gives
 
-Codes: the prompt is experiments.tts.experiment.prompt_ids (what training saw); sampling is
+Codes: the prompt is experiments.tts.prompt.prompt_ids (what training saw); sampling is
 restricted to the audio codes and <tts_end> (an allowed-id mask; <tts_end> is refused as the
 very first token, so there is always audio), with SpeechDecoding's windowed repetition
 penalty (chorus.decoding.constraints), temperature, top-k and top-p. Randomness is per
@@ -52,7 +52,7 @@ from chorus.decoding.inputs import at_last, prompt_forward
 from chorus.decoding.stopping import stop_array, write_rows
 from chorus.model.unified import KVCache, UnifiedAudioLM
 from chorus.vocab import VocabLayout
-from experiments.tts.experiment import prompt_ids, speaker_prompt
+from experiments.tts.prompt import prompt_ids, speaker_prompt
 from experiments.tts.settings import SpeechDecoding
 from experiments.tts.target import TagError, plain_text
 
