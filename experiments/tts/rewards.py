@@ -33,7 +33,7 @@ import numpy as np
 
 from chorus.config import Config, ConfigError
 from chorus.eval.text_metrics import utterance_error_rates
-from chorus.rl.rewards import register_reward
+from chorus.rl.rewards import batch_references, register_reward
 from chorus.rl.task import Completion
 from chorus.vocab import CODEC_FRAMES_PER_SECOND, VocabLayout
 from experiments.tts import controls as C
@@ -46,18 +46,8 @@ WORST = -1.0
 
 def targets_of(reward: str, completions: Sequence[Completion], references) -> list[SpeechTarget]:
     """The targets of a batch, one per completion (the references parsed)."""
-    batch = len(completions)
-    for i, c in enumerate(completions):
-        if not isinstance(c, Completion):
-            raise ValueError(f"reward {reward!r}: expected a Completion in completions[{i}], "
-                             f"got {type(c).__name__}")
-    if references is None:
-        raise ValueError(f"reward {reward!r}: expected a `references` field with {batch} "
-                         "SpeechTarget JSON strings, got none")
-    references = list(references)
-    if len(references) != batch:
-        raise ValueError(f"reward {reward!r}: expected {batch} references, got "
-                         f"{len(references)}")
+    references = batch_references(reward, completions, references,
+                                  "SpeechTarget JSON strings")
     return [r if isinstance(r, SpeechTarget) else SpeechTarget.from_json(r) for r in references]
 
 

@@ -198,9 +198,10 @@ class RewardMix:
 TextNormalizer = Callable[[str], str]
 
 
-def _texts(reward: str, completions: Sequence[Completion], references: Sequence[Any] | None
-           ) -> tuple[list[str], list[str]]:
-    """(completion texts, reference texts), checked one per completion."""
+def batch_references(reward: str, completions: Sequence[Completion],
+                     references: Sequence[Any] | None, what: str = "texts") -> list[Any]:
+    """The references as a list, checked to be one per completion (and the completions to be
+    Completions); `what` names what a reference is, for the error."""
     batch = len(completions)
     for i, c in enumerate(completions):
         if not isinstance(c, Completion):
@@ -208,11 +209,18 @@ def _texts(reward: str, completions: Sequence[Completion], references: Sequence[
                              f"got {type(c).__name__}")
     if references is None:
         raise ValueError(f"reward {reward!r}: expected a `references` field with {batch} "
-                         "texts, got none")
+                         f"{what}, got none")
     references = list(references)
     if len(references) != batch:
         raise ValueError(f"reward {reward!r}: expected {batch} references, got "
                          f"{len(references)}")
+    return references
+
+
+def _texts(reward: str, completions: Sequence[Completion], references: Sequence[Any] | None
+           ) -> tuple[list[str], list[str]]:
+    """(completion texts, reference texts), checked one per completion."""
+    references = batch_references(reward, completions, references)
     for i, r in enumerate(references):
         if not isinstance(r, str):
             raise ValueError(f"reward {reward!r}: expected text in references[{i}], got "
