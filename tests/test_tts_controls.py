@@ -4,14 +4,36 @@ synthetic tones, and eSpeak audio synthesized here with known controls."""
 from __future__ import annotations
 
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 
 from chorus.audio.resample import SAMPLE_RATE
 from chorus.config import ConfigError
-from data_pipelines.synthesis import SEGMENT_PAUSE_SECONDS, synthesize
+from data_pipelines import synthesis
+from data_pipelines.synthesis import SEGMENT_PAUSE_SECONDS
 from experiments.tts import controls as C
+
+# eSpeak's samples depend on what its process spoke before (data_pipelines/espeak.py): in the
+# whole suite a stretch came out unvoiced that this module alone measures fine. So this module
+# speaks in a worker process of its own: the same calls in the same order, whatever else the
+# suite synthesized.
+_SPEAKER: list[ProcessPoolExecutor] = []
+
+
+def synthesize(*args, **kwargs):
+    if not _SPEAKER:
+        _SPEAKER.append(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
+    return _SPEAKER[0].submit(synthesis.synthesize, *args, **kwargs).result()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _speaker_process():
+    yield
+    while _SPEAKER:
+        _SPEAKER.pop().shutdown()
 
 TEXT = "Turn left at the bank and wait for me there."
 

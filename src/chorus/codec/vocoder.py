@@ -50,9 +50,13 @@ def griffin_lim(log_mel_frames: np.ndarray, cfg: MelConfig, n_iter: int) -> np.n
     from chorus.audio import mel as features
 
     power_mel = np.exp(np.asarray(log_mel_frames, np.float64)).T
-    wave = librosa.feature.inverse.mel_to_audio(
-        power_mel, sr=cfg.sample_rate, n_fft=features.N_FFT, hop_length=cfg.hop_length,
-        win_length=features.WIN_LENGTH, center=True, pad_mode="constant", power=2.0,
-        n_iter=n_iter, fmin=0.0, fmax=cfg.sample_rate / 2, htk=False, norm="slaney")
+    stft = librosa.feature.inverse.mel_to_stft(
+        power_mel, sr=cfg.sample_rate, n_fft=features.N_FFT, power=2.0, fmin=0.0,
+        fmax=cfg.sample_rate / 2, htk=False, norm="slaney")
+    # A fixed random initial phase: librosa's default draws from numpy's global generator,
+    # which made the baseline depend on what ran before it.
+    wave = librosa.griffinlim(stft, n_iter=n_iter, hop_length=cfg.hop_length,
+                              win_length=features.WIN_LENGTH, center=True,
+                              pad_mode="constant", random_state=0)
     target = log_mel_frames.shape[0] * cfg.hop_length
     return librosa.util.fix_length(wave, size=target).astype(np.float32)
