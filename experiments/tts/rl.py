@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from chorus.audio import mel
+from chorus.codec.features import round_up
 from chorus.config import Config, ConfigError, apply_overrides, settings_from
 from chorus.rl.experiment import build_rl_experiment
 from chorus.rl.rollout import stack_ids
@@ -137,11 +138,11 @@ class TtsTask:
         clips = [self.clip(split, t) for t in chosen]
         ids = [self.prompt(t, 0 if c is None else len(c)) for t, c in zip(chosen, clips,
                                                                           strict=True)]
-        width = -(-max(len(x) for x in ids) // PROMPT_BUCKET) * PROMPT_BUCKET
+        width = round_up(max(len(x) for x in ids), PROMPT_BUCKET)
         prompts, lengths = stack_ids(ids, width, self.layout.pad_id)
         audio = None
         if self.clips is not None:  # one fixed clip shape: the longest a clip can be
-            frames = -(-(int(self.settings.speaker_clip_seconds * 100) + 1) // 8) * 8
+            frames = round_up(int(self.settings.speaker_clip_seconds * 100) + 1, 8)
             audio = {"audio_features": np.zeros((n, 1, frames, mel.N_MELS), np.float32),
                      "audio_mask": np.zeros((n, 1, frames), bool)}
             for i, c in enumerate(clips):

@@ -44,6 +44,7 @@ import numpy as np
 
 from chorus.audio import mel
 from chorus.audio.resample import SAMPLE_RATE
+from chorus.codec.features import round_up
 from chorus.codec.pipeline import Codec
 from chorus.config import Config
 from chorus.decoding.constraints import Constraints, check_allowed
@@ -213,9 +214,9 @@ class CodeSampler:
         layout = VocabLayout.from_model_config(model.config.model)
         self.model, self.params, self.layout = model, params, layout
         rows = len(prompts)
-        width = _round_up(max(len(p) for p in prompts), PROMPT_BUCKET)
+        width = round_up(max(len(p) for p in prompts), PROMPT_BUCKET)
         # The output buffer; the rows' limits (<= the context left) end them before its end.
-        self.width = _round_up(max(max_codes), CODES_BUCKET)
+        self.width = round_up(max(max_codes), CODES_BUCKET)
         self.prompts = np.full((rows, width), layout.pad_id, np.int32)
         for i, p in enumerate(prompts):
             self.prompts[i, :len(p)] = p
@@ -265,17 +266,13 @@ class CodeSampler:
         return out
 
 
-def _round_up(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
 def _clip_batch(clips: Sequence[np.ndarray | None] | None, rows: int):
     """(audio_features [R, 1, T, mels], audio_mask [R, 1, T]) of the rows' speaker clips, T
     padded to CLIP_BUCKET frames; (None, None) when no row has one."""
     if not clips or all(c is None for c in clips):
         return None, None
     mels = next(c for c in clips if c is not None).shape[-1]
-    frames = _round_up(max(len(c) for c in clips if c is not None), CLIP_BUCKET)
+    frames = round_up(max(len(c) for c in clips if c is not None), CLIP_BUCKET)
     features = np.zeros((rows, 1, frames, mels), np.float32)
     mask = np.zeros((rows, 1, frames), bool)
     for i, clip in enumerate(clips):
