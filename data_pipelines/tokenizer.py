@@ -33,6 +33,9 @@ def tokenizer_assets(data_dir: str) -> dict[str, str]:
     return {TOKENIZER_FILENAME: os.path.join(os.path.expanduser(data_dir), TOKENIZER_FILENAME)}
 
 
+UNK_ID = 0  # SentencePiece's <unk> piece: the one special the text tokenizer has
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str) -> TextTokenizer:
     """Trains a unigram SentencePiece model of at most `vocab_size` pieces (exactly, when the
     texts are rich enough; a tiny corpus gets fewer); writes it atomically."""
@@ -47,7 +50,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str) -> Tex
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
         model_type="unigram", character_coverage=1.0, required_chars=REQUIRED_CHARS,
-        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+        unk_id=UNK_ID, bos_id=-1, eos_id=-1, pad_id=-1,
         normalization_rule_name="identity", remove_extra_whitespaces=False,
         split_digits=True, hard_vocab_limit=False, num_threads=1, minloglevel=2)
     with atomic_path(out_path) as tmp, open(tmp, "wb") as f:

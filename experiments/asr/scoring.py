@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chorus.codec.features import round_up
 from chorus.model.unified import UnifiedAudioLM
 from chorus.rl.logprobs import sequence_logprobs
-from chorus.codec.features import round_up
 from chorus.vocab import MEL_FRAMES_PER_PLACEHOLDER, VocabLayout
 from data_pipelines.streams import assemble, ids
 from experiments.asr.regime import asr_prompt
