@@ -8,6 +8,20 @@
 The backbone knows no mode: MTP heads read its hidden states, the CTC head the adaptor frames
 it spliced in. SpecAugment masks the training log-mel with the step's rng; evaluation uses the
 same loss without augmentation (`Experiment.eval_loss_fn`).
+
+Adversarial training (experiment.adversarial, a PGDConfig): the training loss is
+
+    (1 - w) * loss(batch) + w * loss(batch with audio_features + delta)
+
+the clean/adversarial mix of Goodfellow et al. 2015 (w = experiment.adversarial_weight;
+w = 1 is Madry et al. 2018's PGD training). delta is PGD in the epsilon L-infinity ball
+ascending the summed transcript CE (the backbone's own objective, not the MTP / CTC terms)
+with the params held constant, padded frames never moved, and the result under
+stop_gradient (the params' gradient does not run through the attack). The attack starts
+from the SpecAugmented features and draws its random start from a key folded out of the
+step's rng, so SpecAugment masks are the same with or without it. Metrics keep their names
+for the clean pass and add adv/ce, adv/accuracy, adv/loss (the perturbed pass), adv/linf
+(the largest |delta| of the batch) and adv/clean_loss.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from chorus.analysis.attacks import PGDConfig, pgd_linf
 from chorus.audio.spec_augment import SpecAugmentConfig, spec_augment
 from chorus.config import Config
 from chorus.model import heads as mtp_heads
@@ -25,6 +40,7 @@ from chorus.model.ctc import CtcHead, clip_transcripts, ctc_loss
 from chorus.model.factory import backbone_init
 from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
+from chorus.rl.logprobs import sequence_logprobs
 from chorus.vocab import VocabLayout
 from experiments.asr.settings import AsrSettings
 
@@ -40,6 +56,8 @@ class AsrModel:
     ctc_head: CtcHead | None = None
     ctc_weight: float = 0.0
     spec_augment: SpecAugmentConfig | None = None  # applied by loss_fn(augment=True)
+    adversarial: PGDConfig | None = None  # PGD on the features, by loss_fn(augment=True)
+    adversarial_weight: float = 0.5  # loss = (1 - w) * clean + w * adversarial
 
     @classmethod
     def build(cls, config: Config, settings: AsrSettings) -> AsrModel:
@@ -47,7 +65,7 @@ class AsrModel:
         heads = None if mtp is None else mtp_heads.build_mtp(config.model, mtp)
         ctc_head = CtcHead(config.model.text_vocab_size) if settings.ctc_weight > 0 else None
         return cls(UnifiedAudioLM(config), heads, mtp, ctc_head, settings.ctc_weight,
-                   settings.spec_augment)
+                   settings.spec_augment, settings.adversarial, settings.adversarial_weight)
 
     def init_fn(self, config: Config):
         """rng -> boxed params (logical axis names on the leaves; the trainer shards)."""
@@ -65,20 +83,35 @@ class AsrModel:
 
         return init_fn
 
+    def transcript_nll(self, backbone_params, batch: dict) -> jax.Array:
+        """[B] summed transcript CE of each row (the loss_mask positions): the objective the
+        adversarial perturbation ascends."""
+        out = self.backbone.apply({"params": backbone_params}, batch["tokens"],
+                                  batch["positions"], batch["segment_ids"],
+                                  batch["audio_features"], batch["audio_mask"])
+        return -sequence_logprobs(out["logits"], batch["targets"], batch["loss_mask"]).sum(-1)
+
+    def perturb(self, backbone_params, batch: dict, rng) -> dict:
+        """The batch with audio_features moved by PGD (self.adversarial) up the transcript
+        CE, within epsilon, valid frames only; params constant, result under stop_gradient."""
+        params = jax.lax.stop_gradient(backbone_params)
+
+        def objective(features):
+            return self.transcript_nll(params, {**batch, "audio_features": features})
+
+        feats, _ = pgd_linf(objective, batch["audio_features"], self.adversarial, rng,
+                            mask=batch["audio_mask"][..., None])
+        return {**batch, "audio_features": feats}
+
     def loss_fn(self, train_backbone: bool = True, augment: bool = False):
         """Transcript CE + MTP (lambda/k * sum_j CE_j) + ctc_weight * CTC over the adaptor
         frames. train_backbone=False (second-stage heads): the backbone is a constant and the
-        loss is the MTP loss alone. augment: SpecAugment the log-mel with the step's rng (the
-        training loss; evaluation uses augment=False). Metrics include token accuracy per
-        depth."""
+        loss is the MTP loss alone. augment: SpecAugment the log-mel with the step's rng, then
+        (experiment.adversarial) mix in the loss of a PGD-perturbed copy (the training loss;
+        evaluation uses augment=False). Metrics include token accuracy per depth."""
         layout = VocabLayout.from_model_config(self.backbone.config.model)
 
-        def loss_fn(params, batch, rng):
-            if augment and self.spec_augment is not None:
-                b, a, t, n = batch["audio_features"].shape
-                feats = spec_augment(rng, batch["audio_features"].reshape(b * a, t, n),
-                                     batch["audio_mask"].reshape(b * a, t), self.spec_augment)
-                batch = {**batch, "audio_features": feats.reshape(b, a, t, n)}
+        def clean_loss(params, batch):
             backbone = params["backbone"]
             if not train_backbone:
                 backbone = jax.lax.stop_gradient(backbone)
@@ -106,5 +139,28 @@ class AsrModel:
                 ctc, ctc_metrics = ctc_loss(logits, out["audio_frame_mask"], labels)
                 loss, metrics = loss + self.ctc_weight * ctc, {**metrics, **ctc_metrics}
             return loss, {**metrics, "loss": loss}
+
+        adversarial = augment and self.adversarial is not None
+        w = self.adversarial_weight
+
+        def loss_fn(params, batch, rng):
+            if augment and self.spec_augment is not None:
+                b, a, t, n = batch["audio_features"].shape
+                feats = spec_augment(rng, batch["audio_features"].reshape(b * a, t, n),
+                                     batch["audio_mask"].reshape(b * a, t), self.spec_augment)
+                batch = {**batch, "audio_features": feats.reshape(b, a, t, n)}
+            if not adversarial:
+                return clean_loss(params, batch)
+            adv_batch = self.perturb(params["backbone"], batch, jax.random.fold_in(rng, 1))
+            clean, metrics = clean_loss(params, batch)
+            if w == 1:  # the clean pass is for the metrics only: no backward through it
+                clean = jax.lax.stop_gradient(clean)
+            adv, adv_metrics = clean_loss(params, adv_batch)
+            loss = (1 - w) * clean + w * adv
+            linf = jnp.max(jnp.abs(adv_batch["audio_features"] - batch["audio_features"]))
+            return loss, {**metrics, "loss": loss, "adv/ce": adv_metrics["ce"],
+                          "adv/accuracy": adv_metrics["accuracy"],
+                          "adv/loss": jax.lax.stop_gradient(adv_metrics["loss"]),
+                          "adv/clean_loss": jax.lax.stop_gradient(clean), "adv/linf": linf}
 
         return loss_fn

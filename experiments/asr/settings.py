@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from chorus.analysis.attacks import PGDConfig
 from chorus.audio.spec_augment import SpecAugmentConfig
 from chorus.config import Config, check, settings_from
 from chorus.model.heads import MTPConfig
@@ -27,6 +28,12 @@ class AsrSettings:
     # SpecAugment of the training log-mel; null = off. Evaluation never augments.
     spec_augment: SpecAugmentConfig | None = SpecAugmentConfig(
         num_freq_masks=2, max_freq_width=16, num_time_masks=2, max_time_fraction=0.08)
+    # Adversarial training (Madry-style PGD on the training log-mel, experiments/asr/model.py);
+    # null = off. `--set experiment.adversarial.epsilon=0.25` switches it on (log-mel units; the
+    # encoder divides by audio.mel_std) with the other PGDConfig fields at their defaults.
+    adversarial: PGDConfig | None = None
+    # loss = (1 - w) * clean loss + w * loss on the PGD-perturbed batch (w = 1: Madry's).
+    adversarial_weight: float = 0.5
     # Weight of the CTC loss over the audio adaptor frames (chorus.model.ctc); 0 = off.
     # Without it the from-scratch cpu-tiny model learns to ignore the audio.
     ctc_weight: float = 1.0
@@ -42,6 +49,8 @@ class AsrSettings:
     def __post_init__(self):
         check(self.data_workers >= 0, "experiment.data_workers", "a number >= 0",
               self.data_workers)
+        check(0 <= self.adversarial_weight <= 1, "experiment.adversarial_weight",
+              "a number in [0, 1]", self.adversarial_weight)
         check(self.ctc_weight >= 0, "experiment.ctc_weight", "a number >= 0", self.ctc_weight)
         check(self.mtp_stage == "joint" or bool(self.backbone_from), "experiment.backbone_from",
               "the run directory of the trained backbone for mtp_stage='heads'",
