@@ -13,7 +13,8 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 
 
 def test_there_are_notebooks_and_none_is_stored_with_outputs():
-    assert {os.path.basename(p) for p in NOTEBOOKS} >= {"quickstart.ipynb", "tts.ipynb"}
+    assert {os.path.basename(p) for p in NOTEBOOKS} >= {"quickstart.ipynb", "tts.ipynb",
+                                                      "analysis.ipynb"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
@@ -55,3 +56,17 @@ def test_tts_notebook_runs_on_the_tiny_tts_stack(tiny_tts_stack, monkeypatch):
     for name in ("tts_code_cer", "tts_speaker_sim", "tts_control", "tts_length", "total"):
         assert name in text
     assert "chosen: seed" in text or "no pair: the samples' rewards differ" in text
+
+
+@pytest.mark.slow
+def test_analysis_notebook_runs_on_the_tiny_asr_run(tiny_asr_run, tiny_asr_corpus, monkeypatch):
+    text = _execute(os.path.join(ROOT, "notebooks", "analysis.ipynb"),
+                    {"CHORUS_ANALYSIS_RUN": str(tiny_asr_run),
+                     "CHORUS_ANALYSIS_DATA": tiny_asr_corpus, "CHORUS_ANALYSIS_PLAYERS": "4"},
+                    monkeypatch)
+    assert "reference:" in text and "greedy on the attacked clip:" in text
+    # efficiency, printed by the notebook: the Shapley values add up to f(N) - f(empty)
+    line = next(s for s in text.splitlines() if s.startswith("f(N) = "))
+    parts = line.split()
+    assert abs(float(parts[2]) - float(parts[5]) - float(parts[-1])) < 2e-3
+    assert text.count("  0.") >= 2  # one row per order m/n = 0.00 .. 0.50

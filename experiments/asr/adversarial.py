@@ -50,7 +50,8 @@ def _check_scorers(scorer: TranscriptScorer, target_scorer: TranscriptScorer | N
                          f"got {target_scorer.num_frames}")
 
 
-@functools.partial(jax.jit, static_argnames=("scorer", "config", "target_scorer", "wave"))
+# The scorers are pytrees (their stream and clip length are arrays): one program per bucket.
+@functools.partial(jax.jit, static_argnames=("config", "wave"))
 def _attack(scorer, backbone_params, x, config, rng, target_scorer, wave):
     params = jax.lax.stop_gradient(backbone_params)
     features = mel_jax.log_mel if wave else (lambda z: z)
@@ -75,11 +76,16 @@ def attack_log_mel(scorer: TranscriptScorer, backbone_params, features, config: 
     scorer's log p(reference); with `target_scorer`, raising log p(target) instead."""
     _check_scorers(scorer, target_scorer)
     features = jnp.asarray(features, jnp.float32)
-    if features.ndim != 3 or features.shape[1] != scorer.num_frames:
-        raise ValueError(f"attack_log_mel features: expected [B, {scorer.num_frames}, n_mels], "
+    t = scorer.num_frames
+    if features.ndim != 3 or features.shape[1] != t:
+        raise ValueError(f"attack_log_mel features: expected [B, {t}, n_mels], "
                          f"got {tuple(features.shape)}")
-    return AttackResult(**_attack(scorer, backbone_params, features, config, rng,
-                                  target_scorer, False))
+    # Attacked at the scorer's padded width (the padding is masked: no gradient reaches it),
+    # returned at the clip's.
+    out = _attack(scorer, backbone_params, scorer.pad(features), config, rng, target_scorer,
+                  False)
+    return AttackResult(**{**out, "inputs": out["inputs"][:, :t],
+                           "features": out["features"][:, :t]})
 
 
 def attack_wave(scorer: TranscriptScorer, backbone_params, waves, config: PGDConfig,

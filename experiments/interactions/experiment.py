@@ -178,13 +178,13 @@ def answers(summary: dict) -> dict:
         change, clean = m["change"]["high_share"], m["clean"]["high_share"]
         out[f"attack_shifts_high_order[{model}]"] = {
             "change_high_share": change, "clean_high_share": clean,
-            "holds": change[0] - clean[0] > 2 * np.hypot(change[1], clean[1])}
+            "holds": bool(change[0] - clean[0] > 2 * np.hypot(change[1], clean[1]))}
     models = list(summary["models"])
     if len(models) == 2:
         normal, robust = (summary["models"][k]["clean"]["low_share"] for k in models)
         out["adversarial_training_moves_to_low_order"] = {
             "normal_low_share": normal, "robust_low_share": robust,
-            "holds": robust[0] - normal[0] > 2 * np.hypot(normal[1], robust[1])}
+            "holds": bool(robust[0] - normal[0] > 2 * np.hypot(normal[1], robust[1]))}
     return out
 
 

@@ -16,13 +16,20 @@ prompt, so f(N) is the log-probability of what it said.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from chorus.analysis.game import Game
-from chorus.analysis.players import Players, audio_baseline, mask_axis, mask_tokens, token_spans
+from chorus.analysis.players import (
+    Players,
+    audio_baseline,
+    mask_by_owner,
+    mask_tokens,
+    token_spans,
+)
 from chorus.rl.logprobs import sequence_logprobs
 from data_pipelines.tokenizer import UNK_ID
 from experiments.asr.scoring import transcript_scorer
@@ -48,19 +55,38 @@ def _fixed_batch(fn, batch: int):
     return value
 
 
+@functools.partial(jax.jit, static_argnames=("axis",))
+def _masked_scores(scorer, params, frames, baseline, owner, keep, axis):
+    return scorer(params, mask_by_owner(frames, keep, owner, baseline, axis))
+
+
 def audio_game(transcriber, frames: np.ndarray, transcript_ids, players: Players,
                baseline: str = "mean", params=None, batch: int = BATCH) -> Game:
     """The ASR game of one clip: log-mel `frames` [T, n_mels], players along its time or
     mel axis, the baseline "mean" (the encoder's normalization mean) or "silence". `params`:
-    another backbone of the same architecture (default: the transcriber's)."""
+    another backbone of the same architecture (default: the transcriber's). Clips are padded
+    to the scorer's bucket (the padding is outside every player and masked from the model),
+    so one program serves every clip of a bucket."""
+    if players.axis not in ("time", "frequency"):
+        raise ValueError(f"audio_game players: expected time or frequency players, got "
+                         f"{players.axis!r}")
     frames = np.asarray(frames, np.float32)
     scorer = transcript_scorer(transcriber.asr.backbone, transcriber.layout, len(frames),
                                transcript_ids)
     base = audio_baseline(baseline, frames.shape, transcriber.config.audio.mel_mean)
+    axis = 0 if players.axis == "time" else 1
+    owner = players.index_of(frames.shape[axis])
+    pad = scorer.width - len(frames)
+    if axis == 0:
+        owner = np.pad(owner, (0, pad), constant_values=-1)
+    frames, base = (np.pad(x, ((0, pad), (0, 0))) for x in (frames, base))
     backbone = transcriber.params["backbone"] if params is None else params
-    forward = jax.jit(lambda p, keep: scorer(p, mask_axis(frames, keep, players, base)))
-    return Game(players.count, _fixed_batch(lambda keep: forward(backbone, keep), batch),
-                players.names, batch_size=batch)
+    args = (jnp.asarray(frames), jnp.asarray(base), jnp.asarray(owner))
+
+    def forward(keep):
+        return _masked_scores(scorer, backbone, *args, keep, axis=axis)
+
+    return Game(players.count, _fixed_batch(forward, batch), players.names, batch_size=batch)
 
 
 def greedy_transcript(transcriber, frames: np.ndarray) -> np.ndarray:

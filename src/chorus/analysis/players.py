@@ -123,7 +123,14 @@ def mask_axis(features, keep, players: Players, baseline):
     keep = jnp.asarray(keep, bool)
     if keep.ndim != 2 or keep.shape[1] != players.count:
         raise ValueError(f"mask_axis keep: expected [B, {players.count}], got {keep.shape}")
-    owner = jnp.asarray(players.index_of(features.shape[axis]))
+    return mask_by_owner(features, keep, players.index_of(features.shape[axis]), baseline,
+                         axis)
+
+
+def mask_by_owner(features, keep, owner, baseline, axis: int):
+    """mask_axis with the players given as `owner` [T or F] (each position's player, -1 for
+    none; an array, so one compiled program serves every clip of a shape)."""
+    owner = jnp.asarray(owner)
     # A position no player owns is always kept.
     kept = jnp.where(owner >= 0, keep[:, jnp.maximum(owner, 0)], True)  # [B, T or F]
     kept = kept[:, :, None] if axis == 0 else kept[:, None, :]
