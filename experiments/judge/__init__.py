@@ -7,7 +7,7 @@
     prompt.py      the token layout
                    <judge> <rubric> .. <persona> card <user> question <assistant> answer
                    <rationale> | rationale .. <verdict> <yes>|<no> <eos>
-                   (pairwise: <choice_a> answer <choice_b> answer .. <verdict> <choice_a>|<choice_b>)
+                   (pairwise: <choice_a> .. <choice_b> .. <verdict> <choice_a>|<choice_b>)
     experiment.py  `chorus train --experiment judge`: generated batches, the loss on the
                    rationale + verdict, eval, the tokenizer as a run asset
     scoring.py     the reward p(yes) / (p(yes) + p(no)) after a greedy or K sampled rationales;

@@ -57,8 +57,8 @@ def pointwise_table(scorer: JudgeScorer, settings: JudgeSettings, lexicon, split
             table[kind]["rationale_same_check"] = float(np.mean(
                 [_head(w) == _head(e.rationale) for w, e in zip(written, examples,
                                                                   strict=True)]))
-            table[kind]["sample"] = {"answer": examples[0].answer, "expected": examples[0].rationale,
-                                     "written": written[0]}
+            table[kind]["sample"] = {"answer": examples[0].answer,
+                                     "expected": examples[0].rationale, "written": written[0]}
     return table
 
 

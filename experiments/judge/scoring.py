@@ -43,6 +43,7 @@ class Judgement:
     reward: np.ndarray  # [n] mean over samples of p(first) / (p(first) + p(second))
     samples: np.ndarray  # [n, K] the per-rationale values
     rationales: tuple[tuple[str, ...], ...]  # [n][K] the rationale texts
+    rationale_ids: tuple[tuple[np.ndarray, ...], ...]  # [n][K] their ids, <verdict> last
     verdict_mass: np.ndarray  # [n] mean p(first) + p(second) over the whole vocabulary
 
 
@@ -105,11 +106,11 @@ class JudgeScorer:
         if not isinstance(k, int) or k < 0:
             raise ValueError(f"samples: expected an int >= 0 (0 = greedy rationale), got {k!r}")
         if not prompts:
-            return Judgement(np.zeros(0), np.zeros((0, max(k, 1))), (), np.zeros(0))
+            return Judgement(np.zeros(0), np.zeros((0, max(k, 1))), (), (), np.zeros(0))
         rng = jax.random.key(0) if rng is None else rng
         lay = self.layout
         first, second = (lay.special(v) for v in verdict)
-        values, masses, texts = [], [], []
+        values, masses, texts, rationale_ids = [], [], [], []
         for start in range(0, len(prompts), s.eval_batch):
             chunk = prompts[start: start + s.eval_batch]
             rows = chunk + [chunk[-1]] * (s.eval_batch - len(chunk))  # one compiled batch size
@@ -124,8 +125,9 @@ class JudgeScorer:
             masses.append(mass[:keep].reshape(len(chunk), g).mean(-1))
             texts += [tuple(self._text(r) for r in rationales[i * g:(i + 1) * g])
                       for i in range(len(chunk))]
+            rationale_ids += [tuple(rationales[i * g:(i + 1) * g]) for i in range(len(chunk))]
         per_sample = np.concatenate(values).astype(np.float64)
-        return Judgement(per_sample.mean(-1), per_sample, tuple(texts),
+        return Judgement(per_sample.mean(-1), per_sample, tuple(texts), tuple(rationale_ids),
                          np.concatenate(masses).astype(np.float64))
 
     def _rationales(self, prompts: list[np.ndarray], k: int, rng) -> list[np.ndarray]:
