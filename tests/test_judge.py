@@ -179,6 +179,7 @@ def test_reward_equals_p_yes_over_p_yes_plus_no_after_the_greedy_rationale(tiny)
     assert judged.reward.shape == (3,) and judged.samples.shape == (3, 1)
 
 
+@pytest.mark.slow
 def test_sampled_rationales_are_averaged_and_each_matches_its_forward(tiny):
     config, model, params, tok = tiny
     lay = VocabLayout.from_model_config(config.model)
@@ -260,7 +261,7 @@ def test_tiny_judge_trains_evaluates_and_serves_as_an_rl_reward(judge_data, tmp_
     train = [r for r in steps if "verdict_accuracy" in r and "step" in r]
     assert len(train) >= 3 and all(np.isfinite(r["loss"]) for r in train)
     assert (workdir / "assets" / TOKENIZER_FILENAME).is_file()
-    assert eval_main(["--workdir", str(workdir), "--quiet"]) == 0
+    assert eval_main(["--workdir", str(workdir)]) == 0
     report = json.loads((workdir / "eval" / "judge_eval.json").read_text())
     assert set(report["held_out_personas"]) == set(KINDS)
     assert report["held_out_personas"]["refusal"]["held_out_type"]
