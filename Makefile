@@ -7,7 +7,7 @@ export JAX_PLATFORMS ?= cpu
 # Where `make reproduce` keeps its corpus and runs.
 RUN_DIR ?= runs/reproduce
 
-.PHONY: setup test test-fast lint reproduce bench clean
+.PHONY: setup test test-fast lint reproduce analysis bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: setup
 
 reproduce: setup
 	RUN_DIR=$(RUN_DIR) bash experiments/reproduce.sh
+
+# Interaction analysis on the runs of `make reproduce` (adversarial fine-tune + experiment).
+analysis: setup
+	RUN_DIR=$(RUN_DIR) bash experiments/analysis.sh
 
 bench: setup
 	$(VENV)/bin/chorus bench attention
