@@ -1,4 +1,4 @@
-"""experiments/realtime.py: the dialogue regime's layout and its persona-record filter."""
+"""experiments/realtime/regime.py: the dialogue regime's layout and its persona-record filter."""
 
 import numpy as np
 
