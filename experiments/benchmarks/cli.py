@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                  "greedy vs verified multi-token decoding on a trained toy"),
     "tts-controls": ("experiments.benchmarks.tts_controls",
                      "TTS control measurements vs the corpus' eSpeak ground truth"),
+    "realtime-latency": ("experiments.benchmarks.realtime_latency",
+                         "end of speech -> first audio sample: p50/p95, break-down, 1 vs 10 s"),
 }
 
 
