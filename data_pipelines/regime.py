@@ -1,7 +1,7 @@
 """The regime: what a mode gives the data pipeline to turn a record into a token stream.
 
 data_pipelines knows records, audio features, tokenizers, caches, packing and batching; it
-knows no mode. A mode (experiments/asr, experiments/tts/, experiments/realtime.py, or a test)
+knows no mode. A mode (experiments/asr, experiments/tts/, experiments/realtime/regime.py, or a test)
 hands `make_train_iterator` / `make_eval_iterator` an object with these members:
 
     name: str                      for messages ("asr", "tts", ...)
