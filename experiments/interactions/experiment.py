@@ -45,10 +45,9 @@ from chorus.analysis.attacks import PGDConfig
 from chorus.analysis.game import value_table
 from chorus.analysis.interactions import interaction_strength, order_interactions
 from chorus.analysis.players import time_segments
-from chorus.atomic import atomic_path
+from chorus.atomic import write_json, write_text
 from chorus.config import ConfigError
 from experiments.interactions import plots
-from experiments.interactions.explain import write_json
 
 LOW, HIGH = 0.3, 0.5  # order shares compared: m/n <= LOW and m/n >= HIGH
 
@@ -287,8 +286,7 @@ def run(settings: ExperimentSettings) -> dict:
         result["words"] = word_trees(settings, settings.out)
     write_json(os.path.join(settings.out, "results.json"), result)
     text = markdown(summary, found, settings)
-    with atomic_path(os.path.join(settings.out, "results.md")) as tmp, open(tmp, "w") as f:
-        f.write(text)
+    write_text(os.path.join(settings.out, "results.md"), text)
     print(text)
     return result
 

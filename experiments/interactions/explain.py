@@ -12,7 +12,6 @@ tree, built from the exact value table: texts of up to MAX_EXACT_PLAYERS words).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -22,7 +21,7 @@ from chorus.analysis.game import MAX_EXACT_PLAYERS, value_table
 from chorus.analysis.players import mel_bands, time_segments
 from chorus.analysis.summary import DEFAULT_RATIOS, summarize
 from chorus.analysis.word_tree import build_tree, draw_tree, render_tree, tree_metrics
-from chorus.atomic import atomic_path
+from chorus.atomic import write_json, write_text
 from chorus.progress import progress
 from experiments.interactions import plots
 
@@ -46,12 +45,6 @@ class ProgressBars:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def write_json(path: str, data: dict) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
 
 
 def explain_audio(workdir: str, audio_path: str, out: str, *, players: int = 10,
@@ -127,8 +120,7 @@ def explain_text(workdir: str, text: str, out: str, *, baseline: str = "pad",
         tree = build_tree(table, n, criterion=tree_criterion)
         report["tree"] = {"text": render_tree(tree, tg.words, benefits=True), **tree_metrics(tree)}
         draw_tree(tree, tg.words, os.path.join(out, "tree.png"))
-        with atomic_path(os.path.join(out, "tree.txt")) as tmp, open(tmp, "w") as f:
-            f.write(report["tree"]["text"] + "\n")
+        write_text(os.path.join(out, "tree.txt"), report["tree"]["text"] + "\n")
     else:
         report["tree"] = None  # the tree needs the exact 2^n table
     write_json(os.path.join(out, "interactions.json"), report)
