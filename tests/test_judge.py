@@ -242,6 +242,31 @@ def test_scorer_rejects_ragged_columns(tiny):
         scorer.pointwise(["card"], ["q", "q2"], ["a"])
 
 
+def test_judge_game_scores_the_verdict_log_odds_after_its_own_rationale(tiny):
+    """experiments.interactions.games.judge_game: the answer's words are the players and
+    f(S) = log p(<yes>) - log p(<no>) after the judge's rationale for the whole answer, checked
+    against an uncached reference forward with the absent words' tokens set to <pad>."""
+    from experiments.interactions.games import judge_game
+
+    config, model, params, tok = tiny
+    lay = VocabLayout.from_model_config(config.model)
+    scorer = JudgeScorer(model, params, tok, JudgeSettings(max_rationale_tokens=4,
+                                                           eval_batch=2))
+    cards, questions, answers = exchanges(6, seed=3)
+    k = next(i for i, a in enumerate(answers) if len(a.split()) >= 3)  # a terse one has 1 word
+    tg = judge_game(scorer, cards[k], questions[k], answers[k], batch=4)
+    assert tg.words == tuple(answers[k].split()) and tg.output[-1] == lay.special("<verdict>")
+    keep = np.array([[True] * len(tg.words), [i % 2 == 0 for i in range(len(tg.words))]])
+    got = tg.game.values(keep)
+    for row, value in zip(keep, got, strict=True):
+        ids = np.concatenate([tg.prompt, tg.output]).copy()
+        for kept, (a, b) in zip(row, tg.players.spans, strict=True):
+            if not kept:
+                ids[a:b] = lay.pad_id
+        r = reference_ratio(model, params, list(ids), lay)
+        np.testing.assert_allclose(value, np.log(r / (1 - r)), rtol=1e-4, atol=1e-4)  # fp32
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
@@ -283,3 +308,17 @@ def test_tiny_judge_trains_evaluates_and_serves_as_an_rl_reward(judge_data, tmp_
     np.testing.assert_allclose(got, scorer.pointwise(cards, questions, answers).reward)
     with pytest.raises(ValueError, match=r"references\[0\] to be a JSON object"):
         mix(refs, completions, references=["not json", "x"])
+
+    # the judge run through `chorus analyze interactions` (the answer's words as players)
+    from chorus.cli import main as chorus
+
+    out = tmp_path / "analyze"
+    assert chorus(["analyze", "interactions", "--workdir", str(workdir), "--text",
+                   "I reside in Riga now.", "--card", cards[0], "--question", questions[0],
+                   "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "interactions.json").read_text())
+    assert report["players"] == ["I", "reside", "in", "Riga", "now."]
+    assert report["game"]["value"].startswith("log p(<yes>) - log p(<no>)")
+    assert abs(report["shapley"]["efficiency_gap"]) < 1e-8 and report["tree"] is not None
+    assert chorus(["analyze", "interactions", "--workdir", str(workdir), "--text",
+                   "I reside in Riga.", "--out", str(out), "--quiet"]) == 2  # no card

@@ -4,12 +4,16 @@
         [--players 10] [--axis time|frequency] [--baseline mean|silence] [--reference "..."]
     chorus analyze interactions --workdir runs/reproduce/tts --text "turn on the light" \\
         --out out/ [--instruction "..."] [--speaker VOICE] [--baseline pad|unk]
+    chorus analyze interactions --workdir runs/judge --text "I reside in Porto." \\
+        --card "name: Maya. age: 34. home: Riga. ..." --question "Where do you live?" --out out/
     chorus analyze experiment --asr RUN --robust RUN --data CORPUS --out out/ [--tts RUN]
 
 `interactions` explains one input: an audio clip through an ASR run (players = time
 segments or mel bands of its log-mel; f(S) = log p(transcript | the clip with S kept), the
 transcript being --reference or the model's own greedy one) or a text through a TTS run
-(players = its words; f(S) = log p(the codes the model spoke | the prompt with S kept)).
+(players = its words; f(S) = log p(the codes the model spoke | the prompt with S kept)), or
+the answer of an exchange through a judge run (players = its words; f(S) = the verdict's
+log-odds log p(<yes>) - log p(<no>) after the judge's own rationale).
 It writes OUT/interactions.json (Shapley values, interactions I^(m) at the chosen orders
 and their strength, each with its standard error) and figures: shapley.png, strength.png,
 and for a text the word-interaction tree (tree.png, tree.txt). Up to --exact-max players
@@ -45,7 +49,9 @@ def _ratios(text: str) -> tuple[float, ...]:
 def _interactions_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chorus analyze interactions", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True, help="an ASR run (--audio) or a TTS run (--text)")
+    p.add_argument("--workdir", required=True,
+                   help="an ASR run (--audio), a TTS run (--text) or a judge run (--text: the "
+                        "answer judged, with --card and --question)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--audio", help="an audio file (any format libsndfile reads)")
     source.add_argument("--text", help="a text to synthesize (inline directions allowed)")
@@ -62,6 +68,8 @@ def _interactions_parser() -> argparse.ArgumentParser:
                    help="audio: the transcript f(S) scores (default: the model's own)")
     p.add_argument("--instruction", default="", help="text: the TTS instruction")
     p.add_argument("--speaker", default=None, help="text: a catalog voice name")
+    p.add_argument("--card", default="", help="judge: the persona card")
+    p.add_argument("--question", default="", help="judge: the question the answer replies to")
     p.add_argument("--tree", dest="tree_criterion", choices=("benefit", "between"),
                    default="benefit", help="text: merge the adjacent pair with the largest "
                    "B([L u R]) (benefit, default) or B(L, R) (between)")
@@ -100,6 +108,15 @@ def interactions_main(argv: list[str]) -> int:
                                    samples=args.samples, exact_max=args.exact_max,
                                    seed=args.seed, overrides=args.overrides,
                                    show_progress=not args.quiet)
+        elif _run_module(args.workdir) == "judge":
+            from experiments.interactions.explain import explain_judge
+
+            report = explain_judge(args.workdir, args.text, args.out, card=args.card,
+                                   question=args.question, baseline=args.baseline or "pad",
+                                   ratios=args.orders, samples=args.samples,
+                                   exact_max=args.exact_max, seed=args.seed,
+                                   show_progress=not args.quiet,
+                                   tree_criterion=args.tree_criterion)
         else:
             report = explain_text(args.workdir, args.text, args.out,
                                   baseline=args.baseline or "pad",
@@ -115,6 +132,14 @@ def interactions_main(argv: list[str]) -> int:
                       "players": report["players"], "value_full": report["value_full"],
                       "strength": report["strength"]["mean"]}))
     return 0
+
+
+def _run_module(workdir: str) -> str:
+    """The experiment a run directory was trained by (its config's experiment.module)."""
+    from chorus.training.restore import resolve_run_dir
+    from chorus.training.run_config import read_run_config
+
+    return str(read_run_config(resolve_run_dir(workdir)).experiment.get("module", ""))
 
 
 def experiment_main(argv: list[str]) -> int:

@@ -105,16 +105,47 @@ def explain_text(workdir: str, text: str, out: str, *, baseline: str = "pad",
 
     synth = Synthesizer.load(workdir, codec_run=codec_run, overrides=overrides)
     tg = text_game(synth, SpeechRequest(text, instruction, speaker, seed), mask=baseline)
+    game = {"run": workdir, "text": text, "instruction": instruction, "speaker": speaker,
+            "value": "log p(the model's codes <tts_end> | prompt with S kept)",
+            "codes": int(tg.output.size)}
+    return _word_report(tg, game, out, baseline=baseline, ratios=ratios, samples=samples,
+                        exact_max=exact_max, seed=seed, show_progress=show_progress,
+                        tree_criterion=tree_criterion)
+
+
+def explain_judge(workdir: str, answer: str, out: str, *, card: str, question: str,
+                  baseline: str = "pad", ratios: Sequence[float] = DEFAULT_RATIOS,
+                  samples: int = 64, exact_max: int = 12, seed: int = 0,
+                  show_progress: bool = True, tree_criterion: str = "benefit") -> dict:
+    """The judge's game of one exchange: the answer's words are the players, f(S) the
+    verdict's log-odds (see experiments.interactions.games.judge_game)."""
+    from experiments.interactions.games import judge_game
+    from experiments.judge.rewards import JudgeReward
+
+    if not card.strip() or not question.strip():
+        raise ValueError("--card and --question: a judge game needs the persona card and the "
+                         "question the answer replies to")
+    scorer = JudgeReward.build(None, run=workdir).scorer  # loaded as the RL reward loads it
+    tg = judge_game(scorer, card, question, answer, mask=baseline)
+    game = {"run": workdir, "text": answer, "card": card, "question": question,
+            "value": "log p(<yes>) - log p(<no>) at the verdict | answer with S kept",
+            "rationale": scorer.tokenizer.decode(
+                [int(t) for t in tg.output if t < scorer.layout.text_size])}
+    return _word_report(tg, game, out, baseline=baseline, ratios=ratios, samples=samples,
+                        exact_max=exact_max, seed=seed, show_progress=show_progress,
+                        tree_criterion=tree_criterion)
+
+
+def _word_report(tg, game: dict, out: str, *, baseline: str, ratios, samples: int,
+                 exact_max: int, seed: int, show_progress: bool, tree_criterion: str) -> dict:
+    """Report, word tree and figures of a word game (TTS prompt or judge input)."""
     n = tg.game.num_players
     bars = ProgressBars("analyze", show_progress)
     table = value_table(tg.game, progress=bars) if n <= MAX_EXACT_PLAYERS else None
     report = summarize(tg.game, ratios=ratios, exact_max=exact_max, samples=samples,
                        seed=seed, progress=bars, table=table if n <= exact_max else None)
-    report["game"] = {"run": workdir, "text": text, "instruction": instruction,
-                      "speaker": speaker, "baseline": baseline,
-                      "tree_criterion": tree_criterion,
-                      "value": "log p(the model's codes <tts_end> | prompt with S kept)",
-                      "codes": int(tg.codes.size), "players": tg.players.to_json()}
+    report["game"] = {**game, "baseline": baseline, "tree_criterion": tree_criterion,
+                      "players": tg.players.to_json()}
     os.makedirs(out, exist_ok=True)
     if table is not None:
         tree = build_tree(table, n, criterion=tree_criterion)

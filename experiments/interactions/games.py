@@ -105,7 +105,8 @@ class TextGame:
     players: Players
     words: tuple[str, ...]
     prompt: np.ndarray  # int32: the prompt of the whole text (every player kept)
-    codes: np.ndarray  # int32: the codes the model spoke for it (f(N) scores these)
+    output: np.ndarray  # int32: what the model produced for it, which f scores (TTS: the
+    # codes it spoke; judge: its rationale, ending with <verdict>)
 
 
 def text_game(synth, request, mask: str = "pad", batch: int = BATCH) -> TextGame:
@@ -151,6 +152,44 @@ def text_game(synth, request, mask: str = "pad", batch: int = BATCH) -> TextGame
     game = Game(players.count, _fixed_batch(jax.jit(forward), batch), players.names,
                 batch_size=batch)
     return TextGame(game, players, words, prompt, codes)
+
+
+def judge_game(scorer, card: str, question: str, answer: str, mask: str = "pad",
+               batch: int = BATCH) -> TextGame:
+    """The judge's game of one exchange: the answer's words are the players; f(S) = log
+    p(<yes>) - log p(<no>) at the verdict (the log-odds whose sigmoid is the judge's reward),
+    after the rationale the judge wrote for the whole answer (teacher-forced, so f(N) is the
+    log-odds behind its own judgement). `scorer`: an experiments.judge.scoring.JudgeScorer."""
+    from experiments.judge.prompt import judge_prompt
+
+    if mask not in TEXT_MASKS:
+        raise ValueError(f"mask: expected one of {list(TEXT_MASKS)}, got {mask!r}")
+    words = tuple(answer.split())
+    if len(words) < 2:
+        raise ValueError(f"text: expected an answer of at least 2 words, got {answer!r}")
+    layout, encode = scorer.layout, scorer.encode
+    rationale = scorer.pointwise([card], [question], [answer], samples=0).rationale_ids[0][0]
+    head = judge_prompt(layout, encode, card, question, "")[:-1]  # drops <rationale>
+    pieces = [np.asarray(encode(w), np.int32) for w in words]
+    players = token_spans(pieces, list(words), offset=len(head))
+    prompt = np.concatenate([head, *pieces, [layout.special("<rationale>")]]).astype(np.int32)
+    tokens = np.concatenate([prompt, rationale]).astype(np.int32)  # ends with <verdict>
+    yes, no = layout.special("<yes>"), layout.special("<no>")
+    mask_id = layout.pad_id if mask == "pad" else UNK_ID
+    model, params = scorer.model, scorer.params
+
+    def forward(keep):
+        b, length = keep.shape[0], len(tokens)
+        masked = mask_tokens(tokens, keep, players, mask_id)
+        tile = lambda x: jnp.broadcast_to(jnp.asarray(x), (b, length))  # noqa: E731
+        out = model.apply({"params": params}, masked, tile(np.arange(length)),
+                          tile(np.ones(length, np.int32)))
+        logp = jax.nn.log_softmax(out["logits"][:, -1].astype(jnp.float32), axis=-1)
+        return logp[:, yes] - logp[:, no]
+
+    game = Game(players.count, _fixed_batch(jax.jit(forward), batch), players.names,
+                batch_size=batch)
+    return TextGame(game, players, words, prompt, rationale)
 
 
 def _speaker_text(synth, request) -> str:
