@@ -16,12 +16,12 @@ from chorus.config import Config
 from chorus.model.factory import backbone_init
 from chorus.model.flops import backbone_train_flops
 from chorus.model.unified import UnifiedAudioLM
-from chorus.training.experiment import Experiment
+from chorus.training.experiment import Experiment, GlobalRowBatches
 from chorus.training.lm_loss import make_lm_loss
 from chorus.vocab import MEL_FRAMES_PER_PLACEHOLDER, VocabLayout
 
 
-class SyntheticBatches:
+class SyntheticBatches(GlobalRowBatches):
     def __init__(self, config: Config, shard_index: int = 0, shard_count: int = 1,
                  seed: int = 0, batch_size: int | None = None):
         t = config.train
@@ -36,8 +36,7 @@ class SyntheticBatches:
         self.seq_len, self.clips, self.frames = t.seq_len, t.max_audio_clips, t.max_mel_frames
         self.n_mels = config.audio.n_mels
         self.seed = seed
-        local = self.batch_size // shard_count
-        self.rows = range(shard_index * local, (shard_index + 1) * local)
+        self.rows = self.shard_rows(self.batch_size, shard_index, shard_count)
         self.step = 0
         max_placeholders = self.frames // MEL_FRAMES_PER_PLACEHOLDER
         if self.seq_len < min(max_placeholders, 4) + 8:
@@ -73,19 +72,6 @@ class SyntheticBatches:
                     np.int32),
                 "audio_features": audio, "audio_mask": audio_mask}
 
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        rows = [self._row(self.step, r) for r in self.rows]
-        self.step += 1
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-    def get_state(self) -> dict:
-        return {"step": self.step}
-
-    def set_state(self, state: dict) -> None:
-        self.step = int(state["step"])
 
 
 def synthetic_experiment(config: Config, name: str = "synthetic"):

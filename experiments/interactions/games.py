@@ -99,6 +99,16 @@ def greedy_transcript(transcriber, frames: np.ndarray) -> np.ndarray:
     return ids[ids < transcriber.layout.text_size].astype(np.int32)
 
 
+def _masked_logits(model, params, tokens: np.ndarray, keep, players: Players, mask_id: int):
+    """Logits [B, L, V] of the token stream with the absent players' tokens masked (one
+    packed segment, positions 0..L-1)."""
+    b, length = keep.shape[0], len(tokens)
+    tile = lambda x: jnp.broadcast_to(jnp.asarray(x), (b, length))  # noqa: E731
+    masked = mask_tokens(tokens, keep, players, mask_id)
+    return model.apply({"params": params}, masked, tile(np.arange(length)),
+                       tile(np.ones(length, np.int32)))["logits"]
+
+
 @dataclasses.dataclass(frozen=True)
 class TextGame:
     game: Game
@@ -142,12 +152,10 @@ def text_game(synth, request, mask: str = "pad", batch: int = BATCH) -> TextGame
     model, params = synth.model, synth.params
 
     def forward(keep):
-        b, length = keep.shape[0], len(tokens)
-        masked = mask_tokens(tokens, keep, players, mask_id)
-        tile = lambda x: jnp.broadcast_to(jnp.asarray(x), (b, length))  # noqa: E731
-        out = model.apply({"params": params}, masked, tile(np.arange(length)),
-                          tile(np.ones(length, np.int32)))
-        return sequence_logprobs(out["logits"], tile(targets), tile(loss_mask)).sum(-1)
+        logits = _masked_logits(model, params, tokens, keep, players, mask_id)
+        b = keep.shape[0]
+        tile = lambda x: jnp.broadcast_to(jnp.asarray(x), (b, len(tokens)))  # noqa: E731
+        return sequence_logprobs(logits, tile(targets), tile(loss_mask)).sum(-1)
 
     game = Game(players.count, _fixed_batch(jax.jit(forward), batch), players.names,
                 batch_size=batch)
@@ -179,12 +187,8 @@ def judge_game(scorer, card: str, question: str, answer: str, mask: str = "pad",
     model, params = scorer.model, scorer.params
 
     def forward(keep):
-        b, length = keep.shape[0], len(tokens)
-        masked = mask_tokens(tokens, keep, players, mask_id)
-        tile = lambda x: jnp.broadcast_to(jnp.asarray(x), (b, length))  # noqa: E731
-        out = model.apply({"params": params}, masked, tile(np.arange(length)),
-                          tile(np.ones(length, np.int32)))
-        logp = jax.nn.log_softmax(out["logits"][:, -1].astype(jnp.float32), axis=-1)
+        logits = _masked_logits(model, params, tokens, keep, players, mask_id)
+        logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)
         return logp[:, yes] - logp[:, no]
 
     game = Game(players.count, _fixed_batch(jax.jit(forward), batch), players.names,

@@ -24,7 +24,7 @@ from chorus.model.flops import backbone_train_flops
 from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.evaluation import evaluate_loss
-from chorus.training.experiment import Experiment
+from chorus.training.experiment import Experiment, GlobalRowBatches
 from chorus.vocab import VocabLayout
 from data_pipelines.streams import Stream
 from data_pipelines.tokenizer import TextTokenizer, tokenizer_assets
@@ -78,7 +78,7 @@ def stream_row(stream: Stream, seq_len: int, layout: VocabLayout) -> dict[str, n
             "positions": np.where(valid, np.arange(seq_len), 0).astype(np.int32)}
 
 
-class JudgeBatches:
+class JudgeBatches(GlobalRowBatches):
     """Generated judge rows; row r of step s draws from default_rng([seed, split, s, r])."""
 
     def __init__(self, config: Config, settings: JudgeSettings, tokenizer: TextTokenizer,
@@ -94,8 +94,7 @@ class JudgeBatches:
         self.lexicon = train_lexicon if split == TRAIN else held_out
         self.perturbations = (settings.trained_perturbations if split == TRAIN
                               else PERTURBATIONS)
-        local = t.batch_size // shard_count
-        self.rows = range(shard_index * local, (shard_index + 1) * local)
+        self.rows = self.shard_rows(t.batch_size, shard_index, shard_count)
         self.step = 0
 
     def example(self, step: int, row: int):
@@ -113,19 +112,6 @@ class JudgeBatches:
         return stream_row(make(self.layout, self.encode, ex, self.settings.rationale),
                           self.seq_len, self.layout)
 
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        rows = [self._row(self.step, r) for r in self.rows]
-        self.step += 1
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-    def get_state(self) -> dict:
-        return {"step": self.step}
-
-    def set_state(self, state: dict) -> None:
-        self.step = int(state["step"])
 
 
 def judge_loss(model: UnifiedAudioLM):

@@ -75,6 +75,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+import numpy as np
 
 from chorus.config import Config
 
@@ -93,6 +94,39 @@ class BatchIterator(Protocol):
 
 
 IteratorFactory = Callable[[int, int, int], BatchIterator]
+
+
+class GlobalRowBatches:
+    """A generated BatchIterator whose row r of step s is a pure function of (s, r), r
+    indexing the global batch: each host builds its own rows (`rows`, from `shard_rows`), any
+    split over hosts sees the same global batch, and the step alone is the resume state.
+    Subclasses set `rows` and implement `_row(step, row) -> {name: array}`."""
+
+    rows: range
+    step: int = 0
+
+    @staticmethod
+    def shard_rows(batch_size: int, shard_index: int, shard_count: int) -> range:
+        """This host's rows of a global batch split evenly over `shard_count` hosts."""
+        local = batch_size // shard_count
+        return range(shard_index * local, (shard_index + 1) * local)
+
+    def _row(self, step: int, row: int) -> dict:
+        raise NotImplementedError
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        rows = [self._row(self.step, r) for r in self.rows]
+        self.step += 1
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+    def get_state(self) -> dict:
+        return {"step": self.step}
+
+    def set_state(self, state: dict) -> None:
+        self.step = int(state["step"])
 
 
 class ExperimentError(ValueError):
