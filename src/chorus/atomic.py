@@ -9,6 +9,11 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+# mkstemp makes files owner-only (0600); written files get what a plain open() would give.
+# The umask is read once, at import: reading it means setting it, which is not thread-safe.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -19,6 +24,7 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
