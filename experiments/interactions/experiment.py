@@ -131,9 +131,14 @@ def utterance_record(transcriber, example: dict, settings: ExperimentSettings, r
     return out
 
 
+def _normalized(strength: np.ndarray) -> np.ndarray:
+    """Per utterance [K, M], each row divided by its sum over the orders."""
+    return strength / np.maximum(strength.sum(axis=-1, keepdims=True), 1e-30)
+
+
 def _shares(strength: np.ndarray, ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per utterance [K, M] -> (low-order share [K], high-order share [K]) of the total."""
-    rel = strength / np.maximum(strength.sum(axis=-1, keepdims=True), 1e-30)
+    rel = _normalized(strength)
     return rel[:, ratios <= LOW].sum(-1), rel[:, ratios >= HIGH].sum(-1)
 
 
@@ -151,7 +156,7 @@ def aggregate(records: list[dict], players: int) -> dict:
         m = {"utterances": len(rows)}
         for cond in ("clean", "attacked"):
             s = np.asarray([r[cond]["strength"] for r in rows])
-            rel = s / np.maximum(s.sum(-1, keepdims=True), 1e-30)
+            rel = _normalized(s)
             low, high = _shares(s, ratios)
             m[cond] = {"relative_mean": rel.mean(0).tolist(),
                        "relative_stderr": (rel.std(0, ddof=1) / np.sqrt(len(rows))).tolist(),
@@ -160,7 +165,7 @@ def aggregate(records: list[dict], players: int) -> dict:
                        "wer": _mean_se([r[cond]["wer"] for r in rows]),
                        "value_full": _mean_se([r[cond]["value_full"] for r in rows])}
         c = np.asarray([r["change"] for r in rows])
-        rel = c / np.maximum(c.sum(-1, keepdims=True), 1e-30)
+        rel = _normalized(c)
         low, high = _shares(c, ratios)
         m["change"] = {"relative_mean": rel.mean(0).tolist(),
                        "relative_stderr": (rel.std(0, ddof=1) / np.sqrt(len(rows))).tolist(),

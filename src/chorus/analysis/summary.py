@@ -18,6 +18,7 @@ import numpy as np
 
 from chorus.analysis.game import Game, value_table
 from chorus.analysis.interactions import (
+    all_pairs,
     interaction_strength,
     order_interactions,
     order_interactions_sampled,
@@ -41,7 +42,7 @@ def summarize(game: Game, *, ratios: Sequence[float] = DEFAULT_RATIOS, exact_max
         raise ValueError(f"samples: expected >= 1, got {samples}")
     n = game.num_players
     orders = orders_from_ratios(ratios, n)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    pairs = all_pairs(n)
     if table is not None or n <= exact_max:
         table = value_table(game, progress=progress) if table is None else np.asarray(table)
         if table.shape != (2 ** n,):
