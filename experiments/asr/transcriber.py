@@ -49,13 +49,18 @@ def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int)
     return {"prompts": prompts, "lengths": lengths, "audio_features": feats, "audio_mask": mask}
 
 
-def text_of(ids, tokenizer, layout: VocabLayout) -> str:
-    """The text of decoded ids: the text tokens before the first <eos> (specials and audio
-    codes dropped)."""
+def text_ids_of(ids, layout: VocabLayout) -> np.ndarray:
+    """The text tokens of decoded ids before the first <eos> (specials and audio codes
+    dropped), int32."""
     ids = np.asarray(ids)
     stops = np.flatnonzero(ids == layout.eos_id)
     body = ids[:stops[0]] if stops.size else ids
-    return tokenizer.decode([int(t) for t in body if t < layout.text_size])
+    return body[body < layout.text_size].astype(np.int32)
+
+
+def text_of(ids, tokenizer, layout: VocabLayout) -> str:
+    """The text of decoded ids: the text tokens before the first <eos>."""
+    return tokenizer.decode([int(t) for t in text_ids_of(ids, layout)])
 
 
 class Transcriber:

@@ -33,6 +33,7 @@ from chorus.analysis.players import (
 from chorus.rl.logprobs import sequence_logprobs
 from data_pipelines.tokenizer import UNK_ID
 from experiments.asr.scoring import transcript_scorer
+from experiments.asr.transcriber import text_ids_of
 from experiments.tts.prompt import prompt_ids, speaker_prompt
 
 TEXT_MASKS = ("pad", "unk")
@@ -93,10 +94,7 @@ def greedy_transcript(transcriber, frames: np.ndarray) -> np.ndarray:
     """The model's greedy transcript ids of a clip (text ids before <eos>)."""
     result = transcriber.decode(transcriber.request(frames), "greedy")
     tokens, n = np.asarray(result.tokens)[0], int(np.asarray(result.lengths)[0])
-    ids = tokens[:n]
-    stops = np.flatnonzero(ids == transcriber.layout.eos_id)
-    ids = ids[:stops[0]] if stops.size else ids
-    return ids[ids < transcriber.layout.text_size].astype(np.int32)
+    return text_ids_of(tokens[:n], transcriber.layout)
 
 
 def _masked_logits(model, params, tokens: np.ndarray, keep, players: Players, mask_id: int):
