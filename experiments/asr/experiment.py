@@ -31,6 +31,7 @@ def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
     The data directory is checked here, when data is first opened (not when configs load).
     """
     from data_pipelines import make_train_iterator
+    from data_pipelines.augment import NO_AUGMENT
 
     t = config.train
 
@@ -43,7 +44,8 @@ def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
         return make_train_iterator(
             split=settings.train_split, batch_size=t.batch_size // shard_count, seed=seed,
             shard_index=shard_index, shard_count=shard_count,
-            num_workers=settings.data_workers, **base())
+            num_workers=settings.data_workers, augment_config=settings.augment or NO_AUGMENT,
+            **base())
 
     def eval_iterator(shard_index: int, shard_count: int, seed: int):
         # One ordered pass: the same eval batches every time.

@@ -12,6 +12,7 @@ from chorus.audio.spec_augment import SpecAugmentConfig
 from chorus.config import Config, check, settings_from
 from chorus.model.heads import MTPConfig
 from chorus.rl.settings import RLSettings
+from data_pipelines.augment import AugmentConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,9 @@ class AsrSettings:
     # SpecAugment of the training log-mel; null = off. Evaluation never augments.
     spec_augment: SpecAugmentConfig | None = SpecAugmentConfig(
         num_freq_masks=2, max_freq_width=16, num_time_masks=2, max_time_fraction=0.08)
+    # Waveform augmentation of the training clips on the host (data_pipelines.augment: speed,
+    # gain, white noise); null = off. Evaluation never augments.
+    augment: AugmentConfig | None = None
     # Adversarial training (Madry-style PGD on the training log-mel, experiments/asr/model.py);
     # null = off. `--set experiment.adversarial.epsilon=0.25` switches it on (log-mel units; the
     # encoder divides by audio.mel_std) with the other PGDConfig fields at their defaults.
