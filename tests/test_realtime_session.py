@@ -10,13 +10,13 @@ from backbones import random_backbone
 from codec_fixtures import random_codec
 
 from chorus.audio.mel import log_mel
+from chorus.audio.vad import VadConfig
 from chorus.config import load_config
 from chorus.decoding.verified import greedy_decode, uncached_tokens
 from chorus.model import UnifiedAudioLM, init_cache
 from chorus.vocab import VocabLayout, num_audio_placeholders
 from data_pipelines.synthesis import synthesize
 from experiments.realtime.session import Session, SessionConfig
-from experiments.realtime.vad import VadConfig
 
 CFG = load_config("cpu-tiny", ["model.num_layers=1", "audio.num_layers=1",
                                "audio.chunk_size=4", "model.max_seq_len=512"])

@@ -2,13 +2,13 @@
 
     regime.py    DialogueRegime: <chat> <persona> card <user> <audio>xN <assistant> answer <eos>
                  (the data pipeline's dialogue turns)
-    vad.py       voice-activity detection (WebRTC VAD): speech start / end of a turn
     streaming_mel.py  log-mel of a stream, frame-exact with chorus.audio.mel.log_mel
     session.py   Session: 80 ms audio chunks -> streaming encoder -> KV cache (extend); at
                  end of speech the answer: text, <tts_start>, codes -> streamed audio packets;
                  barge-in, history across turns, a context limit that evicts old turns
     cli.py       `chorus chat --workdir W --persona card.json q1.wav [q2.wav ...] --out DIR`
 
+The turn detector is chorus.audio.vad (VoiceActivityDetector).
 The latency benchmark is `chorus bench realtime-latency`
 (experiments/benchmarks/realtime_latency.py).
 """

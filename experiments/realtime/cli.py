@@ -58,10 +58,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from chorus.audio.io import AudioError, load_wave, write_wav
+    from chorus.audio.vad import VadConfig
     from chorus.config import ConfigError
     from experiments.realtime.persona import PersonaCard, PersonaError
     from experiments.realtime.session import Session, SessionConfig
-    from experiments.realtime.vad import VadConfig
 
     def fail(message) -> int:
         print(f"chorus chat: {message}", file=sys.stderr)

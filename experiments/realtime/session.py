@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from chorus.audio.resample import SAMPLE_RATE
+from chorus.audio.vad import VadConfig, VoiceActivityDetector
 from chorus.decoding.filtering import sampling_logits
 from chorus.decoding.inputs import at_last
 from chorus.model.audio_encoder import stream_output_frames
@@ -62,7 +63,6 @@ from chorus.model.streaming_encoder import StreamingEncoder
 from chorus.model.unified import KVCache, UnifiedAudioLM, init_cache
 from chorus.vocab import MEL_FRAMES_PER_PLACEHOLDER, VocabLayout, num_audio_placeholders
 from experiments.realtime.streaming_mel import StreamingLogMel
-from experiments.realtime.vad import VadConfig, VoiceActivityDetector
 
 PIECE = MEL_FRAMES_PER_PLACEHOLDER  # log-mel frames per encoder push: 80 ms
 REFILL_BUCKET = 64  # re-prefill widths are padded to a multiple (few compiled shapes)

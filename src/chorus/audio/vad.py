@@ -1,4 +1,5 @@
-"""Voice-activity detection for the realtime session: when a user turn starts and ends.
+"""Voice-activity detection: when speech starts and ends (the realtime turn detector), and
+the frame decision the ASR speech gate (chorus.audio.speech_gate) counts.
 
     vad = VoiceActivityDetector(VadConfig(silence_ms=500))
     for event in vad.push(chunk):         # any length of 16 kHz float samples

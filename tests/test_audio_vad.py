@@ -1,11 +1,11 @@
-"""experiments/realtime/vad.py: eSpeak speech opens and closes one turn at the right times;
+"""chorus.audio.vad: eSpeak speech opens and closes one turn at the right times;
 silence, white noise and short bursts open none."""
 
 import numpy as np
 import pytest
 
+from chorus.audio.vad import VadConfig, VoiceActivityDetector
 from data_pipelines.synthesis import synthesize
-from experiments.realtime.vad import VadConfig, VoiceActivityDetector
 
 LEAD, TAIL = 8000, 16000  # samples of silence before / after the speech
 
