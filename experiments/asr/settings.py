@@ -9,6 +9,7 @@ from typing import Literal
 
 from chorus.analysis.attacks import PGDConfig
 from chorus.audio.spec_augment import SpecAugmentConfig
+from chorus.audio.speech_gate import SpeechGate
 from chorus.config import Config, check, settings_from
 from chorus.model.heads import MTPConfig
 from chorus.rl.settings import RLSettings
@@ -49,6 +50,9 @@ class AsrSettings:
     eval_splits: tuple[str, ...] = ("test", "test_compositional")
     eval_examples: int = 200  # per split
     speed_examples: int = 32  # utterances timed for greedy-vs-verified wall-clock (0 = skip)
+    # Inference: a clip the voice-activity gate finds no speech in (silence, noise, too short)
+    # transcribes as "" without decoding (chorus.audio.speech_gate); null = off.
+    speech_gate: SpeechGate | None = SpeechGate()
 
     def __post_init__(self):
         check(self.data_workers >= 0, "experiment.data_workers", "a number >= 0",

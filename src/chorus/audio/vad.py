@@ -106,6 +106,12 @@ class VoiceActivityDetector:
         self._run = 0  # consecutive frames of the current kind (speech when idle, else silence)
         self._run_start = 0
         self._last_speech_end = 0
+        self.speech_frame_count = 0  # frames `frame_is_speech` accepted since the reset
+
+    @property
+    def last_speech_end(self) -> int:
+        """Stream sample where the current (or last) turn's last speech frame ended."""
+        return self._last_speech_end
 
     def frame_is_speech(self, frame: np.ndarray) -> bool:
         """One frame (frame_samples floats in [-1, 1]): WebRTC says speech and it is not
@@ -129,6 +135,7 @@ class VoiceActivityDetector:
             frame, self._buffer = self._buffer[:n], self._buffer[n:]
             start, self.position = self.position, self.position + n
             speech = self.frame_is_speech(frame)
+            self.speech_frame_count += int(speech)
             if not self.in_speech:
                 if not speech:
                     self._run = 0
