@@ -11,7 +11,9 @@ calls broadband noise speech (measured on white noise of rms 0.03 and up: every 
 aggressiveness), so a frame counts as speech only when its spectral flatness (Wiener entropy:
 geometric / arithmetic mean of the power spectrum) is also below `max_flatness`: voiced
 speech is peaky (eSpeak: median 0.003, 90th percentile 0.1-0.2), white noise is flat (0.56 at
-any level). The price: whispered speech, which is flat too, is not detected.
+any level). eSpeak's whispered voices (+whisper, +whisperf) keep their formants and pass
+(median 0.03); a real whisper, closer to shaped noise, may not. Coloured noise (pink, brown)
+and steady tones are not flat, and can pass.
 
 A turn starts after `min_speech_ms` of consecutive speech frames (so a click or a noise burst
 does not open one) and ends after `silence_ms` of consecutive non-speech frames. `sample` is
