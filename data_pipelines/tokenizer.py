@@ -89,3 +89,8 @@ class TextTokenizer:
 
     def decode(self, ids) -> str:
         return self._sp.decode([int(i) for i in ids])
+
+    def pieces(self, ids) -> list[str]:
+        """The SentencePiece pieces of ids ("▁" marks a word start): what word-level
+        alignment needs, since decode() drops the markers."""
+        return [self._sp.id_to_piece(int(i)) for i in ids]

@@ -13,6 +13,7 @@ companions), and its settings hold the ASR ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,14 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chorus.config import Config
+from chorus.config import Config, check
+from chorus.decoding.ctc import CtcGreedy, ctc_greedy
 from chorus.decoding.verified import greedy_decode, verified_decode
-from chorus.vocab import VocabLayout
+from chorus.model.unified import UnifiedAudioLM
+from chorus.vocab import MEL_FRAMES_PER_SECOND, VocabLayout
+from experiments.asr.ctc_timestamps import word_timestamps
 from experiments.asr.model import AsrModel
 from experiments.asr.regime import asr_prompt
 from experiments.asr.settings import asr_settings
 
-MODES = ("verified", "greedy", "prefill")
+MODES = ("verified", "greedy", "prefill", "ctc")
 
 
 def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int) -> dict:
@@ -82,10 +86,13 @@ class Transcriber:
         return pad_requests([example], self.layout, self.max_frames)
 
     def decode(self, request: dict, mode: str = "verified"):
-        """mode: "verified" (greedy when there are no heads), "greedy", or "prefill" (encoder,
-        prompt prefill and the first token only: the part both decoders share)."""
+        """mode: "verified" (greedy when there are no heads), "greedy", "prefill" (encoder,
+        prompt prefill and the first token only: the part both decoders share), or "ctc"
+        (`ctc_decode`: the CTC head's best path, no decoder)."""
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
+        if mode == "ctc":
+            return self.ctc_decode(request)
         p = self.params
         args = (jnp.asarray(request["prompts"]), jnp.asarray(request["lengths"]))
         audio = dict(audio_features=jnp.asarray(request["audio_features"]),
@@ -96,6 +103,51 @@ class Transcriber:
         return greedy_decode(self.asr.backbone, p["backbone"], *args,
                              max_new_tokens=1 if mode == "prefill" else
                              self.settings.max_new_tokens, **audio)
+
+    @functools.cached_property
+    def _ctc_logits(self):
+        check(self.asr.ctc_head is not None and "ctc" in self.params, "experiment.ctc_weight",
+              "> 0 in the run's training (mode 'ctc' reads its CTC head)",
+              self.asr.ctc_weight)
+
+        @jax.jit
+        def logits(params, audio_features, audio_mask):
+            frames, frame_mask = self.asr.backbone.apply(
+                {"params": params["backbone"]}, audio_features, audio_mask,
+                method=UnifiedAudioLM.encode_audio)  # the encoder + adaptor the prompt splices
+            out = self.asr.ctc_head.apply({"params": params["ctc"]}, frames)
+            return out[:, 0], frame_mask[:, 0]  # an ASR request holds one clip per row
+
+        return logits
+
+    def ctc_logits(self, request: dict) -> tuple[jax.Array, jax.Array]:
+        """(CTC logits [B, F, text_size + 1], adaptor frame mask [B, F]) of a request: the
+        audio encoder + adaptor and the CTC head only (class 0 = blank, text id t = t + 1)."""
+        return self._ctc_logits({k: self.params[k] for k in ("backbone", "ctc")},
+                                jnp.asarray(request["audio_features"]),
+                                jnp.asarray(request["audio_mask"]))
+
+    def ctc_decode(self, request: dict) -> CtcGreedy:
+        """CTC greedy (best path) over the adaptor frames: text ids + per-token frame spans,
+        no decoder forward. ConfigError when the run has no CTC head (ctc_weight=0)."""
+        return ctc_greedy(*self.ctc_logits(request))
+
+    def word_timestamps(self, request: dict, result: CtcGreedy | None = None
+                        ) -> list[list[dict]]:
+        """Per row, [{"word", "start", "end"}] in seconds from the CTC alignment (`result`, or
+        a fresh `ctc_decode`); ends past the clip's audio are clipped to it."""
+        result = self.ctc_decode(request) if result is None else result
+        seconds = np.asarray(request["audio_mask"]).reshape(len(result.lengths), -1).sum(
+            -1) / MEL_FRAMES_PER_SECOND
+        rows = []
+        for i, n in enumerate(np.asarray(result.lengths)):
+            words = word_timestamps(np.asarray(result.ids[i, :n]),
+                                    np.asarray(result.starts[i, :n]),
+                                    np.asarray(result.ends[i, :n]), self.tokenizer)
+            end = float(seconds[i])
+            rows.append([{**w, "start": min(w["start"], end), "end": min(w["end"], end)}
+                         for w in words])
+        return rows
 
     def texts(self, result) -> list[str]:
         tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)

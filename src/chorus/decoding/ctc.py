@@ -35,6 +35,11 @@ class CtcGreedy:
     starts: jax.Array  # [B, F] int32 first frame of each token, PAD after lengths[b]
     ends: jax.Array  # [B, F] int32 last frame of each token (inclusive), PAD after lengths[b]
 
+    @property
+    def tokens(self) -> jax.Array:
+        """ids under DecodeResult's name, so code that reads .tokens / .lengths reads either."""
+        return self.ids
+
 
 @jax.jit
 def ctc_greedy(logits, frame_mask) -> CtcGreedy:

@@ -1,0 +1,141 @@
+"""The transcriber's CTC mode on the tiny ASR run: best path from the training forward's
+adaptor frames (a per-frame loop as reference), word timestamps from a hand-built alignment,
+and the error of a run without a CTC head."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from chorus.config import ConfigError
+from chorus.decoding.ctc import ctc_prefix_beam_search
+from experiments.asr.ctc_eval import ctc_beam_texts, ctc_eval
+from experiments.asr.ctc_timestamps import FRAME_SECONDS, word_timestamps
+from experiments.asr.regime import eval_examples
+from experiments.asr.settings import asr_settings
+from experiments.asr.transcriber import load_transcriber, pad_requests
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_asr_run):
+    return load_transcriber(str(tiny_asr_run))
+
+
+@pytest.fixture(scope="module")
+def examples(loaded):
+    transcriber, run = loaded
+    return eval_examples(run.config, asr_settings(run.config), "test", 2)
+
+
+def _reference_best_path(transcriber, example):
+    """The training forward (tokens with <audio> placeholders, as AsrModel.loss_fn runs it),
+    the CTC head over the adaptor frames it spliced, then argmax / collapse frame by frame."""
+    import jax.numpy as jnp
+
+    one = pad_requests([example], transcriber.layout, transcriber.max_frames)
+    tokens = jnp.asarray(one["prompts"][:, :one["lengths"][0]])
+    positions = jnp.arange(tokens.shape[1])[None]
+    out = transcriber.asr.backbone.apply({"params": transcriber.params["backbone"]},
+                                         tokens, positions, jnp.ones_like(tokens),
+                                         jnp.asarray(one["audio_features"]),
+                                         jnp.asarray(one["audio_mask"]))
+    logits = transcriber.asr.ctc_head.apply({"params": transcriber.params["ctc"]},
+                                            out["audio_frames"])[0, 0]
+    frames = np.asarray(out["audio_frame_mask"])[0, 0]
+    ids, starts, ends, prev = [], [], [], 0
+    for t in np.flatnonzero(frames):
+        c = int(np.argmax(logits[t]))
+        if c != 0 and c != prev:
+            ids.append(c - 1)
+            starts.append(int(t))
+            ends.append(int(t))
+        elif c != 0:
+            ends[-1] = int(t)
+        prev = c
+    return ids, starts, ends, np.asarray(logits, np.float64)[frames]
+
+
+def test_ctc_mode_is_the_best_path_of_the_training_forwards_frames(loaded, examples):
+    transcriber, _ = loaded
+    request = pad_requests(examples, transcriber.layout, transcriber.max_frames)
+    result = transcriber.decode(request, mode="ctc")
+    texts = transcriber.texts(result)
+    beam_texts = ctc_beam_texts(transcriber, request, 4)
+    for i, example in enumerate(examples):
+        ids, starts, ends, logits = _reference_best_path(transcriber, example)
+        n = int(result.lengths[i])
+        assert np.asarray(result.ids[i, :n]).tolist() == ids
+        assert np.asarray(result.starts[i, :n]).tolist() == starts
+        assert np.asarray(result.ends[i, :n]).tolist() == ends
+        assert texts[i] == transcriber.tokenizer.decode(ids)
+        # the beam texts are the search over this row's valid frames only
+        lp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+        (best, score), *_ = ctc_prefix_beam_search(lp, beam=4)
+        assert beam_texts[i] == transcriber.tokenizer.decode(best) and np.isfinite(score)
+
+
+def test_word_timestamps_of_a_hand_built_alignment(loaded):
+    tokenizer = loaded[0].tokenizer
+    text = "turn off the lights, please"
+    ids = tokenizer.encode(text)
+    pieces = tokenizer.pieces(ids)
+    assert "".join(pieces).replace("\u2581", " ").strip() == text
+    starts = 3 * np.arange(len(ids)) + 1  # token k on frames 3k+1 ..= 3k+2
+    ends = starts + 1
+    words = word_timestamps(ids, starts, ends, tokenizer)
+    assert [w["word"] for w in words] == text.split()
+    # by hand: a word runs from its first piece's first frame to its last piece's last frame,
+    # a lone "▁" piece (this tokenizer writes "turn" as "▁" "t" "u" "r" "n") not timing it
+    first = [k for k, p in enumerate(pieces) if p.startswith("\u2581") or k == 0]
+    last = [k - 1 for k in first[1:]] + [len(ids) - 1]
+    assert "\u2581" in pieces  # the case is exercised
+    for w, a, b in zip(words, first, last, strict=True):
+        a += pieces[a] == "\u2581"
+        assert w["start"] == pytest.approx(starts[a] * 0.08, abs=1e-12)
+        assert w["end"] == pytest.approx((ends[b] + 1) * 0.08, abs=1e-12)
+    # and on "lights," the comma stays with its word
+    assert words[3] == {"word": "lights,", "start": pytest.approx(starts[pieces.index("l")] * 0.08),
+                        "end": pytest.approx((ends[pieces.index(",")] + 1) * 0.08)}
+    assert FRAME_SECONDS == pytest.approx(0.08)
+    with pytest.raises(ValueError, match="of one length, got 5, 5 and 4"):
+        word_timestamps(ids[:5], starts[:5], ends[:4], tokenizer)
+    with pytest.raises(ValueError, match="0 <= starts <= ends"):
+        word_timestamps(ids[:2], [3, 1], [4, 2], tokenizer)
+
+
+def test_transcriber_word_timestamps_cover_the_ctc_text(loaded, examples):
+    transcriber, _ = loaded
+    request = pad_requests(examples, transcriber.layout, transcriber.max_frames)
+    result = transcriber.ctc_decode(request)
+    rows = transcriber.word_timestamps(request, result)
+    seconds = request["audio_mask"].reshape(len(examples), -1).sum(-1) / 100
+    for words, text, limit in zip(rows, transcriber.texts(result), seconds, strict=True):
+        assert " ".join(w["word"] for w in words) == " ".join(text.split())
+        for w in words:
+            assert 0 <= w["start"] <= w["end"] <= limit
+        assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+    assert rows == transcriber.word_timestamps(request)  # decodes itself when not given
+
+
+def test_ctc_eval_reports_each_decoder(loaded, examples):
+    transcriber, _ = loaded
+    report = ctc_eval(transcriber, examples, batch_size=2, beam=2)
+    assert set(report) == {"greedy", "ctc_greedy", "ctc_beam"}
+    ctc_texts = transcriber.texts(transcriber.decode(
+        pad_requests(examples, transcriber.layout, transcriber.max_frames), mode="ctc"))
+    assert [e["hypothesis"] for e in report["ctc_greedy"]["examples"]] == ctc_texts
+    for row in report.values():
+        assert 0 <= row["wer"] and row["seconds"] > 0 and row["utterances"] == 2
+
+
+def test_a_run_without_a_ctc_head_says_so(loaded, examples):
+    transcriber, _ = loaded
+    no_head = type(transcriber)(transcriber.config,
+                                dataclasses.replace(transcriber.asr, ctc_head=None,
+                                                    ctc_weight=0.0),
+                                transcriber.params, transcriber.tokenizer)
+    request = pad_requests(examples[:1], transcriber.layout, transcriber.max_frames)
+    with pytest.raises(ConfigError, match=r"experiment\.ctc_weight.*mode 'ctc'.*got 0\.0"):
+        no_head.decode(request, mode="ctc")
+    with pytest.raises(ConfigError, match=r"experiment\.ctc_weight"):
+        no_head.word_timestamps(request)
