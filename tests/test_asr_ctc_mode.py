@@ -139,3 +139,37 @@ def test_a_run_without_a_ctc_head_says_so(loaded, examples):
         no_head.decode(request, mode="ctc")
     with pytest.raises(ConfigError, match=r"experiment\.ctc_weight"):
         no_head.word_timestamps(request)
+
+
+@pytest.mark.slow  # ~20 s on 2 shared cores: two decoder paths compiled
+def test_joint_rescoring_scores_candidates_like_the_kv_cache_decoder(loaded, examples):
+    import jax
+    import jax.numpy as jnp
+
+    from chorus.decoding.inputs import prompt_forward
+    from chorus.model.unified import UnifiedAudioLM
+    from experiments.asr.ctc_eval import _decoder_logprobs, joint_rescore
+
+    transcriber, _ = loaded
+    request = pad_requests(examples[:1], transcriber.layout, transcriber.max_frames)
+    ids = tuple(transcriber.tokenizer.encode("turn off the lights").tolist()[:5])
+    width = request["prompts"].shape[1] + transcriber.settings.max_new_tokens
+    got = _decoder_logprobs(transcriber, request, np.array([0]), [ids], width)
+    # reference: prefill the prompt into a KV cache, then extend by the candidate + <eos>
+    model, params = transcriber.asr.backbone, transcriber.params["backbone"]
+    n = int(request["lengths"][0])
+    prompt = jnp.asarray(request["prompts"][:, :n])
+    logits, _, cache = prompt_forward(model, params, prompt, jnp.array([n]), None,
+                                      jnp.asarray(request["audio_features"]),
+                                      jnp.asarray(request["audio_mask"]), n + len(ids) + 1)
+    window = jnp.asarray([list(ids)])
+    more, _, _ = model.apply({"params": params}, window, jnp.array([len(ids)]), cache,
+                             method=UnifiedAudioLM.extend)
+    steps = jnp.concatenate([logits[:, n - 1: n], more], axis=1)[0]  # predicts ids + <eos>
+    lp = np.asarray(jax.nn.log_softmax(steps, axis=-1))
+    want = sum(lp[j, t] for j, t in enumerate([*ids, transcriber.layout.eos_id]))
+    assert got[0] == pytest.approx(want, abs=1e-3)
+    # weight 1 picks a CTC-only best: the beam's best transcript (or one scoring higher)
+    picked = joint_rescore(transcriber, request, 4, (1.0,))[1.0]
+    assert picked[0] in {ctc_beam_texts(transcriber, request, 4)[0],
+                         transcriber.texts(transcriber.decode(request, "greedy"))[0]}
