@@ -1,22 +1,16 @@
 """A prepared TFDS dataset read by name: a tiny `librispeech` in the real on-disk layout.
 
-The dataset is written the way TFDS lays out LibriSpeech (array_record shards of tf.Example
-protos, dataset_info.json, features.json with `tfds.features.Audio`), both configs: `default`
-(decoded int16 samples) and `lazy_decode` (the FLAC files themselves).
+The dataset is written the way TFDS lays out LibriSpeech (tests/librispeech_layout.py:
+array_record shards of tf.Example protos, dataset_info.json, features.json with
+`tfds.features.Audio`), both configs: `default` (decoded int16 samples) and `lazy_decode`
+(the FLAC files themselves).
 """
 
-import io
-import json
 import os
 
 import numpy as np
 import pytest
-import soundfile
-import tensorflow_datasets as tfds
-from array_record.python.array_record_module import ArrayRecordWriter
-from google.protobuf import json_format
-from tensorflow_datasets.core.proto import feature_pb2
-from tensorflow_datasets.proto import tf_example_pb2, tf_feature_pb2
+from librispeech_layout import write_librispeech
 
 from chorus.audio import mel
 from chorus.audio.io import from_int16, to_int16
@@ -37,58 +31,6 @@ TEXTS = ["HE HOPED THERE WOULD BE STEW FOR DINNER", "STUFF IT INTO YOU HIS BELLY
          "NUMBER TEN FRESH NELLY IS WAITING ON YOU"]
 
 
-def _flac(samples):
-    buf = io.BytesIO()
-    soundfile.write(buf, samples, 16000, format="FLAC", subtype="PCM_16")
-    return buf.getvalue()
-
-
-def _write_librispeech(data_dir, config, version, lazy, split, utterances):
-    folder = os.path.join(data_dir, "librispeech", config, version)
-    os.makedirs(folder)
-    path = os.path.join(folder, f"librispeech-{split}.array_record-00000-of-00001")
-    writer = ArrayRecordWriter(path, "group_size:1")
-    for i, (samples, text) in enumerate(utterances):
-        speech = (tf_feature_pb2.Feature(bytes_list=tf_feature_pb2.BytesList(
-                      value=[_flac(samples)])) if lazy else
-                  tf_feature_pb2.Feature(int64_list=tf_feature_pb2.Int64List(
-                      value=samples.astype(np.int64).tolist())))
-        feature = {
-            "speech": speech,
-            "text": tf_feature_pb2.Feature(bytes_list=tf_feature_pb2.BytesList(
-                value=[text.encode()])),
-            "speaker_id": tf_feature_pb2.Feature(int64_list=tf_feature_pb2.Int64List(
-                value=[84 + i])),
-            "chapter_id": tf_feature_pb2.Feature(int64_list=tf_feature_pb2.Int64List(
-                value=[121123])),
-            "id": tf_feature_pb2.Feature(bytes_list=tf_feature_pb2.BytesList(
-                value=[f"{84 + i}-121123-{i:04d}".encode()])),
-        }
-        example = tf_example_pb2.Example(features=tf_feature_pb2.Features(feature=feature))
-        writer.write(example.SerializeToString())
-    writer.close()
-    others = tfds.features.FeaturesDict({"text": tfds.features.Text(), "speaker_id": np.int64,
-                                         "chapter_id": np.int64, "id": np.str_})
-    features = others.to_json()["content"]["features"]
-    audio = feature_pb2.AudioFeature(shape=feature_pb2.Shape(dimensions=[-1]), dtype="int16",
-                                     file_format="flac", sample_rate=16000, encoding="none",
-                                     lazy_decode=lazy)
-    features["speech"] = {"pythonClassName":
-                          "tensorflow_datasets.core.features.audio_feature.Audio",
-                          "audio": json_format.MessageToDict(audio)}
-    with open(os.path.join(folder, "features.json"), "w") as f:
-        json.dump({"featuresDict": {"features": features}, "pythonClassName":
-                   "tensorflow_datasets.core.features.features_dict.FeaturesDict"}, f)
-    info = {"name": "librispeech", "configName": config, "version": version,
-            "fileFormat": "array_record", "supervisedKeys": {"tuple": {"items": [
-                {"featureKey": "speech"}, {"featureKey": "text"}]}},
-            "splits": [{"name": split, "shardLengths": [str(len(utterances))],
-                        "numBytes": str(os.path.getsize(path)),
-                        "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"}]}
-    with open(os.path.join(folder, "dataset_info.json"), "w") as f:
-        json.dump(info, f)
-
-
 @pytest.fixture(scope="module")
 def librispeech(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
@@ -96,8 +38,8 @@ def librispeech(tmp_path_factory):
     for i, text in enumerate(TEXTS):
         wave, _ = synthesize(text.lower(), voice="en-us+m3", rate=220, seed=i)
         utterances.append((to_int16(wave), text))
-    _write_librispeech(data_dir, "default", "2.1.1", False, "test_clean", utterances)
-    _write_librispeech(data_dir, "lazy_decode", "2.1.2", True, "test_clean", utterances)
+    write_librispeech(data_dir, {"test_clean": utterances}, "default")
+    write_librispeech(data_dir, {"test_clean": utterances}, "lazy_decode")
     tok = os.path.join(data_dir, "tokenizer.model")
     train_tokenizer(TEXTS * 4, 150, tok)
     return data_dir, utterances, tok
