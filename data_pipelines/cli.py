@@ -79,7 +79,11 @@ def tokenizer_main(argv: list[str]) -> int:
     p.add_argument("--fields", default="text,tagged_text,instruction,persona,answer",
                    help="comma-separated text fields (absent ones are ignored)")
     p.add_argument("--out", default=None, help="model path (default DATA/tokenizer.model)")
+    p.add_argument("--normalize", action="store_true",
+                   help="train on normalize_text(text) (lower case, no punctuation): the "
+                        "tokenizer for `--set experiment.asr_target=normalized`")
     args = p.parse_args(argv)
+    from chorus.audio.text import normalize_text
     from data_pipelines.sources import SourceError, open_source
     from data_pipelines.tokenizer import TOKENIZER_FILENAME, train_tokenizer
     from data_pipelines.voices import VOICES
@@ -96,7 +100,8 @@ def tokenizer_main(argv: list[str]) -> int:
         for field in fields:
             value = record.get(field)
             if value:
-                texts.append(value.decode() if isinstance(value, bytes) else str(value))
+                text = value.decode() if isinstance(value, bytes) else str(value)
+                texts.append(normalize_text(text) if args.normalize else text)
     out = args.out or os.path.join(args.data, TOKENIZER_FILENAME)
     try:
         tok = train_tokenizer(texts, args.vocab_size, out)

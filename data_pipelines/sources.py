@@ -13,10 +13,13 @@ return plain dicts of numpy arrays / bytes / scalars; `FieldMap` says which keys
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
+import io
 import json
 import os
+import sys
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -65,14 +68,21 @@ def open_source(name: str, data_dir: str | None, split: str) -> Sequence[dict]:
     prepared_dir = find_prepared_dir(name, data_dir)  # a clear error when it is not there
     if name.split("/")[0].split(":")[0] == "chorus_speech":
         from data_pipelines import tfds_builder  # noqa: F401  (registers the builder)
+    # Without TensorFlow, tfds prints an "install TensorFlow" banner on stdout before failing;
+    # we need no TensorFlow, and stdout may be a command's JSON (`chorus data stats --json`).
+    banner = io.StringIO()
     try:
-        return TfdsSource(tfds.data_source(name, data_dir=data_dir, split=split,
-                                           download=False))
+        with contextlib.redirect_stdout(banner):
+            source = TfdsSource(tfds.data_source(name, data_dir=data_dir, split=split,
+                                                 download=False))
     except ModuleNotFoundError as e:
         if "tensorflow" not in str(e):
             raise
     except ValueError as e:  # tfds: "Unknown split ..."
         raise SourceError(f"dataset {name!r} in {data_dir!r}: split {split!r}: {e}") from e
+    else:
+        sys.stderr.write(banner.getvalue())
+        return source
     return RawArrayRecordSource(prepared_dir, split)
 
 

@@ -13,12 +13,12 @@ import os
 
 import jax
 
-from chorus.config import Config
+from chorus.config import Config, check
 from chorus.model.flops import backbone_train_flops
 from chorus.training.evaluation import evaluate_loss
 from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
-from data_pipelines.tokenizer import tokenizer_assets
+from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer, tokenizer_assets
 from experiments.asr.model import AsrModel
 from experiments.asr.regime import AsrRegime
 from experiments.asr.settings import AsrSettings, asr_settings, data_dir
@@ -36,6 +36,7 @@ def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
     t = config.train
 
     def base() -> dict:
+        corpus_tokenizer(config, settings)  # a clear error before any record is read
         return dict(regime=AsrRegime(target=settings.asr_target), data_dir=data_dir(settings),
                     layout=layout, seq_len=t.seq_len, max_clips=t.max_audio_clips,
                     max_frames=t.max_mel_frames, dataset_name=settings.dataset)
@@ -55,6 +56,19 @@ def make_data(config: Config, settings: AsrSettings, layout: VocabLayout):
             **base())
 
     return train_iterator, eval_iterator
+
+
+def corpus_tokenizer(config: Config, settings: AsrSettings) -> TextTokenizer:
+    """The dataset's tokenizer (<data_dir>/tokenizer.model), checked to have exactly
+    model.text_vocab_size pieces: text ids are its pieces one for one, so a larger tokenizer
+    would collide with the special ids and a smaller one leaves ids it decodes as junk."""
+    path = os.path.join(data_dir(settings), TOKENIZER_FILENAME)
+    tokenizer = TextTokenizer.from_file(path)
+    check(tokenizer.vocab_size == config.model.text_vocab_size, "model.text_vocab_size",
+          f"the {tokenizer.vocab_size} pieces of {path} (--set model.text_vocab_size="
+          f"{tokenizer.vocab_size}, or retrain it: `chorus data tokenizer --vocab-size "
+          f"{config.model.text_vocab_size}`)", config.model.text_vocab_size)
+    return tokenizer
 
 
 def _with_pretrained_backbone(init_fn, run_dir: str):
@@ -87,14 +101,12 @@ def build(config: Config) -> Experiment:
 
     def evaluate(params, workdir: str) -> dict:
         from chorus.atomic import write_json, write_text
-        from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer
         from experiments.asr.evaluate import decode_eval, report_markdown
         from experiments.asr.transcriber import Transcriber
 
         batches = eval_iterator(jax.process_index(), jax.process_count(), t.seed)
         result = evaluate_loss(eval_loss_fn, params, batches)
-        tokenizer = TextTokenizer.from_file(os.path.join(data_dir(settings),
-                                                           TOKENIZER_FILENAME))
+        tokenizer = corpus_tokenizer(config, settings)
         result.update(decode_eval(config, settings, Transcriber(config, asr, params, tokenizer)))
         if jax.process_index() == 0:
             write_json(os.path.join(workdir, "eval", "asr_eval.json"), result)
