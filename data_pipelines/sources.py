@@ -189,14 +189,19 @@ class RawArrayRecordSource(Sequence):
                               f"'array_record', got {info.get('fileFormat')!r}; re-prepare with "
                               "file_format='array_record'")
         splits = {s["name"]: s for s in info.get("splits", [])}
-        if split not in splits:
-            raise SourceError(f"{prepared_dir}: split: expected one of {sorted(splits)}, got "
-                              f"{split!r}")
-        num_shards = len(splits[split]["shardLengths"])
-        self._length = sum(int(n) for n in splits[split]["shardLengths"])
-        self._paths = [os.path.join(prepared_dir, f"{info['name']}-{split}.array_record-"
-                                                  f"{i:05d}-of-{num_shards:05d}")
-                       for i in range(num_shards)]
+        # "a+b+c": the splits one after another (LibriSpeech's 960 h is three train splits)
+        parts = split.split("+")
+        unknown = [p for p in parts if p not in splits]
+        if unknown:
+            raise SourceError(f"{prepared_dir}: split: expected one of {sorted(splits)} (or "
+                              f"several joined by '+'), got {split!r}")
+        self._length, self._paths = 0, []
+        for part in parts:
+            num_shards = len(splits[part]["shardLengths"])
+            self._length += sum(int(n) for n in splits[part]["shardLengths"])
+            self._paths += [os.path.join(prepared_dir, f"{info['name']}-{part}.array_record-"
+                                                       f"{i:05d}-of-{num_shards:05d}")
+                            for i in range(num_shards)]
         missing = [p for p in self._paths if not os.path.exists(p)]
         if missing:
             raise SourceError(f"{prepared_dir}: split {split!r} is missing shard files "

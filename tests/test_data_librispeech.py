@@ -94,3 +94,22 @@ def test_asr_pipelines_on_librispeech(librispeech, name):
         n = int(ex["audio_mask"].sum())
         np.testing.assert_allclose(ex["audio_features"][0, :n],
                                    mel.log_mel(from_int16(samples)), atol=1e-4)
+
+
+def test_joined_splits_read_one_after_another(tmp_path):
+    """`train_clean100+train_clean360+train_other500` is the 960 h training set."""
+    rng = np.random.default_rng(0)
+    splits = {name: [((rng.standard_normal(800) * 3000).astype(np.int16), f"{name.upper()} {i}")
+                     for i in range(n)]
+              for name, n in (("train_clean100", 2), ("train_clean360", 3),
+                              ("train_other500", 1))}
+    write_librispeech(str(tmp_path), splits)
+    source = open_source("librispeech", str(tmp_path), "+".join(splits))
+    expected = [u for utterances in splits.values() for u in utterances]
+    assert len(source) == len(expected) == 6
+    for i, (samples, text) in enumerate(expected):
+        assert source[i]["text"] == text
+        np.testing.assert_array_equal(source[i]["speech"], samples)
+    with pytest.raises(SourceError, match=r"several joined by '\+'\), got "
+                                          r"'train_clean100\+dev_clean'"):
+        open_source("librispeech", str(tmp_path), "train_clean100+dev_clean")
