@@ -68,6 +68,8 @@ def test_asr_batches_shard_over_hosts_and_evaluate_runs(corpus, tmp_path):
     for split in ("test", "test_compositional"):
         assert 0 <= result[split]["cer"] and result[split]["identical_to_greedy"] == 1.0
         assert result[split]["tokens_per_step"] >= 1.0
+        assert result[split]["ctc_wer"] >= 0  # the CTC head decodes the same clips
+        assert result[split]["gate_rejected"] == 0  # every eval clip is speech
     assert (tmp_path / "eval" / "asr_eval.md").read_text().startswith("| split | WER")
 
 

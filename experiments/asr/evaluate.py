@@ -1,7 +1,9 @@
 """The table the ASR mode reports (`chorus eval --workdir W`, W/eval/asr_eval.{json,md}):
 
     per split   WER / CER / exact match with verified decoding, checked token-identical to
-                greedy decoding; accepted tokens per verify step; backbone forwards per token
+                greedy decoding; accepted tokens per verify step; backbone forwards per token;
+                WER of CTC greedy decoding (the CTC head alone, when the run has one); how many
+                of the split's speech clips the no-speech gate would reject (goal 0)
     speed       greedy vs verified wall-clock at batch 1 and 8 on the same utterances, the
                 shared encoder + prefill timed alone (the decode phase's own speedup), RTF
 """
@@ -41,7 +43,7 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
     for split in settings.eval_splits:
         examples = eval_examples(config, settings, split, settings.eval_examples)
         timing_pool = timing_pool or examples
-        hyps, refs, identical, stats = [], [], 0, []
+        hyps, refs, identical, stats, ctc_hyps = [], [], 0, [], []
         audio_seconds = 0.0
         with progress(len(examples), f"eval {split}", "utt") as bar:
             for chunk in _batches(examples, BATCH):
@@ -51,6 +53,8 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
                 same = np.all(np.asarray(verified.tokens) == np.asarray(greedy.tokens), axis=1)
                 identical += int(same.sum())
                 hyps += transcriber.texts(verified)
+                if transcriber.asr.ctc_head is not None:
+                    ctc_hyps += transcriber.texts(transcriber.decode(request, mode="ctc"))
                 refs += [ex["reference_text"] for ex in chunk]
                 stats.append(decode_stats(verified))
                 audio_seconds += float(request["audio_mask"].sum()) / MEL_FRAMES_PER_SECOND
@@ -61,6 +65,8 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
             "tokens_per_step": float(np.mean([s["tokens_per_step"] for s in stats])),
             "forwards_per_token": float(np.mean([s["forwards_per_token"] for s in stats])),
             "audio_seconds": audio_seconds,
+            **({"ctc_wer": error_rates(refs, ctc_hyps)["wer"]} if ctc_hyps else {}),
+            **_gate_rejections(config, settings, split, examples),
             "examples": [{"reference": r, "hypothesis": h} for r, h in
                          list(zip(refs, hyps, strict=True))[:5]],
         }
@@ -68,6 +74,17 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
         report["speed"] = speed_eval(transcriber, timing_pool[: settings.speed_examples],
                                      layout, max_frames)
     return report
+
+
+def _gate_rejections(config: Config, settings: AsrSettings, split: str,
+                     examples: Sequence[dict]) -> dict:
+    """{"gate_rejected": speech clips of the split the no-speech gate drops} (gate on only)."""
+    if settings.speech_gate is None:
+        return {}
+    from experiments.asr.speech_gate import eval_waves, gate_eval
+
+    waves = eval_waves(config, settings, split, [ex["id"] for ex in examples])
+    return {"gate_rejected": gate_eval(waves, settings.speech_gate)["rejected"]}
 
 
 def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: VocabLayout,
@@ -105,14 +122,16 @@ def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: Vocab
 
 
 def report_markdown(report: dict) -> str:
-    lines = ["| split | WER | CER | exact | tokens/step | forwards/token | = greedy |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| split | WER | CER | exact | CTC-greedy WER | tokens/step | forwards/token | "
+             "= greedy | gated speech |", "|---|---|---|---|---|---|---|---|---|"]
     for split, r in report.items():
         if not isinstance(r, dict) or "wer" not in r:
             continue
+        ctc = f"{r['ctc_wer']:.3f}" if "ctc_wer" in r else "-"
+        gated = f"{r['gate_rejected']}" if "gate_rejected" in r else "off"
         lines.append(f"| {split} | {r['wer']:.3f} | {r['cer']:.3f} | {r['exact_match']:.3f} | "
-                     f"{r['tokens_per_step']:.2f} | {r['forwards_per_token']:.3f} | "
-                     f"{r['identical_to_greedy']:.0%} |")
+                     f"{ctc} | {r['tokens_per_step']:.2f} | {r['forwards_per_token']:.3f} | "
+                     f"{r['identical_to_greedy']:.0%} | {gated} |")
     if "speed" in report:
         lines += ["", "| batch | encoder + prefill s | greedy s | verified s | speedup | "
                   "decode-phase speedup | RTF (verified) |", "|---|---|---|---|---|---|---|"]
