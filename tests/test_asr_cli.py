@@ -1,6 +1,7 @@
 """The ASR mode through the `chorus` CLI on a tiny synthesized corpus: a short `chorus train
---experiment asr` run, then `chorus transcribe` (any format / rate, clear errors) and
-`chorus rl --experiment asr --algo grpo` initialized from it (audio prompts, WER rewards)."""
+--experiment asr` run, `chorus rl --experiment asr --algo grpo` initialized from it (audio
+prompts, WER rewards) and `chorus transcribe` on the RL run alone (the command itself:
+tests/test_asr_transcribe_cli.py)."""
 
 import json
 import os
@@ -25,52 +26,6 @@ def corpus(tiny_asr_corpus):
 @pytest.fixture(scope="module")
 def trained(tiny_asr_run):
     return tiny_asr_run
-
-
-def test_transcribe_reads_other_rates_and_formats_and_rejects_bad_files(trained, tmp_path,
-                                                                         capsys):
-    from data_pipelines.synthesis import synthesize
-
-    wave, _ = synthesize("turn off the lights", voice="en-gb-scotland+f2", rate=115, pitch=85)
-    flac = tmp_path / "speech_22k.flac"
-    import librosa
-
-    soundfile.write(flac, librosa.resample(wave, orig_sr=16_000, target_sr=22_050), 22_050)
-    capsys.readouterr()
-    assert asr_cli.main(["--workdir", str(trained), str(flac)]) == 0
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["file"] == str(flac) and isinstance(line["text"], str) and line["step"] == 3
-    assert line["audio_seconds"] == pytest.approx(len(wave) / 16_000, abs=0.01)
-
-    junk = tmp_path / "notes.wav"
-    junk.write_text("not audio")
-    assert asr_cli.main(["--workdir", str(trained), str(junk)]) == 2
-    assert f"{junk}: expected a readable audio file" in capsys.readouterr().err
-
-
-def test_transcribe_checks_the_files_before_restoring_the_run(trained, tmp_path, monkeypatch,
-                                                              capsys):
-    from experiments.asr import transcriber
-
-    def restore(*args, **kwargs):
-        raise FileNotFoundError("restore reached")  # exit 2 with this message
-
-    monkeypatch.setattr(transcriber, "load_transcriber", restore)
-    junk = tmp_path / "notes.wav"
-    junk.write_text("not audio")
-    assert asr_cli.main(["--workdir", str(trained), str(junk)]) == 2
-    err = capsys.readouterr().err
-    assert f"{junk}: expected a readable audio file" in err and "restore reached" not in err
-    long = tmp_path / "long.wav"  # 7 s > train.max_mel_frames=640 (6.4 s)
-    soundfile.write(long, 0.1 * np.sin(np.arange(7 * 16_000) / 8.0), 16_000)
-    assert asr_cli.main(["--workdir", str(trained), str(long)]) == 2
-    err = capsys.readouterr().err
-    assert "7.0 s of audio; this model takes at most 6.4 s" in err
-    assert "restore reached" not in err
-    # the limit is the run's config with the overrides: a longer one admits the file
-    assert asr_cli.main(["--workdir", str(trained), "--set", "train.max_mel_frames=800",
-                         str(long)]) == 2
-    assert "restore reached" in capsys.readouterr().err
 
 
 def test_rl_batches_carry_each_prompts_audio(corpus):

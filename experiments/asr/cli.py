@@ -1,17 +1,58 @@
 """`chorus transcribe --workdir W FILE...`: audio files in any format libsndfile reads, at any
-rate, through the one reader (chorus.audio.io); one JSON line per file.
+rate and length, through the one reader (chorus.audio.io; several channels are averaged).
 
 W is an ASR run (`chorus train --experiment asr`) or an RL run of one (`chorus rl
 --experiment asr`); only W is read (params, config, assets/tokenizer.model). `--set` overrides
 the run's config for inference, e.g. `--set mesh.data=1` or `--set decode.max_new_tokens=96`.
-Exit codes: 0 all transcribed; 2 bad arguments, an unreadable or too long file, or a bad run.
+
+Audio longer than the model's window (train.max_mel_frames) is cut into overlapping windows
+(`--overlap` seconds) whose transcripts are stitched (experiments/asr/longform.py); the
+windows of all files are decoded together, `--batch-size` at a time.
+
+Output (`--format`): json (default) one JSON line per file {file, text, step, audio_seconds,
+decode_seconds, windows, segments: [{start, end, text}]} (segment times: each window's kept
+span); text: the transcript (with more than one file, `FILE<TAB>text`); srt: subtitles.
+`--out DIR` writes DIR/<stem>.json|.txt|.srt per file instead (atomically) and prints the
+paths. A file that cannot be read (missing, not audio, empty) is reported on stderr and
+skipped; the others are transcribed.
+
+Exit codes: 0 every file transcribed; 1 some files could not be read (the rest were
+transcribed); 2 bad arguments or a bad run (nothing transcribed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+FORMATS = {"json": ".json", "text": ".txt", "srt": ".srt"}
+
+
+def record_of(path: str, transcript, step: int, audio_seconds: float) -> dict:
+    """The JSON record of one file's transcript."""
+    return {"file": path, "text": transcript.text, "step": step,
+            "audio_seconds": audio_seconds, "decode_seconds": transcript.decode_seconds,
+            "windows": len(transcript.windows),
+            "segments": [{"start": s.start, "end": s.end, "text": s.text}
+                         for s in transcript.segments]}
+
+
+def render(record: dict, fmt: str, with_path: bool) -> str:
+    """A record in `fmt`; SRT cues follow record["words"] when present, else the segments."""
+    from experiments.asr.subtitles import Cue, cues_from_segments, cues_from_words, to_srt
+
+    if fmt == "json":
+        return json.dumps(record) + "\n"
+    if fmt == "text":
+        return (f"{record['file']}\t" if with_path else "") + record["text"] + "\n"
+    if record.get("words"):
+        cues: list[Cue] = cues_from_words(record["words"])
+    else:
+        cues = cues_from_segments([(s["start"], s["end"], s["text"])
+                                   for s in record["segments"]])
+    return to_srt(cues)
 
 
 def main(argv: list[str]) -> int:
@@ -20,50 +61,81 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workdir", required=True, help="an ASR (or ASR RL) run directory")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (latest)")
     parser.add_argument("--greedy", action="store_true", help="plain greedy decoding")
+    parser.add_argument("--format", choices=list(FORMATS), default="json",
+                        help="json lines (default), plain text, or SRT subtitles")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="windows decoded per call (all files' windows together)")
+    parser.add_argument("--overlap", type=float, default=1.0, metavar="SECONDS",
+                        help="least overlap of consecutive windows of long audio (1.0)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="write DIR/<stem>.<ext> per file instead of stdout")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override of the run's config")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
 
+    from chorus.atomic import write_text
     from chorus.audio.io import AudioError, load_wave
-    from chorus.audio.mel import log_mel
+    from chorus.audio.mel import HOP_LENGTH, log_mel
     from chorus.audio.resample import SAMPLE_RATE
     from chorus.config import ConfigError, apply_overrides
     from chorus.training.restore import resolve_run_dir
     from chorus.training.run_config import read_run_config
-    from chorus.vocab import MEL_FRAMES_PER_SECOND
-    from experiments.asr.transcriber import load_transcriber, timed
+    from experiments.asr.longform import LongformSettings, transcribe_clips
+    from experiments.asr.transcriber import load_transcriber
 
     def fail(message) -> int:
         print(f"chorus transcribe: {message}", file=sys.stderr)
         return 2
 
-    # The files are checked against the run's config first: no checkpoint is read for a bad one.
+    if args.format == "srt" and args.out is None and len(args.files) > 1:
+        return fail(f"--format srt: expected --out DIR with more than one file, got "
+                    f"{len(args.files)} files and no --out")
+    outputs = {}
+    if args.out is not None:
+        for path in args.files:
+            name = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0]
+                                + FORMATS[args.format])
+            if name in outputs.values():
+                return fail(f"--out: expected one output per file, got {name} for both "
+                            f"{[p for p, n in outputs.items() if n == name][0]} and {path}")
+            outputs[path] = name
+    # The arguments and files are checked against the run's config first: no checkpoint is
+    # read for a bad run or when no file can be read.
     try:
         config = apply_overrides(read_run_config(resolve_run_dir(args.workdir)), args.overrides)
+        settings = LongformSettings(overlap_seconds=args.overlap, batch_size=args.batch_size)
+        settings.overlap_frames(config.train.max_mel_frames)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         return fail(e)
-    max_frames = config.train.max_mel_frames
-    clips = []
+    clips, failed = [], 0
     for path in args.files:
         try:
-            wave = load_wave(path)
+            wave = load_wave(path, min_samples=HOP_LENGTH)  # at least one log-mel frame
         except AudioError as e:
+            print(f"chorus transcribe: {e}; skipped", file=sys.stderr)
+            failed += 1
+            continue
+        clips.append((path, len(wave) / SAMPLE_RATE, log_mel(wave)))
+    if clips:
+        try:
+            transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
+        except (ConfigError, FileNotFoundError, ValueError) as e:
             return fail(e)
-        frames = log_mel(wave)
-        if frames.shape[0] > max_frames:
-            return fail(f"{path}: {frames.shape[0] / MEL_FRAMES_PER_SECOND:.1f} s of audio; "
-                        f"this model takes at most {max_frames / MEL_FRAMES_PER_SECOND:.1f} s "
-                        f"(train.max_mel_frames)")
-        clips.append((path, len(wave) / SAMPLE_RATE, frames))
-    try:
-        transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        return fail(e)
-    mode = "greedy" if args.greedy else "verified"
-    for path, audio_seconds, frames in clips:
-        request = transcriber.request(frames)
-        result, seconds = timed(lambda r=request: transcriber.decode(r, mode))
-        print(json.dumps({"file": path, "text": transcriber.texts(result)[0], "step": run.step,
-                          "audio_seconds": audio_seconds, "decode_seconds": seconds}))
+        mode = "greedy" if args.greedy else "verified"
+        for i, transcript in transcribe_clips(transcriber, [c[2] for c in clips], settings,
+                                              mode):
+            path, audio_seconds, _ = clips[i]
+            text = render(record_of(path, transcript, run.step, audio_seconds), args.format,
+                          with_path=len(args.files) > 1)
+            if args.out is None:
+                sys.stdout.write(text)
+            else:
+                write_text(outputs[path], text)
+                print(outputs[path])
+            sys.stdout.flush()
+    if failed:
+        print(f"chorus transcribe: {failed} of {len(args.files)} files could not be read",
+              file=sys.stderr)
+        return 1
     return 0

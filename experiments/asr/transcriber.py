@@ -80,10 +80,33 @@ class Transcriber:
     def request(self, frames: np.ndarray) -> dict:
         """The request of one clip: log-mel `frames` [T, n_mels] (T <= max_frames) behind the
         ASR prompt."""
-        frames = np.asarray(frames)
-        example = {"prompt_tokens": asr_prompt(self.layout, len(frames)),
-                   "audio_features": frames, "audio_mask": np.ones(len(frames), bool)}
-        return pad_requests([example], self.layout, self.max_frames)
+        return self.requests([frames])
+
+    def requests(self, clips: Sequence[np.ndarray], batch_size: int | None = None) -> dict:
+        """One padded request of several clips (each T <= max_frames), padded to
+        `batch_size` rows by repeating the last clip (a fixed shape: one compile)."""
+        clips = [np.asarray(c) for c in clips]
+        for i, c in enumerate(clips):
+            if not 1 <= len(c) <= self.max_frames:
+                raise ValueError(f"clips[{i}]: expected 1 to {self.max_frames} log-mel frames "
+                                 f"(train.max_mel_frames), got {len(c)}")
+        if batch_size is not None and not len(clips) <= batch_size:
+            raise ValueError(f"clips: expected at most batch_size={batch_size}, got {len(clips)}")
+        rows = clips + clips[-1:] * ((batch_size or len(clips)) - len(clips))
+        return pad_requests([{"prompt_tokens": asr_prompt(self.layout, len(c)),
+                              "audio_features": c, "audio_mask": np.ones(len(c), bool)}
+                             for c in rows], self.layout, self.max_frames)
+
+    def decode_text_ids(self, clips: Sequence[np.ndarray], mode: str = "verified",
+                        batch_size: int = 8) -> list[np.ndarray]:
+        """The text ids (text_ids_of) of each clip, decoded in batches of `batch_size` rows."""
+        out = []
+        for b in range(0, len(clips), batch_size):
+            chunk = clips[b:b + batch_size]
+            result = self.decode(self.requests(chunk, batch_size), mode)
+            tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
+            out += [text_ids_of(tokens[r, :lengths[r]], self.layout) for r in range(len(chunk))]
+        return out
 
     def decode(self, request: dict, mode: str = "verified"):
         """mode: "verified" (greedy when there are no heads), "greedy", "prefill" (encoder,
