@@ -130,10 +130,60 @@ def test_stitch_recovers_the_sequence_from_overlapping_windows(seed):
     assert kept == out.tokens
 
 
-def test_kept_times_tile_the_clip_at_the_overlaps_middles():
-    windows = plan_windows(1200, 560, 100)  # starts 0, 320, 640
-    assert kept_times(windows, 1200) == [(0.0, 4.4), (4.4, 7.6), (7.6, 12.0)]
-    assert kept_times([Window(0, 250)], 250) == [(0.0, 2.5)]
+def test_kept_times_split_overlaps_at_their_middles_and_leave_pauses_out():
+    windows = plan_windows(1200, 560, 100)  # [0, 560), [460, 1020), [640, 1200)
+    assert kept_times(windows) == [(0.0, 5.1), (5.1, 8.3), (8.3, 12.0)]
+    assert kept_times([Window(0, 100), Window(150, 300)]) == [(0.0, 1.0), (1.5, 3.0)]
+
+
+def _speech(num_frames, *quiet):
+    speech = np.ones(num_frames, bool)
+    for a, b in quiet:
+        speech[a:b] = False
+    return speech
+
+
+def test_windows_cut_at_every_pause_and_leave_the_pauses_out():
+    # leading / trailing non-speech trimmed; [1300, 1320) is shorter than a pause (25 frames)
+    speech = _speech(1500, (0, 30), (400, 440), (900, 950), (1300, 1320), (1480, 1500))
+    assert plan_windows(1500, 560, 100, speech) == [Window(30, 400), Window(440, 900),
+                                                    Window(950, 1480)]
+    assert plan_windows(1500, 560, 100, speech, margin_frames=10) == [
+        Window(20, 410), Window(430, 910), Window(940, 1490)]
+    assert plan_windows(1500, 560, 100, speech, min_pause_frames=50) == [
+        Window(30, 590), Window(340, 900), Window(950, 1480)]  # [30, 900) is 870 frames
+
+
+def test_speech_longer_than_a_window_between_pauses_is_cut_with_overlap():
+    speech = _speech(1500, (700, 750))
+    assert plan_windows(1500, 560, 100, speech) == [
+        Window(0, 560), Window(140, 700), Window(750, 1310), Window(940, 1500)]
+    # no voice activity found: the whole clip with overlap, as without a mask
+    assert plan_windows(1500, 560, 100, np.zeros(1500, bool)) == plan_windows(1500, 560, 100)
+    assert plan_windows(500, 560, 100, np.zeros(500, bool)) == [Window(0, 500)]  # it fits
+    with pytest.raises(ConfigError, match=r"speech: expected shape \(1500,\), got \(10,\)"):
+        plan_windows(1500, 560, 100, np.ones(10, bool))
+
+
+def test_windows_cut_at_a_pause_are_concatenated_not_aligned():
+    # the same token on both sides of a pause is said twice, not once
+    for second in (Window(100, 200), Window(130, 200)):
+        out = stitch([[1, 2], [2, 3]], [Window(0, 100), second])
+        assert out.tokens == [1, 2, 2, 3] and out.seams == [Seam(2, 0, 0)]
+
+
+def test_speech_frames_find_the_silence_between_two_utterances():
+    from data_pipelines.synthesis import synthesize
+    from experiments.asr.longform import speech_frames
+
+    a, _ = synthesize("turn off the lights", voice="en-us+f3", rate=160)
+    wave = np.concatenate([a, np.zeros(8000, np.float32), a])
+    speech = speech_frames(wave)
+    assert speech.shape == (len(wave) // 160,)
+    gap = slice(len(a) // 160 + 5, (len(a) + 8000) // 160 - 5)
+    assert not speech[gap].any() and speech[:len(a) // 160].mean() > 0.5
+    windows = plan_windows(len(speech), 200, 50, speech)  # each utterance fits in 2 s
+    assert len(windows) == 2 and windows[0].stop <= gap.start and windows[1].start >= gap.stop
 
 
 class MarkerTranscriber:

@@ -110,12 +110,11 @@ def test_many_files_with_unreadable_ones_are_reported_skipped_and_exit_1(tiny_as
     assert err.count("; skipped") == 3 and "3 of 7 files could not be read" in err
     by_name = {os.path.basename(r["file"]): r for r in lines}
     long = by_name["long.wav"]
-    # 7 s+ > 6.4 s: windows of 640 frames overlapping >= 1 s (100 frames)
-    frames = round(long_seconds * 100)
-    assert long["windows"] == -(-(frames - 100) // 540) >= 2
+    # 8 utterances back to back, > 6.4 s: windows at the pauses the VAD finds
+    assert long["windows"] == len(long["segments"]) >= 2
     assert long["audio_seconds"] == pytest.approx(long_seconds, abs=0.01)
-    assert [s["start"] for s in long["segments"]][0] == 0
-    assert long["segments"][-1]["end"] == pytest.approx(long_seconds, abs=0.01)
+    times = [t for seg in long["segments"] for t in (seg["start"], seg["end"])]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= long_seconds
     assert by_name["a.wav"]["windows"] == 1 and by_name["a.wav"]["step"] == 3
     # stereo at 22.05 kHz: channels averaged, resampled; the same clip as b.wav
     assert by_name["stereo.flac"]["audio_seconds"] == pytest.approx(

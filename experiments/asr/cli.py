@@ -5,9 +5,11 @@ W is an ASR run (`chorus train --experiment asr`) or an RL run of one (`chorus r
 --experiment asr`); only W is read (params, config, assets/tokenizer.model). `--set` overrides
 the run's config for inference, e.g. `--set mesh.data=1` or `--set decode.max_new_tokens=96`.
 
-Audio longer than the model's window (train.max_mel_frames) is cut into overlapping windows
-(`--overlap` seconds) whose transcripts are stitched (experiments/asr/longform.py); the
-windows of all files are decoded together, `--batch-size` at a time.
+Audio longer than the model's window (train.max_mel_frames) is cut into windows at pauses
+(voice activity, experiments/realtime/vad.py), and where speech runs on without one, into
+windows overlapping by `--overlap` seconds whose transcripts are stitched
+(experiments/asr/longform.py); the windows of all files are decoded together, `--batch-size`
+at a time.
 
 Output (`--format`): json (default) one JSON line per file {file, text, step, audio_seconds,
 decode_seconds, windows, segments: [{start, end, text}]} (segment times: each window's kept
@@ -81,7 +83,7 @@ def main(argv: list[str]) -> int:
     from chorus.config import ConfigError, apply_overrides
     from chorus.training.restore import resolve_run_dir
     from chorus.training.run_config import read_run_config
-    from experiments.asr.longform import LongformSettings, transcribe_clips
+    from experiments.asr.longform import LongformSettings, speech_frames, transcribe_clips
     from experiments.asr.transcriber import load_transcriber
 
     def fail(message) -> int:
@@ -116,7 +118,10 @@ def main(argv: list[str]) -> int:
             print(f"chorus transcribe: {e}; skipped", file=sys.stderr)
             failed += 1
             continue
-        clips.append((path, len(wave) / SAMPLE_RATE, log_mel(wave)))
+        frames = log_mel(wave)
+        # long audio is cut at pauses where it has them
+        speech = speech_frames(wave) if len(frames) > config.train.max_mel_frames else None
+        clips.append((path, len(wave) / SAMPLE_RATE, frames, speech))
     if clips:
         try:
             transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
@@ -124,8 +129,8 @@ def main(argv: list[str]) -> int:
             return fail(e)
         mode = "greedy" if args.greedy else "verified"
         for i, transcript in transcribe_clips(transcriber, [c[2] for c in clips], settings,
-                                              mode):
-            path, audio_seconds, _ = clips[i]
+                                              mode, [c[3] for c in clips]):
+            path, audio_seconds, _, _ = clips[i]
             text = render(record_of(path, transcript, run.step, audio_seconds), args.format,
                           with_path=len(args.files) > 1)
             if args.out is None:
