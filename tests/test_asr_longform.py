@@ -256,13 +256,27 @@ def tiny(tiny_asr_run, tiny_asr_corpus):
     return transcriber, clips
 
 
-def test_decode_text_ids_in_padded_batches_equals_each_clip_alone(tiny):
+def test_decode_text_ids_in_padded_batches_equals_each_clip_alone(tiny, monkeypatch):
+    from types import SimpleNamespace
+
     transcriber, clips = tiny
-    batched = transcriber.decode_text_ids(clips, "greedy", batch_size=2)  # 2 + 1 (padded)
-    alone = [transcriber.decode_text_ids([c], "greedy", batch_size=1)[0] for c in clips]
-    assert len(batched) == 3
-    for a, b in zip(batched, alone, strict=True):
+    rows = transcriber.decode_rows(clips, "greedy", batch_size=2)  # 2 + 1 (padded)
+    alone = [transcriber.decode_rows([c], "greedy", batch_size=1)[0] for c in clips]
+    for a, b in zip(rows, alone, strict=True):
         np.testing.assert_array_equal(a, b)
+    # the 3-step model says one special token to every clip, so the row order is checked with
+    # a decoder whose ids are each row's clip length (text ids < 128) and length varies
+    calls = []
+
+    def decode(request, mode):
+        n = request["audio_mask"][:, 0].sum(-1)
+        calls.append(len(n))
+        return SimpleNamespace(tokens=np.stack([n % 128] * 6, axis=1), lengths=1 + n % 5)
+
+    monkeypatch.setattr(transcriber, "decode", decode)
+    texts = transcriber.decode_text_ids(clips, "greedy", batch_size=2)
+    assert [t.tolist() for t in texts] == [[len(c) % 128] * (1 + len(c) % 5) for c in clips]
+    assert calls == [2, 2] and len({len(c) for c in clips}) == 3
     request = transcriber.requests(clips[:2], batch_size=3)  # padded: one shape per size
     assert request["prompts"].shape[0] == request["audio_features"].shape[0] == 3
     np.testing.assert_array_equal(request["audio_features"][2], request["audio_features"][1])

@@ -97,16 +97,22 @@ class Transcriber:
                               "audio_features": c, "audio_mask": np.ones(len(c), bool)}
                              for c in rows], self.layout, self.max_frames)
 
-    def decode_text_ids(self, clips: Sequence[np.ndarray], mode: str = "verified",
-                        batch_size: int = 8) -> list[np.ndarray]:
-        """The text ids (text_ids_of) of each clip, decoded in batches of `batch_size` rows."""
+    def decode_rows(self, clips: Sequence[np.ndarray], mode: str = "verified",
+                    batch_size: int = 8) -> list[np.ndarray]:
+        """Each clip's decoded ids (up to its length), in batches of `batch_size` rows."""
         out = []
         for b in range(0, len(clips), batch_size):
             chunk = clips[b:b + batch_size]
             result = self.decode(self.requests(chunk, batch_size), mode)
             tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
-            out += [text_ids_of(tokens[r, :lengths[r]], self.layout) for r in range(len(chunk))]
+            out += [tokens[r, :lengths[r]] for r in range(len(chunk))]
         return out
+
+    def decode_text_ids(self, clips: Sequence[np.ndarray], mode: str = "verified",
+                        batch_size: int = 8) -> list[np.ndarray]:
+        """The text ids (text_ids_of) of each clip, decoded in batches of `batch_size` rows."""
+        return [text_ids_of(row, self.layout) for row in self.decode_rows(clips, mode,
+                                                                          batch_size)]
 
     def decode(self, request: dict, mode: str = "verified"):
         """mode: "verified" (greedy when there are no heads), "greedy", "prefill" (encoder,
