@@ -6,7 +6,7 @@ W is an ASR run (`chorus train --experiment asr`) or an RL run of one (`chorus r
 the run's config for inference, e.g. `--set mesh.data=1` or `--set decode.max_new_tokens=96`.
 
 Audio longer than the model's window (train.max_mel_frames) is cut into windows at pauses
-(voice activity, experiments/realtime/vad.py), and where speech runs on without one, into
+(voice activity, chorus.audio.vad), and where speech runs on without one, into
 windows overlapping by `--overlap` seconds whose transcripts are stitched
 (experiments/asr/longform.py); the windows of all files are decoded together, `--batch-size`
 at a time.
@@ -17,6 +17,13 @@ span); text: the transcript (with more than one file, `FILE<TAB>text`); srt: sub
 `--out DIR` writes DIR/<stem>.json|.txt|.srt per file instead (atomically) and prints the
 paths. A file that cannot be read (missing, not audio, empty) is reported on stderr and
 skipped; the others are transcribed.
+
+`--mode`: verified (default; multi-token drafts verified by the backbone, output identical
+to greedy), greedy, beam (width `--set decode.beam_width=W`, `decode.length_penalty=A`), or
+ctc (the CTC head's best path: encoder + adaptor + one linear layer, no decoder).
+No speech, no words: a file in which the run's speech gate (experiment.speech_gate,
+chorus.audio.speech_gate; on by default) finds no speech — silence, noise, a click — gives
+an empty transcript without decoding, and its record says `"speech": false` and why.
 
 Exit codes: 0 every file transcribed; 1 some files could not be read (the rest were
 transcribed); 2 bad arguments or a bad run (nothing transcribed).
@@ -62,7 +69,9 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="an ASR (or ASR RL) run directory")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (latest)")
-    parser.add_argument("--greedy", action="store_true", help="plain greedy decoding")
+    parser.add_argument("--mode", choices=("verified", "greedy", "beam", "ctc"),
+                        default="verified", help="decoder (default verified)")
+    parser.add_argument("--greedy", action="store_true", help="the same as --mode greedy")
     parser.add_argument("--format", choices=list(FORMATS), default="json",
                         help="json lines (default), plain text, or SRT subtitles")
     parser.add_argument("--batch-size", type=int, default=8,
@@ -110,35 +119,51 @@ def main(argv: list[str]) -> int:
         settings.overlap_frames(config.train.max_mel_frames)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         return fail(e)
-    clips, failed = [], 0
+    from chorus.audio.speech_gate import gate_decision
+    from experiments.asr.settings import asr_settings
+
+    gate = asr_settings(config).speech_gate
+    clips, silent, failed = [], [], 0
     for path in args.files:
         try:
-            wave = load_wave(path, min_samples=HOP_LENGTH)  # at least one log-mel frame
+            # at least one log-mel frame; with the gate on, a shorter clip is "too_short"
+            wave = load_wave(path, min_samples=HOP_LENGTH if gate is None else 1)
         except AudioError as e:
             print(f"chorus transcribe: {e}; skipped", file=sys.stderr)
             failed += 1
+            continue
+        decision = None if gate is None else gate_decision(wave, gate, source=path)
+        if decision is not None and not decision.speech:
+            silent.append((path, len(wave) / SAMPLE_RATE, decision.reason))
             continue
         frames = log_mel(wave)
         # long audio is cut at pauses where it has them
         speech = speech_frames(wave) if len(frames) > config.train.max_mel_frames else None
         clips.append((path, len(wave) / SAMPLE_RATE, frames, speech))
+    def emit(path, record):
+        text = render(record, args.format, with_path=len(args.files) > 1)
+        if args.out is None:
+            sys.stdout.write(text)
+        else:
+            write_text(outputs[path], text)
+            print(outputs[path])
+        sys.stdout.flush()
+
+    for path, audio_seconds, reason in silent:
+        emit(path, {"file": path, "text": "", "speech": False, "no_speech_reason": reason,
+                    "audio_seconds": audio_seconds, "decode_seconds": 0.0, "windows": 0,
+                    "segments": []})
     if clips:
         try:
             transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
         except (ConfigError, FileNotFoundError, ValueError) as e:
             return fail(e)
-        mode = "greedy" if args.greedy else "verified"
+        mode = "greedy" if args.greedy else args.mode
         for i, transcript in transcribe_clips(transcriber, [c[2] for c in clips], settings,
                                               mode, [c[3] for c in clips]):
             path, audio_seconds, _, _ = clips[i]
-            text = render(record_of(path, transcript, run.step, audio_seconds), args.format,
-                          with_path=len(args.files) > 1)
-            if args.out is None:
-                sys.stdout.write(text)
-            else:
-                write_text(outputs[path], text)
-                print(outputs[path])
-            sys.stdout.flush()
+            emit(path, {**record_of(path, transcript, run.step, audio_seconds),
+                        "speech": True, "mode": mode})
     if failed:
         print(f"chorus transcribe: {failed} of {len(args.files)} files could not be read",
               file=sys.stderr)

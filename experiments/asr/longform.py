@@ -131,7 +131,7 @@ def _pauses(speech: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
 def speech_frames(wave: np.ndarray) -> np.ndarray:
     """Voice activity of each 10 ms log-mel frame of a 16 kHz wave (bool [len(wave) // 160]),
     by the realtime session's detector (WebRTC VAD + a spectral-flatness gate)."""
-    from experiments.realtime.vad import VadConfig, VoiceActivityDetector
+    from chorus.audio.vad import VadConfig, VoiceActivityDetector
 
     vad = VoiceActivityDetector(VadConfig(frame_ms=10))
     hop = vad.config.frame_samples
