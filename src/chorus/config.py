@@ -251,9 +251,17 @@ class DecodeConfig:
     # tokens (positive / theta, negative * theta; see chorus.decoding.constraints). 1.0 = off.
     repetition_penalty: float = 1.0
     repetition_window: int = 0  # 0 = off
+    # Beam search (chorus.decoding.beam): hypotheses kept per prompt (1 = greedy), and the
+    # length normalization alpha of the ranking score logp / length**alpha (0 = off).
+    beam_width: int = 1
+    length_penalty: float = 0.0
 
     def __post_init__(self):
         positive(self, "max_new_tokens", "repetition_penalty")
+        check(isinstance(self.beam_width, int) and self.beam_width >= 1, "decode.beam_width",
+              "an int >= 1", self.beam_width)
+        check(self.length_penalty >= 0, "decode.length_penalty", "a number >= 0",
+              self.length_penalty)
         check(self.temperature >= 0, "decode.temperature", "a number >= 0", self.temperature)
         check(self.top_k >= 0, "decode.top_k", "a number >= 0", self.top_k)
         check(0 < self.top_p <= 1, "decode.top_p", "a value in (0, 1]", self.top_p)
