@@ -57,22 +57,26 @@ def _full_logits(model, params, tokens, features, mask):
                        mask)["logits"]
 
 
-def _uncached(model, params, request, rows, seqs):
+def _uncached(model, params, request, rows, seqs, pad_to=None):
     """Full-forward logits [N, P + L, V] of prompt rows[i] followed by seqs[i] (right-padded),
-    with each row's audio: (logits, tokens, completion start per row)."""
+    with each row's audio: (logits, tokens, completion start per row). pad_to: run that many
+    rows (one compile for any N <= pad_to)."""
     prompts, lengths, features, mask = request
+    n = len(seqs)
+    if pad_to is not None:
+        rows, seqs = list(rows) + [0] * (pad_to - n), list(seqs) + [()] * (pad_to - n)
     width = P + MAX_NEW  # one shape (one compile) per row count
     tokens = np.full((len(seqs), width), LAYOUT.pad_id, np.int32)
     for i, (r, s) in enumerate(zip(rows, seqs, strict=True)):
-        n = lengths[r]
-        tokens[i, :n] = prompts[r, :n]
-        tokens[i, n:n + len(s)] = s
+        m = lengths[r]
+        tokens[i, :m] = prompts[r, :m]
+        tokens[i, m:m + len(s)] = s
     logits = _full_logits(model, params, jnp.asarray(tokens), jnp.asarray(features[rows]),
                           jnp.asarray(mask[rows]))
-    return np.asarray(logits, np.float64), tokens, lengths[rows]
+    return np.asarray(logits, np.float64)[:n], tokens[:n], lengths[rows][:n]
 
 
-def _reference_beam(model, params, request, width, max_new, stops, alpha):
+def _reference_beam(model, params, request, width, max_new, stops, alpha, nbest):
     """Beam search as a plain loop over uncached forwards (the rules of chorus.decoding.beam,
     one prompt at a time): per prompt, the finished pool [(ranking, logp, tokens)], best
     first."""
@@ -82,8 +86,7 @@ def _reference_beam(model, params, request, width, max_new, stops, alpha):
     for t in range(max_new):
         rows = [r for r in range(b) for _ in live[r]]
         seqs = [h for r in range(b) for h, _ in live[r]]
-        logits, _, starts = _uncached(model, params, request, rows + [0] * (b * width -
-                                      len(rows)), seqs + [()] * (b * width - len(seqs)))
+        logits, _, starts = _uncached(model, params, request, rows, seqs, pad_to=b * width)
         i = 0
         for r in range(b):
             cands = []
@@ -101,7 +104,9 @@ def _reference_beam(model, params, request, width, max_new, stops, alpha):
                                           if c[0] >= kth], key=lambda x: -x[0])[:width]
             live[r] = [(h, c) for c, h in cands if not (last or h[-1] in stops)][:width]
             bound = live[r][0][1] / max_new ** alpha if live[r] else -np.inf
-            done[r] = len(pools[r]) == width and pools[r][-1][0] >= bound
+            final = pools[r][-1 if nbest else 0][0] if len(pools[r]) == width or (
+                pools[r] and not nbest) else -np.inf
+            done[r] = final >= bound
         if all(done):
             break
     return pools
@@ -202,7 +207,7 @@ def test_a_full_width_beam_finds_the_brute_force_best_and_n_best(backbone, alpha
                             repetition_penalty=penalty, repetition_window=window)
     allowed = jnp.asarray(np.isin(np.arange(LAYOUT.size), ALLOWED))
     beam = beam_search(model, params, jnp.asarray(prompts), jnp.asarray(lengths), settings,
-                       allowed_ids=allowed, **_audio(features, mask))
+                       allowed_ids=allowed, nbest=True, **_audio(features, mask))
     ranked, greedy = _brute_force(model, params, request, alpha, penalty, window)
     for r, ref in enumerate(ranked):
         assert ref[0][0] - ref[1][0] > 1e-3  # no near-tie decides the best
@@ -219,8 +224,9 @@ def test_a_full_width_beam_finds_the_brute_force_best_and_n_best(backbone, alpha
     assert any(g != ref[0][2] for g, ref in zip(greedy, ranked, strict=True))
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.6])
-def test_a_narrow_beam_matches_the_loop_reference_and_stops_end_hypotheses(backbone, alpha):
+@pytest.mark.parametrize("alpha,nbest", [(0.0, False), (0.6, True)])
+def test_a_narrow_beam_matches_the_loop_reference_and_stops_end_hypotheses(backbone, alpha,
+                                                                           nbest):
     from chorus.decoding import beam as beam_module
 
     model, params = backbone
@@ -230,19 +236,21 @@ def test_a_narrow_beam_matches_the_loop_reference_and_stops_end_hypotheses(backb
     stops = _greedy_stops(model, params, request, [(r, 3) for r in range(B)])
     settings = DecodeConfig(max_new_tokens=MAX_NEW, beam_width=width, length_penalty=alpha)
     beam = beam_search(model, params, jnp.asarray(prompts), jnp.asarray(lengths), settings,
-                       stop_tokens=stops, **_audio(features, mask))
+                       stop_tokens=stops, nbest=nbest, **_audio(features, mask))
     compiled = beam_module._beam_jit._cache_size()
     other = _prompts(3)  # other prompts, audio and stop ids (as many): no new compile
     beam_search(model, params, jnp.asarray(other[0]), jnp.asarray(other[1]), settings,
-                stop_tokens=tuple(t + 1 for t in stops), **_audio(*other[2:]))
+                stop_tokens=tuple(t + 1 for t in stops), nbest=nbest, **_audio(*other[2:]))
     assert beam_module._beam_jit._cache_size() == compiled
     tokens, lens = np.asarray(beam.nbest_tokens), np.asarray(beam.nbest_lengths)
     scores, ranking = np.asarray(beam.nbest_scores), np.asarray(beam.nbest_ranking)
-    assert np.isfinite(scores).all()  # every prompt has W finished hypotheses
-    np.testing.assert_allclose(ranking, scores / lens ** alpha, rtol=1e-6)
+    found = np.isfinite(scores)
+    # the n-best: W finished hypotheses per prompt; else at least the best
+    assert found.all() if nbest else (found[:, 0].all() and not found.all())
+    np.testing.assert_allclose(ranking[found], (scores / lens ** alpha)[found], rtol=1e-6)
     stop_set = np.asarray(stops)
     for r in range(B):
-        for j in range(width):
+        for j in np.flatnonzero(found[r]):
             n = lens[r, j]
             body = tokens[r, j, :n]
             # a stop token ends a hypothesis: it is never extended, pads follow
@@ -252,21 +260,21 @@ def test_a_narrow_beam_matches_the_loop_reference_and_stops_end_hypotheses(backb
     assert (lens < MAX_NEW).any() and (lens == MAX_NEW).any()
     np.testing.assert_array_equal(np.asarray(beam.tokens), tokens[:, 0])
     # the n-best of the loop reference (pruning, the rank rule, the pool, the stop bound)
-    pools = _reference_beam(model, params, request, width, MAX_NEW, set(stops), alpha)
+    pools = _reference_beam(model, params, request, width, MAX_NEW, set(stops), alpha, nbest)
     for r, pool in enumerate(pools):
-        assert [tuple(tokens[r, j, :lens[r, j]].tolist()) for j in range(width)] == [
-            x[2] for x in pool]
-        np.testing.assert_allclose(scores[r], [x[1] for x in pool], atol=1e-4, rtol=0)
+        assert [tuple(tokens[r, j, :lens[r, j]].tolist()) for j in np.flatnonzero(found[r])
+                ] == [x[2] for x in pool]
+        np.testing.assert_allclose(scores[r, found[r]], [x[1] for x in pool], atol=1e-4, rtol=0)
     # the reported scores: the uncached forward's sequence log-probs (chorus.rl.logprobs)
-    rows = [r for r in range(B) for _ in range(width)]
-    seqs = [tokens[r, j, :lens[r, j]] for r in range(B) for j in range(width)]
-    logits, padded, starts = _uncached(model, params, request, rows, seqs)
+    rows = [r for r in range(B) for j in range(width) if found[r, j]]
+    seqs = [tokens[r, j, :lens[r, j]] for r in range(B) for j in range(width) if found[r, j]]
+    logits, padded, starts = _uncached(model, params, request, rows, seqs, pad_to=B * width)
     completion = np.zeros(padded.shape, bool)
     for i, s in enumerate(seqs):
         completion[i, starts[i]: starts[i] + len(s)] = True
     logps = np.asarray(sequence_logprobs(jnp.asarray(logits[:, :-1]), jnp.asarray(padded[:, 1:]),
                                          jnp.asarray(completion[:, 1:])))
-    np.testing.assert_allclose(scores.reshape(-1), logps.sum(axis=1), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(scores[found], logps.sum(axis=1), atol=1e-4, rtol=0)
     # Not asserted: best >= greedy's score. A beam narrower than the search space can prune
     # the greedy prefix (here, alpha 0, row 5: -44.6 vs greedy's -18.6, which stops after 4
     # tokens), as in every beam search; the full-width test checks it where it holds.
@@ -288,3 +296,31 @@ def test_settings_and_requests_are_checked(backbone):
     with pytest.raises(ValueError, match=r"prompt_lengths: expected values in \[1, 9\]"):
         beam_search(model, params, jnp.asarray(prompts), jnp.asarray(lengths * 0),
                     DecodeConfig(beam_width=2))
+
+
+@pytest.mark.slow  # three compiles of a fresh ASR model (~25-70 s on a loaded 2-core CPU)
+def test_the_transcriber_beam_mode_takes_its_width_from_the_config():
+    import dataclasses
+
+    import flax.linen as nn
+    from asr_runs import ASR
+
+    from experiments.asr.model import AsrModel
+    from experiments.asr.settings import asr_settings
+    from experiments.asr.transcriber import Transcriber
+
+    config = load_config("cpu-tiny", [*ASR, "model.tie_embeddings=false", "experiment.mtp=null",
+                                      "experiment.ctc_weight=0", "decode.max_new_tokens=6"])
+    asr = AsrModel.build(config, asr_settings(config))
+    params = nn.meta.unbox(jax.jit(asr.init_fn(config))(jax.random.key(0)))
+    frames = np.random.default_rng(0).normal(size=(37, config.audio.n_mels)).astype(np.float32)
+    one = Transcriber(config, asr, params, tokenizer=None)
+    request = one.request(frames)
+    greedy, beam = one.decode(request, "greedy"), one.decode(request, "beam")
+    np.testing.assert_array_equal(np.asarray(beam.tokens), np.asarray(greedy.tokens))
+    wide = dataclasses.replace(config, decode=dataclasses.replace(config.decode, beam_width=3))
+    three = Transcriber(wide, asr, params, tokenizer=None).decode(request, "beam")
+    assert three.nbest_tokens.shape == (1, 3, 6)
+    np.testing.assert_array_equal(np.asarray(three.tokens), np.asarray(three.nbest_tokens[:, 0]))
+    with pytest.raises(ValueError, match=r"mode: expected one of .*'beam'.*, got 'bean'"):
+        one.decode(request, "bean")

@@ -10,9 +10,10 @@ A candidate ends with a stop token, or with the last step (max_new_tokens). An e
 candidate joins the prompt's pool of W finished hypotheses only when it ranks among the
 step's top W candidates (the rule of HF transformers' beam search), so width 1 is greedy
 decoding. The pool is ranked by logp / length**alpha (settings.length_penalty; 0 = the plain
-log-prob). A prompt is done when its pool is full and no live hypothesis can beat the pool's
-worst: log-probs only fall as a hypothesis grows, so a live one's best future ranking score
-is its logp / max_new_tokens**alpha (exact, unlike the usual logp / length**alpha heuristic).
+log-prob). A prompt is done when no live hypothesis can beat its pool's best (`nbest=True`:
+its pool is full and none can beat the pool's worst, so the whole n-best is final): log-probs
+only fall as a hypothesis grows, so a live one's best future ranking score is its
+logp / max_new_tokens**alpha (exact, unlike the usual logp / length**alpha heuristic).
 Static shapes: `lax.while_loop` until every prompt is done or max_new_tokens steps.
 """
 
@@ -34,9 +35,9 @@ class BeamResult:
     tokens: jax.Array  # [B, max_new] int32, the best hypothesis; pad id after its length
     lengths: jax.Array  # [B] its output tokens, a stop token included
     scores: jax.Array  # [B] its summed log-prob (fp32)
-    # The n-best, best first by ranking score logp / length**alpha: [B, W, max_new], [B, W],
-    # [B, W] summed log-probs, [B, W] ranking scores. Slots the search never filled have
-    # score -inf (fewer than W distinct hypotheses exist).
+    # The finished hypotheses, best first by ranking score logp / length**alpha:
+    # [B, W, max_new], [B, W], [B, W] summed log-probs, [B, W] ranking scores. The n-best
+    # with `nbest=True`, else those found when the best was final; unfilled slots: -inf.
     nbest_tokens: jax.Array
     nbest_lengths: jax.Array
     nbest_scores: jax.Array
@@ -71,7 +72,7 @@ def _take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
 
 
 def _beam_search(model, params, prompts, lengths, stop_tokens, constraints, audio_features,
-                 audio_mask, cache, *, settings: DecodeConfig, capacity: int):
+                 audio_mask, cache, *, settings: DecodeConfig, capacity: int, nbest: bool):
     b = prompts.shape[0]
     w, max_new, alpha = settings.beam_width, settings.max_new_tokens, settings.length_penalty
     rows = b * w
@@ -127,7 +128,7 @@ def _beam_search(model, params, prompts, lengths, stop_tokens, constraints, audi
         parents = (flat_rows + idx // v).reshape(-1)
         tokens = jnp.take(s.tokens, parents, axis=0).at[:, s.step].set((idx % v).reshape(-1))
         bound = ranking_score(scores[:, 0], max_new, alpha)  # best future of any live one
-        done = s.done | (pool_ranking[:, -1] >= bound)
+        done = s.done | (pool_ranking[:, -1 if nbest else 0] >= bound)
         return s.replace(step=s.step + 1, cache=_take_rows(s.cache, parents), tokens=tokens,
                          scores=scores, pool_tokens=pool_tokens, pool_lengths=pool_lengths,
                          pool_scores=pool_scores, pool_ranking=pool_ranking, done=done)
@@ -150,20 +151,21 @@ def _beam_search(model, params, prompts, lengths, stop_tokens, constraints, audi
                       nbest_ranking=state.pool_ranking)
 
 
-_beam_jit = jax.jit(_beam_search, static_argnames=("model", "settings", "capacity"))
+_beam_jit = jax.jit(_beam_search, static_argnames=("model", "settings", "capacity", "nbest"))
 
 
 def beam_search(model: UnifiedAudioLM, params, prompts, prompt_lengths, settings: DecodeConfig,
                 *, stop_tokens: tuple[int, ...] | None = None, capacity: int | None = None,
                 audio_features=None, audio_mask=None, allowed_ids=None,
-                cache: KVCache | None = None) -> BeamResult:
+                cache: KVCache | None = None, nbest: bool = False) -> BeamResult:
     """Beam search of width settings.beam_width, ranked by logp / length**length_penalty.
 
     Arguments as for `chorus.decoding.verified.greedy_decode`: prompts [B, P] right-padded
     with valid lengths [B]; optional audio; stop tokens (default (eos,)); allowed_ids and
     settings.repetition_* shape the log-probs (per hypothesis: each has its own history);
     `cache` (B rows) is continued instead of a fresh prefill. Deterministic: needs
-    settings.temperature 0 (top_k / top_p then play no part).
+    settings.temperature 0 (top_k / top_p then play no part). nbest: search on until the
+    whole n-best is final (slower: W hypotheses must end), not just the best.
     """
     if settings.temperature != 0:
         raise ValueError(f"decode.temperature: expected 0 for beam search (it is "
@@ -172,4 +174,5 @@ def beam_search(model: UnifiedAudioLM, params, prompts, prompt_lengths, settings
         model, settings, prompts, prompt_lengths, num_draft=0, capacity=capacity, cache=cache,
         stop_tokens=stop_tokens, allowed_ids=allowed_ids)
     return _beam_jit(model, params, prompts, prompt_lengths, stops, constraints,
-                     audio_features, audio_mask, cache, settings=settings, capacity=capacity)
+                     audio_features, audio_mask, cache, settings=settings, capacity=capacity,
+                     nbest=bool(nbest))
