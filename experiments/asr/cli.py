@@ -18,9 +18,9 @@ span); text: the transcript (with more than one file, `FILE<TAB>text`); srt: sub
 paths. A file that cannot be read (missing, not audio, empty) is reported on stderr and
 skipped; the others are transcribed.
 
-`--mode`: verified (default; multi-token drafts verified by the backbone, output identical
-to greedy), greedy, beam (width `--set decode.beam_width=W`, `decode.length_penalty=A`), or
-ctc (the CTC head's best path: encoder + adaptor + one linear layer, no decoder).
+`--mode`: verified (multi-token drafts verified by the backbone, output identical to greedy;
+the default), greedy, beam (width `--set decode.beam_width=W`, the default when W > 1;
+`decode.length_penalty=A`), or ctc (the CTC head's best path: encoder + adaptor + one linear layer, no decoder).
 No speech, no words: a file in which the run's speech gate (experiment.speech_gate,
 chorus.audio.speech_gate; on by default) finds no speech — silence, noise, a click — gives
 an empty transcript without decoding, and its record says `"speech": false` and why.
@@ -70,7 +70,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workdir", required=True, help="an ASR (or ASR RL) run directory")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (latest)")
     parser.add_argument("--mode", choices=("verified", "greedy", "beam", "ctc"),
-                        default="verified", help="decoder (default verified)")
+                        default=None, help="decoder (default: beam when decode.beam_width > 1, "
+                        "else verified)")
     parser.add_argument("--greedy", action="store_true", help="the same as --mode greedy")
     parser.add_argument("--format", choices=list(FORMATS), default="json",
                         help="json lines (default), plain text, or SRT subtitles")
@@ -158,7 +159,8 @@ def main(argv: list[str]) -> int:
             transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
         except (ConfigError, FileNotFoundError, ValueError) as e:
             return fail(e)
-        mode = "greedy" if args.greedy else args.mode
+        mode = ("greedy" if args.greedy else args.mode if args.mode else
+                "beam" if transcriber.config.decode.beam_width > 1 else "verified")
         for i, transcript in transcribe_clips(transcriber, [c[2] for c in clips], settings,
                                               mode, [c[3] for c in clips]):
             path, audio_seconds, _, _ = clips[i]

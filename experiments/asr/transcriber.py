@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from chorus.config import Config, check
+from chorus.decoding.beam import beam_search
 from chorus.decoding.ctc import CtcGreedy, ctc_greedy
 from chorus.decoding.verified import greedy_decode, verified_decode
 from chorus.model.unified import UnifiedAudioLM
@@ -32,7 +33,7 @@ from experiments.asr.model import AsrModel
 from experiments.asr.regime import asr_prompt
 from experiments.asr.settings import asr_settings
 
-MODES = ("verified", "greedy", "prefill", "ctc")
+MODES = ("verified", "greedy", "prefill", "beam", "ctc")
 
 
 def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int) -> dict:
@@ -116,8 +117,10 @@ class Transcriber:
 
     def decode(self, request: dict, mode: str = "verified"):
         """mode: "verified" (greedy when there are no heads), "greedy", "prefill" (encoder,
-        prompt prefill and the first token only: the part both decoders share), or "ctc"
-        (`ctc_decode`: the CTC head's best path, no decoder)."""
+        prompt prefill and the first token only: the part both decoders share), "beam" (beam
+        search of width decode.beam_width, e.g. `--set decode.beam_width=4`; a BeamResult: the
+        best hypothesis, its log-prob and the n-best), or "ctc" (`ctc_decode`: the CTC head's
+        best path, no decoder)."""
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
         if mode == "ctc":
@@ -126,6 +129,8 @@ class Transcriber:
         args = (jnp.asarray(request["prompts"]), jnp.asarray(request["lengths"]))
         audio = dict(audio_features=jnp.asarray(request["audio_features"]),
                      audio_mask=jnp.asarray(request["audio_mask"]))
+        if mode == "beam":
+            return beam_search(self.asr.backbone, p["backbone"], *args, self.settings, **audio)
         if mode == "verified" and self.asr.heads is not None:
             return verified_decode(self.asr.backbone, p["backbone"], self.asr.heads, p["mtp"],
                                    *args, self.settings, **audio)
