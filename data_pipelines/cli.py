@@ -60,8 +60,8 @@ def stats_main(argv: list[str]) -> int:
                    help="comma-separated splits (default: the chorus_speech splits)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
+    from data_pipelines.corpus_plan import SPLITS
     from data_pipelines.stats import dataset_stats, format_stats
-    from data_pipelines.text_generator import SPLITS
 
     splits = tuple(args.splits.split(",")) if args.splits else SPLITS
     stats = dataset_stats(args.data_dir, args.name, splits)

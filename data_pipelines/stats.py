@@ -7,8 +7,8 @@ import collections
 import numpy as np
 
 from chorus.audio.io import load_wave
+from data_pipelines.corpus_plan import SPLITS
 from data_pipelines.sources import DEFAULT_FIELDS, FieldMap, SourceError, open_source
-from data_pipelines.text_generator import SPLITS
 
 
 def split_stats(source, fields: FieldMap = DEFAULT_FIELDS) -> dict:

@@ -25,8 +25,8 @@ import time
 from chorus.atomic import write_json
 from chorus.progress import progress as progress_bar
 from data_pipelines import shards, tfds_builder
-from data_pipelines.corpus_plan import CorpusConfig
-from data_pipelines.text_generator import SPLITS, SentenceGenerator
+from data_pipelines.corpus_plan import SPLITS, CorpusConfig
+from data_pipelines.text_generator import SentenceGenerator
 from data_pipelines.tokenizer import TOKENIZER_FILENAME, train_tokenizer
 from data_pipelines.voices import VOICES
 

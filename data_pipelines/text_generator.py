@@ -13,6 +13,8 @@ A seeded fraction of the concrete word pairs (e.g. Maya x Oslo) is held out: `tr
 least one. Every word keeps at least one non-held-out partner, so each word of a
 test_compositional sentence is seen in training, only the combination is new.
 `train` / `validation` / `test` are disjoint by text (bucketed by a hash of the sentence).
+These are the text splits; the corpus (corpus_plan.SPLITS) adds splits that hold out voices or
+prosody and draw their texts like `test`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import numpy as np
 
 from data_pipelines.lexicon import DEFAULT_LEXICON, Lexicon
 
-SPLITS = ("train", "validation", "test", "test_compositional")
+# The splits of the text distribution (the corpus adds voice/prosody splits on top).
+TEXT_SPLITS = ("train", "validation", "test", "test_compositional")
 CATEGORIES = ("numbers", "dates", "times", "names", "places", "commands", "facts", "questions")
 
 # slot name (without trailing digits) -> slot type
@@ -241,8 +244,8 @@ class SentenceGenerator:
     def sample_for_split(self, rng: np.random.Generator, split: str,
                          max_tries: int = 10_000) -> Sentence:
         """Rejection-samples until the sentence belongs to `split`."""
-        if split not in SPLITS:
-            raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+        if split not in TEXT_SPLITS:
+            raise ValueError(f"split: expected one of {TEXT_SPLITS}, got {split!r}")
         for _ in range(max_tries):
             sentence = self.sample(rng)
             if self.split_of(sentence) == split:

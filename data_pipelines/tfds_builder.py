@@ -1,7 +1,9 @@
 """`chorus_speech`: the synthesized corpus as a TFDS dataset (array_record, no TensorFlow).
 
-Layout: `<data_dir>/chorus_speech/1.0.0/` with splits train / validation / test /
-test_compositional. Read it like any prepared TFDS dataset:
+Layout: `<data_dir>/chorus_speech/1.0.0/` with the splits of corpus_plan.SPLITS (train /
+validation / test / test_compositional / test_voices / test_prosody; a corpus made before
+the last two existed lacks them, and opening one raises SourceError naming split and
+directory). Read it like any prepared TFDS dataset:
 
     tfds.data_source("chorus_speech", data_dir=DIR)["train"][0]
     -> {"speech": int16[n] @ 16 kHz, "text": b"...", "speaker_id": 12, "duration": 2.4, ...}
@@ -18,8 +20,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines.corpus_plan import SPLITS
 from data_pipelines.shards import read_shard
-from data_pipelines.text_generator import SPLITS
 
 NAME = "chorus_speech"
 TEXT_FIELDS = ("id", "text", "tagged_text", "instruction", "voice", "category", "persona",

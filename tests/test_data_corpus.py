@@ -9,10 +9,9 @@ import tensorflow_datasets as tfds
 
 from chorus.vocab import VocabLayout
 from data_pipelines import cli, shards
-from data_pipelines.corpus_plan import CorpusConfig
+from data_pipelines.corpus_plan import SPLITS, CorpusConfig
 from data_pipelines.pipeline import make_train_iterator
 from data_pipelines.synth_corpus import synth_corpus
-from data_pipelines.text_generator import SPLITS
 from data_pipelines.tokenizer import TextTokenizer
 from data_pipelines.voices import get_voice
 from experiments.asr.regime import AsrRegime

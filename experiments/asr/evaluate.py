@@ -40,8 +40,10 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
     max_frames = config.train.max_mel_frames
     report: dict[str, Any] = {}
     timing_pool: list[dict] = []
-    for split in settings.eval_splits:
-        examples = eval_examples(config, settings, split, settings.eval_examples)
+    # every split read before any is decoded: a missing one fails at once
+    pools = {split: eval_examples(config, settings, split, settings.eval_examples)
+             for split in settings.eval_splits}
+    for split, examples in pools.items():
         timing_pool = timing_pool or examples
         hyps, refs, identical, stats, ctc_hyps = [], [], 0, [], []
         audio_seconds = 0.0

@@ -69,15 +69,20 @@ class AsrRegime:
 def eval_examples(config: Config, settings: AsrSettings, split: str,
                   max_examples: int | None) -> list[dict]:
     """The first `max_examples` usable eval examples of `split` (make_eval_iterator: prompt,
-    clip, reference_text, ...); ConfigError when the split has none."""
+    clip, reference_text, ...); ConfigError when the split has none or is missing."""
     from data_pipelines import make_eval_iterator
+    from data_pipelines.sources import SourceError
 
     folder = data_dir(settings)
-    examples = list(make_eval_iterator(
-        AsrRegime(target=settings.asr_target), folder, split,
-        VocabLayout.from_model_config(config.model), dataset_name=settings.dataset,
-        max_frames=config.train.max_mel_frames, seq_len=config.train.seq_len,
-        max_examples=max_examples))
+    try:
+        examples = list(make_eval_iterator(
+            AsrRegime(target=settings.asr_target), folder, split,
+            VocabLayout.from_model_config(config.model), dataset_name=settings.dataset,
+            max_frames=config.train.max_mel_frames, seq_len=config.train.seq_len,
+            max_examples=max_examples))
+    except SourceError as e:  # e.g. a corpus made before the split existed
+        raise ConfigError(f"{e} (a corpus made before split {split!r} existed: synthesize a "
+                          "new one, or choose other experiment.eval_splits)") from None
     if not examples:
         raise ConfigError(f"{folder}: split {split!r} has no usable ASR example")
     return examples

@@ -47,7 +47,10 @@ class AsrSettings:
     # A run directory whose latest checkpoint initializes the backbone (an ASR or RL run:
     # its exported "backbone"). The heads stage needs one.
     backbone_from: str = ""
-    eval_splits: tuple[str, ...] = ("test", "test_compositional")
+    # the decoding table: in-distribution, held-out word pairs, held-out voices, held-out
+    # speaking rates / pitches (data_pipelines.corpus_plan.SPLITS)
+    eval_splits: tuple[str, ...] = ("test", "test_compositional", "test_voices",
+                                    "test_prosody")
     eval_examples: int = 200  # per split
     speed_examples: int = 32  # utterances timed for greedy-vs-verified wall-clock (0 = skip)
     # Inference: a clip the voice-activity gate finds no speech in (silence, noise, too short)
