@@ -26,6 +26,11 @@ def synth_main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--shard-size", type=int, default=50, help="utterances per shard file")
     p.add_argument("--vocab-size", type=int, default=512, help="tokenizer vocabulary size")
+    p.add_argument("--held-out-accents", default=None, metavar="A,B", help=(
+        "comma-separated voices.ACCENTS keys whose voices only the test_voices split speaks "
+        "in (default en-gb-x-gbcwmd; '' for none)"))
+    p.add_argument("--held-out-variants", default=None, metavar="V,W", help=(
+        "comma-separated voices.VARIANTS keys held out likewise (default f4,m6; '' for none)"))
     p.add_argument("--delete-shards", action="store_true",
                    help="remove the intermediate shard files after the build")
     p.add_argument("--no-progress", action="store_true")
@@ -35,7 +40,11 @@ def synth_main(argv: list[str]) -> int:
     from data_pipelines.synth_corpus import measured_speed, synth_corpus
 
     try:
-        config = CorpusConfig(seed=args.seed, hours=args.hours, shard_size=args.shard_size)
+        held_out = {f"held_out_{k}": tuple(x for x in v.split(",") if x)
+                    for k, v in (("accents", args.held_out_accents),
+                                 ("variants", args.held_out_variants)) if v is not None}
+        config = CorpusConfig(seed=args.seed, hours=args.hours, shard_size=args.shard_size,
+                              **held_out)
         summary = synth_corpus(args.out, config, workers=args.workers,
                                vocab_size=args.vocab_size, progress=not args.no_progress,
                                delete_shards=args.delete_shards)

@@ -14,6 +14,7 @@ from data_pipelines.sources import DEFAULT_FIELDS, FieldMap, SourceError, open_s
 def split_stats(source, fields: FieldMap = DEFAULT_FIELDS) -> dict:
     seconds, words = [], []
     voices, speakers, categories = set(), set(), collections.Counter()
+    controls = {"rate": [], "pitch": []}  # chorus_speech's: shows test_prosody's ranges
     unreadable = 0
     for i in range(len(source)):
         record = source[i]
@@ -30,6 +31,9 @@ def split_stats(source, fields: FieldMap = DEFAULT_FIELDS) -> dict:
             if key and key in record:
                 value = record[key]
                 bucket.add(value.decode() if isinstance(value, bytes) else str(value))
+        for key, values in controls.items():
+            if key in record:
+                values.append(int(record[key]))
         if "category" in record:
             value = record["category"]
             categories[value.decode() if isinstance(value, bytes) else str(value)] += 1
@@ -39,7 +43,8 @@ def split_stats(source, fields: FieldMap = DEFAULT_FIELDS) -> dict:
             "seconds_p50": float(np.percentile(s, 50)), "seconds_p95": float(np.percentile(s, 95)),
             "seconds_max": float(s.max()), "words_mean": float(np.mean(words)) if words else 0.0,
             "voices": len(voices), "speakers": len(speakers),
-            "categories": dict(sorted(categories.items())), "unreadable": unreadable}
+            "categories": dict(sorted(categories.items())), "unreadable": unreadable,
+            **{f"{k}_min_max": [min(v), max(v)] for k, v in controls.items() if v}}
 
 
 def dataset_stats(data_dir: str, name: str = "chorus_speech",
@@ -54,16 +59,17 @@ def dataset_stats(data_dir: str, name: str = "chorus_speech",
 
 
 def format_stats(stats: dict) -> str:
-    lines = ["| split | examples | hours | s min / mean / p95 / max | words | voices | speakers |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| split | examples | hours | s min / mean / p95 / max | words | voices | speakers "
+             "| rate | pitch |", "|---|---|---|---|---|---|---|---|---|"]
+    span = lambda s, key: "{}-{}".format(*s[key]) if key in s else ""  # noqa: E731
     for split, s in stats.items():
         if "error" in s:
-            lines.append(f"| {split} | error: {s['error']} | | | | | |")
+            lines.append(f"| {split} | error: {s['error']} | | | | | | | |")
             continue
         lines.append(f"| {split} | {s['examples']} | {s['hours']:.3f} | "
                      f"{s['seconds_min']:.2f} / {s['seconds_mean']:.2f} / {s['seconds_p95']:.2f}"
                      f" / {s['seconds_max']:.2f} | {s['words_mean']:.1f} | {s['voices']} | "
-                     f"{s['speakers']} |")
+                     f"{s['speakers']} | {span(s, 'rate_min_max')} | {span(s, 'pitch_min_max')} |")
     categories = collections.Counter()
     for s in stats.values():
         categories.update(s.get("categories", {}))

@@ -221,3 +221,37 @@ def test_a_corpus_without_the_new_splits_names_the_split_and_directory(tiny_asr_
     with pytest.raises(ConfigError, match=rf"in '{old}': split 'test_voices'.*a corpus made "
                                           r"before split 'test_voices' existed"):
         eval_examples(config, settings, "test_voices", 2)
+
+
+def test_stats_show_each_splits_rate_and_pitch_range(tiny_asr_corpus):
+    from data_pipelines.stats import dataset_stats, format_stats
+
+    stats = dataset_stats(tiny_asr_corpus)
+    assert set(stats) == set(SPLITS)
+    c = CorpusConfig()
+    lo, hi = stats["test"]["rate_min_max"]
+    assert c.rate_range[0] <= lo <= hi <= c.rate_range[1]
+    rates, pitches = stats["test_prosody"]["rate_min_max"], stats["test_prosody"]["pitch_min_max"]
+    assert rates[0] < c.rate_range[0] or rates[1] > c.rate_range[1] or (
+        pitches[0] < c.pitch_range[0] or pitches[1] > c.pitch_range[1])
+    row = next(line for line in format_stats(stats).splitlines() if "| test_prosody |" in line)
+    assert row.endswith(f"| {rates[0]}-{rates[1]} | {pitches[0]}-{pitches[1]} |")
+
+
+def test_synth_command_takes_the_held_out_voices(tmp_path, capsys):
+    from data_pipelines import cli
+
+    out = str(tmp_path / "c")
+    base = ["synth", "--out", out, "--hours", "0.002", "--shard-size", "1", "--workers", "2",
+            "--vocab-size", "200", "--no-progress"]
+    assert cli.main([*base, "--held-out-variants", "whisper"]) == 2
+    assert "CorpusConfig.held_out_variants: expected none of" in capsys.readouterr().err
+    assert cli.main([*base, "--held-out-accents", "en-029", "--held-out-variants", ""]) == 0
+    with open(os.path.join(out, "corpus_config.json")) as f:
+        saved = json.load(f)
+    assert (saved["held_out_accents"], saved["held_out_variants"]) == (["en-029"], [])
+    from data_pipelines.sources import open_source
+
+    voices = open_source("chorus_speech", out, "test_voices")
+    assert {get_voice(voices[i]["voice"].decode()).accent for i in range(len(voices))} == {
+        "en-029"}
