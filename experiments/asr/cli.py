@@ -20,7 +20,8 @@ skipped; the others are transcribed.
 
 `--mode`: verified (multi-token drafts verified by the backbone, output identical to greedy;
 the default), greedy, beam (width `--set decode.beam_width=W`, the default when W > 1;
-`decode.length_penalty=A`), or ctc (the CTC head's best path: encoder + adaptor + one linear layer, no decoder).
+`decode.length_penalty=A`), or ctc (the CTC head's best path: encoder + adaptor + one
+linear layer, no decoder).
 No speech, no words: a file in which the run's speech gate (experiment.speech_gate,
 chorus.audio.speech_gate; on by default) finds no speech — silence, noise, a click — gives
 an empty transcript without decoding, and its record says `"speech": false` and why.
