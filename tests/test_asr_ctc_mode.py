@@ -173,3 +173,45 @@ def test_joint_rescoring_scores_candidates_like_the_kv_cache_decoder(loaded, exa
     picked = joint_rescore(transcriber, request, 4, (1.0,))[1.0]
     assert picked[0] in {ctc_beam_texts(transcriber, request, 4)[0],
                          transcriber.texts(transcriber.decode(request, "greedy"))[0]}
+
+
+def test_forced_aligned_words_time_the_reference_text(loaded, examples):
+    """Any transcript gets word times: the reference ids (not what the 3-step model says)
+    force-aligned to each clip's CTC frames, the words in order, inside the clip; keep selects
+    the words of a slice; ids the frames cannot hold give None."""
+    transcriber, _ = loaded
+    clips = [np.asarray(ex["audio_features"]).reshape(-1, 128)[:int(np.sum(ex["audio_mask"]))]
+             for ex in examples]
+    # the tiny tokenizer spells words nearly letter by letter: keep the ids half the frames
+    # hold (a clip of T mel frames has ceil(T / 8) CTC frames)
+    ids = [np.asarray(ex["reference_ids"])[:len(c) // 16] for ex, c in zip(examples, clips,
+                                                                          strict=True)]
+    rows = transcriber.aligned_words(clips, ids, batch_size=2)
+    for words, clip, row in zip(rows, clips, ids, strict=True):
+        text = transcriber.tokenizer.decode([int(t) for t in row])
+        assert " ".join(w["word"] for w in words) == " ".join(text.split())
+        assert all(0 <= w["start"] < w["end"] <= len(clip) / 100 + 1e-9 for w in words)
+        assert all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:],
+                                                                  strict=False))
+    first = rows[0]
+    n = len(ids[0])
+    tail = transcriber.aligned_words(clips[:1], ids[:1], keep=[(n // 2, n)])[0]
+    assert tail and tail[-1] == first[-1] and len(tail) < len(first)
+    too_many = np.tile(ids[0], 40)  # far more tokens than the clip has 80 ms frames
+    assert transcriber.aligned_words(clips[:1], [too_many]) == [None]
+
+
+def test_transcript_words_shift_each_window_by_its_start():
+    from experiments.asr.longform import Transcript, Window, transcript_words
+
+    class Aligner:
+        def aligned_words(self, clips, ids, keep, batch_size):
+            assert [len(c) for c in clips] == [300, 200] and keep == [(0, 2), (1, 3)]
+            return [[{"word": "a", "start": 0.5, "end": 0.9}],
+                    [{"word": "b", "start": 0.25, "end": 0.5}], ][:len(clips)]
+
+    t = Transcript("a b", np.zeros(3, np.int32), (), (Window(0, 300), Window(400, 600)), (),
+                   0.0, (np.arange(2), np.arange(3)), ((0, 2), (1, 3)))
+    words = transcript_words(Aligner(), np.zeros((600, 128)), t)
+    assert words == [{"word": "a", "start": 0.5, "end": 0.9},
+                     {"word": "b", "start": 4.25, "end": 4.5}]

@@ -164,3 +164,57 @@ def test_beam_search_rejects_bad_input():
         ctc_prefix_beam_search(np.zeros((3,)), beam=2)
     with pytest.raises(ValueError, match="beam: expected an int >= 1, got 0"):
         ctc_prefix_beam_search(np.zeros((3, 4)), beam=0)
+
+
+def _brute_force_alignment(log_probs, labels):
+    """The best path (over every path of all frames) that collapses to `labels`: (its log p,
+    each label's first and last frame)."""
+    f, c = log_probs.shape
+    best, best_path = -np.inf, None
+    for path in itertools.product(range(c), repeat=f):
+        out, prev = [], 0
+        for k in path:
+            if k != 0 and k != prev:
+                out.append(k - 1)
+            prev = k
+        if out == list(labels):
+            score = sum(log_probs[t, k] for t, k in enumerate(path))
+            if score > best:
+                best, best_path = score, path
+    starts, ends, j, prev = [], [], -1, 0
+    for t, k in enumerate(best_path):
+        if k != 0 and k != prev:
+            j += 1
+            starts.append(t)
+            ends.append(t)
+        elif k != 0:
+            ends[j] = t
+        prev = k
+    return best, starts, ends
+
+
+@pytest.mark.parametrize("frames,classes,labels", [(5, 3, [0, 1]), (6, 3, [1, 1]),
+                                                   (6, 4, [2, 0, 2]), (4, 3, [0]),
+                                                   (5, 4, [1, 1, 2])])
+def test_forced_alignment_is_the_best_path_that_spells_the_labels(frames, classes, labels):
+    from chorus.decoding.ctc import ctc_forced_align
+
+    rng = np.random.default_rng(frames * 10 + classes + len(labels))
+    for _ in range(3):
+        lp = _log_softmax(rng.normal(0, 2, (frames, classes)))
+        want, want_starts, want_ends = _brute_force_alignment(lp, labels)
+        starts, ends, score = ctc_forced_align(lp, labels)
+        assert score == pytest.approx(want, abs=1e-12)  # the same sums in float64
+        assert starts.tolist() == want_starts and ends.tolist() == want_ends
+
+
+def test_forced_alignment_refuses_what_the_frames_cannot_hold():
+    from chorus.decoding.ctc import ctc_forced_align
+
+    lp = _log_softmax(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="need at least 4 frames, got 3"):
+        ctc_forced_align(lp, [1, 1, 2])  # the repeat needs a blank between its copies
+    with pytest.raises(ValueError, match="text ids in"):
+        ctc_forced_align(lp, [3])
+    starts, ends, score = ctc_forced_align(lp, [])
+    assert starts.size == 0 and score == pytest.approx(3 * np.log(0.25))

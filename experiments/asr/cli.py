@@ -13,7 +13,8 @@ at a time.
 
 Output (`--format`): json (default) one JSON line per file {file, text, step, audio_seconds,
 decode_seconds, windows, segments: [{start, end, text}]} (segment times: each window's kept
-span); text: the transcript (with more than one file, `FILE<TAB>text`); srt: subtitles.
+span; with `--words` also words: [{word, start, end}] by CTC forced alignment); text: the
+transcript (with more than one file, `FILE<TAB>text`); srt: subtitles.
 `--out DIR` writes DIR/<stem>.json|.txt|.srt per file instead (atomically) and prints the
 paths. A file that cannot be read (missing, not audio, empty) is reported on stderr and
 skipped; the others are transcribed.
@@ -82,6 +83,9 @@ def main(argv: list[str]) -> int:
                         help="least overlap of consecutive windows of long audio (1.0)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="write DIR/<stem>.<ext> per file instead of stdout")
+    parser.add_argument("--words", action="store_true",
+                        help="word timestamps (CTC forced alignment of the transcript; needs "
+                        "the run's CTC head); SRT cues then follow the words")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override of the run's config")
     parser.add_argument("files", nargs="+")
@@ -94,7 +98,12 @@ def main(argv: list[str]) -> int:
     from chorus.config import ConfigError, apply_overrides
     from chorus.training.restore import resolve_run_dir
     from chorus.training.run_config import read_run_config
-    from experiments.asr.longform import LongformSettings, speech_frames, transcribe_clips
+    from experiments.asr.longform import (
+        LongformSettings,
+        speech_frames,
+        transcribe_clips,
+        transcript_words,
+    )
     from experiments.asr.transcriber import load_transcriber
 
     def fail(message) -> int:
@@ -160,13 +169,20 @@ def main(argv: list[str]) -> int:
             transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
         except (ConfigError, FileNotFoundError, ValueError) as e:
             return fail(e)
+        if args.words and transcriber.asr.ctc_head is None:
+            return fail(f"--words: expected a run trained with a CTC head "
+                        f"(experiment.ctc_weight > 0), got {args.workdir} without one")
         mode = ("greedy" if args.greedy else args.mode if args.mode else
                 "beam" if transcriber.config.decode.beam_width > 1 else "verified")
         for i, transcript in transcribe_clips(transcriber, [c[2] for c in clips], settings,
                                               mode, [c[3] for c in clips]):
-            path, audio_seconds, _, _ = clips[i]
-            emit(path, {**record_of(path, transcript, run.step, audio_seconds),
-                        "speech": True, "mode": mode})
+            path, audio_seconds, frames, _ = clips[i]
+            record = {**record_of(path, transcript, run.step, audio_seconds), "speech": True,
+                      "mode": mode}
+            if args.words:
+                record["words"] = transcript_words(transcriber, frames, transcript,
+                                                   args.batch_size)
+            emit(path, record)
     if failed:
         print(f"chorus transcribe: {failed} of {len(args.files)} files could not be read",
               file=sys.stderr)

@@ -242,6 +242,8 @@ class Transcript:
     windows: tuple[Window, ...]
     seams: tuple[Seam, ...]
     decode_seconds: float
+    pieces: tuple[np.ndarray, ...] = ()  # each window's decoded text ids
+    spans: tuple[tuple[int, int], ...] = ()  # the [lo, hi) of each piece that was kept
 
 
 def transcribe_clips(transcriber, clips: Sequence[np.ndarray], settings: LongformSettings,
@@ -284,4 +286,22 @@ def _transcript(tokenizer, pieces, windows, seconds) -> Transcript:
                                                     kept_times(windows),
                                                     strict=True))
     return Transcript(tokenizer.decode(joined.tokens), np.asarray(joined.tokens, np.int32),
-                      segments, tuple(windows), tuple(joined.seams), seconds)
+                      segments, tuple(windows), tuple(joined.seams), seconds,
+                      tuple(np.asarray(p, np.int32) for p in pieces), tuple(joined.spans))
+
+
+def transcript_words(transcriber, frames: np.ndarray, transcript: Transcript,
+                     batch_size: int = 8) -> list[dict]:
+    """[{"word", "start", "end"}] (seconds in the whole clip) of a stitched transcript: each
+    window's decoded tokens are force-aligned to that window's CTC posteriors
+    (`Transcriber.aligned_words`), and the words of the tokens it kept are shifted by the
+    window's start. A window whose text the CTC frames cannot hold gives no words."""
+    clips = [frames[w.start:w.stop] for w in transcript.windows]
+    aligned = transcriber.aligned_words(clips, list(transcript.pieces),
+                                        keep=list(transcript.spans), batch_size=batch_size)
+    words = []
+    for w, row in zip(transcript.windows, aligned, strict=True):
+        offset = w.start / MEL_FRAMES_PER_SECOND
+        words += [{**x, "start": round(x["start"] + offset, 3),
+                   "end": round(x["end"] + offset, 3)} for x in row or []]
+    return words

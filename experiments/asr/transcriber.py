@@ -24,7 +24,7 @@ import numpy as np
 
 from chorus.config import Config, check
 from chorus.decoding.beam import beam_search
-from chorus.decoding.ctc import CtcGreedy, ctc_greedy
+from chorus.decoding.ctc import CtcGreedy, ctc_forced_align, ctc_greedy
 from chorus.decoding.verified import greedy_decode, verified_decode
 from chorus.model.unified import UnifiedAudioLM
 from chorus.vocab import MEL_FRAMES_PER_SECOND, VocabLayout
@@ -182,6 +182,32 @@ class Transcriber:
             rows.append([{**w, "start": min(w["start"], end), "end": min(w["end"], end)}
                          for w in words])
         return rows
+
+    def aligned_words(self, clips: Sequence[np.ndarray], ids: Sequence[Sequence[int]],
+                      keep: Sequence[tuple[int, int]] | None = None, batch_size: int = 8,
+                      ) -> list[list[dict] | None]:
+        """Per clip, the words of its text ids timed by CTC forced alignment (the most probable
+        CTC path that spells exactly these ids, `ctc_forced_align`): any decoder's output gets
+        timestamps, not only the CTC head's own. keep: a [lo, hi) of each row's ids whose words
+        are returned (the rest still shape the alignment). None for a row whose clip has too
+        few frames for its ids."""
+        out: list[list[dict] | None] = []
+        for b in range(0, len(clips), batch_size):
+            chunk = list(clips[b:b + batch_size])
+            logits, mask = self.ctc_logits(self.requests(chunk, batch_size))
+            log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1), np.float64)
+            for r in range(len(chunk)):
+                row = np.asarray(ids[b + r], np.int64)
+                lo, hi = keep[b + r] if keep is not None else (0, len(row))
+                try:
+                    starts, ends, _ = ctc_forced_align(log_probs[r][np.asarray(mask[r])], row)
+                except ValueError:
+                    out.append(None)
+                    continue
+                words = word_timestamps(row[lo:hi], starts[lo:hi], ends[lo:hi], self.tokenizer)
+                end = len(chunk[r]) / MEL_FRAMES_PER_SECOND
+                out.append([{**w, "end": min(w["end"], end)} for w in words])
+        return out
 
     def texts(self, result) -> list[str]:
         tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)

@@ -152,3 +152,52 @@ def ctc_sequence_logprob(logits, frame_mask, labels, label_lengths):
     return -optax.ctc_loss(logits, (~jnp.asarray(frame_mask)).astype(logits.dtype),
                            jnp.where(label_pad, 0, labels + 1).astype(jnp.int32),
                            label_pad.astype(logits.dtype), blank_id=BLANK)
+
+
+def ctc_forced_align(log_probs: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, float]:
+    """The most probable CTC alignment of a *given* transcript (Viterbi over the extended
+    sequence blank, y1, blank, y2, ..., blank): (starts [L], ends [L] inclusive frames of
+    each label, the path's log-probability). This times the words of any decoder's output,
+    not only the CTC head's own best path.
+
+    log_probs [F, C] (log-softmax; one utterance's valid frames), labels [L] text ids (class
+    = id + 1). ValueError when F frames cannot hold the labels (a repeated label needs a blank
+    between its copies)."""
+    lp = np.asarray(log_probs, np.float64)
+    y = np.asarray(labels, np.int64).reshape(-1) + 1
+    if lp.ndim != 2 or (len(y) and (y.min() < 1 or y.max() >= lp.shape[1])):
+        raise ValueError(f"ctc_forced_align: expected log_probs [F, C] and text ids in "
+                         f"[0, C - 1), got {lp.shape} and ids {(y - 1).tolist()}")
+    f, n = lp.shape[0], len(y)
+    needed = n + int(np.sum(y[1:] == y[:-1]))
+    if needed > f:
+        raise ValueError(f"ctc_forced_align: {n} labels need at least {needed} frames, got {f}")
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), float(lp[:, BLANK].sum())
+    ext = np.zeros(2 * n + 1, np.int64)
+    ext[1::2] = y
+    s = len(ext)
+    # state k may come from k (stay), k-1, or k-2 (skip a blank between different labels)
+    skip = np.zeros(s, bool)
+    skip[3::2] = ext[3::2] != ext[1:-2:2]
+    score = np.full(s, -np.inf)
+    score[:2] = lp[0, ext[:2]]
+    back = np.zeros((f, s), np.int8)  # 0 stay, 1 from k-1, 2 from k-2
+    for t in range(1, f):
+        cands = np.stack([score, np.r_[-np.inf, score[:-1]],
+                          np.where(skip, np.r_[-np.inf, -np.inf, score[:-2]], -np.inf)])
+        back[t] = np.argmax(cands, axis=0)
+        score = cands[back[t], np.arange(s)] + lp[t, ext]
+    k = s - 1 if score[s - 1] >= score[s - 2] else s - 2
+    total = float(score[k])
+    states = np.zeros(f, np.int64)
+    for t in range(f - 1, -1, -1):
+        states[t] = k
+        k -= int(back[t, k])
+    label_of = np.where(states % 2 == 1, states // 2, -1)  # frame -> label index or blank
+    starts, ends = np.full(n, -1), np.full(n, -1)
+    for t, j in enumerate(label_of):
+        if j >= 0:
+            starts[j] = t if starts[j] < 0 else starts[j]
+            ends[j] = t
+    return starts, ends, total
