@@ -2,8 +2,10 @@
 # The main job on the embedded default corpus (`make reproduce`), every mode's stages:
 #   1. synthesize the eSpeak NG corpus (6 h of speech, resumable) + its SentencePiece tokenizer
 #   2. ASR: train the cpu-tiny model with multi-token prediction heads, evaluate (WER/CER on
-#      test + compositional splits with verified decoding, acceptance, verified-vs-greedy
-#      wall-clock), transcribe a WAV spoken by a voice/rate outside the training distribution
+#      test, compositional, held-out-voice and out-of-range-prosody splits with verified
+#      decoding, CTC-greedy WER, acceptance, verified-vs-greedy wall-clock), transcribe a WAV
+#      spoken by a voice/rate outside the training distribution, a long-form WAV (SRT with
+#      word times) and silence / noise (empty transcripts)
 #   3. codec: train its four stages (speaker, tokenizer, flow, vocoder) through the one
 #      trainer — the corpus is encoded once into a record cache of codes beside the dataset —
 #      and evaluate resynthesis (CER, speaker similarity, MCD, EER, streaming)
@@ -47,6 +49,31 @@ write_wav(sys.argv[1], wave)
 print(f"wrote {sys.argv[1]}: {meta.duration:.2f} s, voice {meta.voice}, rate {meta.rate} wpm")
 PY
 $CHORUS transcribe --workdir "$RUN_DIR/asr" "$RUN_DIR/unseen_voice.wav"
+
+# Long-form (three sentences with pauses, longer than the model's 5.6 s window) with word
+# timestamps as SRT, and no speech (silence, white noise): empty transcripts, nothing decoded.
+$PY - "$RUN_DIR/long.wav" "$RUN_DIR/silence.wav" "$RUN_DIR/noise.wav" <<'PY'
+import sys
+
+import numpy as np
+
+from chorus.audio.io import write_wav
+from data_pipelines.synthesis import synthesize
+
+gap = np.zeros(6400, np.float32)  # 0.4 s pauses
+parts = [synthesize(t, voice=v)[0] for t, v in (
+    ("wake me up at seven on friday", "en-us+m3"), ("the best tea in oslo is near the station",
+                                                     "en-gb+f3"),
+    ("please close the window in the kitchen", "en-029+m1"))]
+write_wav(sys.argv[1], np.concatenate([p for part in parts for p in (part, gap)]))
+write_wav(sys.argv[2], np.zeros(32000, np.float32))
+write_wav(sys.argv[3], np.random.default_rng(0).normal(0, 0.05, 32000).astype(np.float32))
+PY
+$CHORUS transcribe --workdir "$RUN_DIR/asr" --words --format srt --out "$RUN_DIR/transcripts" \
+  "$RUN_DIR/long.wav"
+cat "$RUN_DIR/transcripts/long.srt"
+$CHORUS transcribe --workdir "$RUN_DIR/asr" --format text "$RUN_DIR/silence.wav" \
+  "$RUN_DIR/noise.wav"
 
 echo "== codec"
 $CHORUS train --experiment codec --workdir "$RUN_DIR/codec" --data "$CORPUS"
