@@ -66,8 +66,35 @@ class ChorusSpeech(tfds.core.GeneratorBasedBuilder):
                 yield meta["uid"], example
 
 
+def _fit_shuffle_buffer(shard_paths: dict[str, list[str]]) -> None:
+    """TFDS buffers each split's serialized examples in memory up to
+    `tfds.core.shuffle.MAX_MEM_BUFFER_SIZE` (1 GB) and then spills them to disk through
+    `tf.io.gfile` — which needs TensorFlow, so without it a corpus of more than ~9 h of train
+    audio failed mid-build ("No module named 'tensorflow'"). Raise the buffer to hold the
+    largest split (its shards' samples as int16, with room for the serialization), or say
+    up front that the machine's memory cannot."""
+    from tensorflow_datasets.core import shuffle
+
+    def samples_bytes(path: str) -> int:  # the offsets alone: no audio is read
+        with np.load(path) as data:
+            offsets = data["offsets"]
+        return 2 * int(offsets[-1]) + 1024 * (len(offsets) - 1)
+
+    largest = max((sum(samples_bytes(p) for p in paths) for paths in shard_paths.values()),
+                  default=0)
+    needed = int(largest * 1.25) + (64 << 20)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory // 2:
+        raise ValueError(f"{NAME}: the largest split needs a {needed / 2**30:.1f} GiB build "
+                         f"buffer (TFDS spills larger ones through TensorFlow, which is not "
+                         f"installed); expected at most half of this machine's "
+                         f"{memory / 2**30:.1f} GiB: synthesize fewer hours")
+    shuffle.MAX_MEM_BUFFER_SIZE = max(shuffle.MAX_MEM_BUFFER_SIZE, needed)
+
+
 def build(data_dir: str, shard_paths: dict[str, list[str]]) -> str:
     """Writes `<data_dir>/chorus_speech/1.0.0` from the given shard files; returns its path."""
+    _fit_shuffle_buffer(shard_paths)
     builder = ChorusSpeech(data_dir=data_dir, file_format="array_record",
                            shard_paths=shard_paths)
     builder.download_and_prepare(
