@@ -241,12 +241,51 @@ def transcribed(probe_run, audio_files):
     from experiments.asr import cli as asr_cli
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert asr_cli.main(["--workdir", str(probe_run),
+    with contextlib.redirect_stdout(out):  # the gate off: silence is decoded like speech
+        assert asr_cli.main(["--workdir", str(probe_run), "--set", "experiment.speech_gate=null",
                              *map(str, audio_files.values())]) == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["file"] for line in lines] == [str(p) for p in audio_files.values()]
     return {name: line["text"] for name, line in zip(audio_files, lines, strict=True)}
+
+
+def _transcribe_json(*argv) -> list[dict]:
+    import contextlib
+    import io
+
+    from experiments.asr import cli as asr_cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert asr_cli.main(list(map(str, argv))) == 0
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_the_speech_gate_empties_silence_and_keeps_the_order(probe_run, audio_files,
+                                                             transcribed):
+    """Gate on (the default): silence gives "" without decoding, in its place among the
+    files; the speech files' texts are unchanged."""
+    lines = _transcribe_json("--workdir", probe_run, *audio_files.values())
+    assert [line["file"] for line in lines] == [str(p) for p in audio_files.values()]
+    by_name = dict(zip(audio_files, lines, strict=True))
+    assert by_name["silence"]["text"] == "" and by_name["silence"]["speech"] is False
+    assert by_name["silence"]["no_speech_reason"] == "no_speech"
+    assert transcribed["silence"]  # the gate is what empties it: the model says words
+    for name in ("speech", "flac"):
+        assert by_name[name]["speech"] is True
+        assert by_name[name]["text"] == transcribed[name]
+
+
+def test_words_time_the_transcript_itself(probe_run, audio_files, transcribed):
+    """--words: the words of the printed text, in order, inside the clip (CTC forced
+    alignment of the decoder's output)."""
+    (line,) = _transcribe_json("--workdir", probe_run, "--words", audio_files["speech"])
+    assert line["words"] and [w["word"] for w in line["words"]] == line["text"].split()
+    assert line["text"] == transcribed["speech"]
+    assert all(0 <= w["start"] < w["end"] <= line["audio_seconds"] + 1e-6
+               for w in line["words"])
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(line["words"], line["words"][1:],
+                                                            strict=False))
 
 
 def _greedy_texts(run_dir, corpus, paths) -> list[str]:

@@ -14,7 +14,8 @@ at a time.
 Output (`--format`): json (default) one JSON line per file {file, text, step, audio_seconds,
 decode_seconds, windows, segments: [{start, end, text}]} (segment times: each window's kept
 span; with `--words` also words: [{word, start, end}] by CTC forced alignment); text: the
-transcript (with more than one file, `FILE<TAB>text`); srt: subtitles.
+transcript (with more than one file, `FILE<TAB>text`); srt: subtitles. Records come out in
+the order of the files given.
 `--out DIR` writes DIR/<stem>.json|.txt|.srt per file instead (atomically) and prints the
 paths. A file that cannot be read (missing, not audio, empty) is reported on stderr and
 skipped; the others are transcribed.
@@ -25,7 +26,8 @@ the default), greedy, beam (width `--set decode.beam_width=W`, the default when 
 linear layer, no decoder).
 No speech, no words: a file in which the run's speech gate (experiment.speech_gate,
 chorus.audio.speech_gate; on by default) finds no speech — silence, noise, a click — gives
-an empty transcript without decoding, and its record says `"speech": false` and why.
+an empty transcript without decoding, and its record says `"speech": false` and why
+(`no_speech_reason`; `step` is null: no checkpoint was read for it).
 
 Exit codes: 0 every file transcribed; 1 some files could not be read (the rest were
 transcribed); 2 bad arguments or a bad run (nothing transcribed).
@@ -131,58 +133,76 @@ def main(argv: list[str]) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as e:
         return fail(e)
     from chorus.audio.speech_gate import gate_decision
+    from experiments.asr.longform import region_frames
     from experiments.asr.settings import asr_settings
 
-    gate = asr_settings(config).speech_gate
-    clips, silent, failed = [], [], 0
-    for path in args.files:
+    asr = asr_settings(config)
+    if args.words and asr.ctc_weight <= 0:
+        return fail(f"--words: expected a run trained with a CTC head (experiment.ctc_weight "
+                    f"> 0), got experiment.ctc_weight={asr.ctc_weight} in {args.workdir}")
+    gate = asr.speech_gate
+    # Records leave in input order: done[i] is file i's record, None once it was skipped.
+    done: dict[int, dict | None] = {}
+    clips, failed, emitted = [], 0, 0
+
+    def flush():
+        nonlocal emitted
+        while emitted in done:
+            record = done.pop(emitted)
+            emitted += 1
+            if record is None:
+                continue
+            text = render(record, args.format, with_path=len(args.files) > 1)
+            if args.out is None:
+                sys.stdout.write(text)
+            else:
+                write_text(outputs[record["file"]], text)
+                print(outputs[record["file"]])
+            sys.stdout.flush()
+
+    mode = "greedy" if args.greedy else args.mode or (
+        "beam" if config.decode.beam_width > 1 else "verified")
+    for index, path in enumerate(args.files):
         try:
             # at least one log-mel frame; with the gate on, a shorter clip is "too_short"
             wave = load_wave(path, min_samples=HOP_LENGTH if gate is None else 1)
         except AudioError as e:
             print(f"chorus transcribe: {e}; skipped", file=sys.stderr)
             failed += 1
+            done[index] = None
             continue
         decision = None if gate is None else gate_decision(wave, gate, source=path)
         if decision is not None and not decision.speech:
-            silent.append((path, len(wave) / SAMPLE_RATE, decision.reason))
+            done[index] = {"file": path, "text": "", "step": None, "mode": mode,
+                           "speech": False, "no_speech_reason": decision.reason,
+                           "audio_seconds": len(wave) / SAMPLE_RATE, "decode_seconds": 0.0,
+                           "windows": 0, "segments": [], **({"words": []} if args.words
+                                                            else {})}
             continue
         frames = log_mel(wave)
-        # long audio is cut at pauses where it has them
-        speech = speech_frames(wave) if len(frames) > config.train.max_mel_frames else None
-        clips.append((path, len(wave) / SAMPLE_RATE, frames, speech))
-    def emit(path, record):
-        text = render(record, args.format, with_path=len(args.files) > 1)
-        if args.out is None:
-            sys.stdout.write(text)
-        else:
-            write_text(outputs[path], text)
-            print(outputs[path])
-        sys.stdout.flush()
-
-    for path, audio_seconds, reason in silent:
-        emit(path, {"file": path, "text": "", "speech": False, "no_speech_reason": reason,
-                    "audio_seconds": audio_seconds, "decode_seconds": 0.0, "windows": 0,
-                    "segments": []})
+        # long audio is cut at pauses: between the gate's speech regions (a click opens none),
+        # or the VAD's frames when the gate is off
+        speech = None
+        if len(frames) > config.train.max_mel_frames:
+            speech = (speech_frames(wave) if decision is None else
+                      region_frames(len(frames), decision.activity.regions))
+        clips.append((index, path, len(wave) / SAMPLE_RATE, frames, speech))
     if clips:
         try:
             transcriber, run = load_transcriber(args.workdir, args.overrides, args.step)
         except (ConfigError, FileNotFoundError, ValueError) as e:
             return fail(e)
-        if args.words and transcriber.asr.ctc_head is None:
-            return fail(f"--words: expected a run trained with a CTC head "
-                        f"(experiment.ctc_weight > 0), got {args.workdir} without one")
-        mode = ("greedy" if args.greedy else args.mode if args.mode else
-                "beam" if transcriber.config.decode.beam_width > 1 else "verified")
-        for i, transcript in transcribe_clips(transcriber, [c[2] for c in clips], settings,
-                                              mode, [c[3] for c in clips]):
-            path, audio_seconds, frames, _ = clips[i]
-            record = {**record_of(path, transcript, run.step, audio_seconds), "speech": True,
-                      "mode": mode}
+        for k, transcript in transcribe_clips(transcriber, [c[3] for c in clips], settings,
+                                              mode, [c[4] for c in clips]):
+            index, path, audio_seconds, frames, _ = clips[k]
+            record = {**record_of(path, transcript, run.step, audio_seconds), "mode": mode,
+                      "speech": True}
             if args.words:
                 record["words"] = transcript_words(transcriber, frames, transcript,
                                                    args.batch_size)
-            emit(path, record)
+            done[index] = record
+            flush()
+    flush()
     if failed:
         print(f"chorus transcribe: {failed} of {len(args.files)} files could not be read",
               file=sys.stderr)

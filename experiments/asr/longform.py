@@ -25,6 +25,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from chorus.audio.mel import HOP_LENGTH
 from chorus.config import check
 from chorus.vocab import MEL_FRAMES_PER_SECOND
 
@@ -126,6 +127,15 @@ def _pauses(speech: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
     edges = np.flatnonzero(np.diff(quiet))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)
             if b - a >= min_frames]
+
+
+def region_frames(num_frames: int, regions) -> np.ndarray:
+    """bool [num_frames] of log-mel frames inside speech regions [(start, end) samples] (the
+    speech gate's: opened by min_speech_ms of speech, so a click makes none)."""
+    mask = np.zeros(num_frames, bool)
+    for start, end in regions:
+        mask[start // HOP_LENGTH: -(-end // HOP_LENGTH)] = True
+    return mask
 
 
 def speech_frames(wave: np.ndarray) -> np.ndarray:

@@ -85,9 +85,9 @@ def speech_activity(wave, gate: SpeechGate = SpeechGate(),
                     source: str = "waveform") -> SpeechActivity:
     """The VAD run over one clip (16 kHz mono floats); AudioError naming `source` for a
     non-1-D or non-finite wave."""
-    wave = np.asarray(wave, np.float32)
-    if wave.ndim != 1 or wave.size:
-        check_wave(wave, source)
+    wave = np.asarray(wave)
+    # validated and, for integer samples, scaled to [-1, 1] (an empty clip has no regions)
+    wave = check_wave(wave, source) if wave.ndim != 1 or wave.size else wave.astype(np.float32)
     vad = VoiceActivityDetector(gate.vad)
     starts, regions = [], []
     for event in vad.push(wave):
