@@ -96,10 +96,12 @@ def joint_rescore(transcriber: Transcriber, request: dict, beam: int,
         cands = {tuple(text_ids_of(np.asarray(greedy.tokens[i, :int(greedy.lengths[i])]),
                                    layout).tolist())}
         cands |= {ids for ids, _ in ctc_prefix_beam_search(lp[m], beam)}
-        for ids in sorted(cands):
-            if len(ids) < transcriber.settings.max_new_tokens:  # room for <eos>
-                rows.append(ids)
-                owners.append(i)
+        # room for <eos>; a row whose every candidate is too long keeps its shortest, cut
+        fitting = [ids for ids in sorted(cands)
+                   if len(ids) < transcriber.settings.max_new_tokens]
+        for ids in fitting or [min(cands, key=len)[:transcriber.settings.max_new_tokens - 1]]:
+            rows.append(ids)
+            owners.append(i)
     owners = np.asarray(owners)
     dec = _decoder_logprobs(transcriber, request, owners, rows, width)
     labels = np.zeros((len(rows), max(1, max(len(r) for r in rows))), np.int32)

@@ -40,10 +40,12 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
     max_frames = config.train.max_mel_frames
     report: dict[str, Any] = {}
     timing_pool: list[dict] = []
-    # every split read before any is decoded: a missing one fails at once
-    pools = {split: eval_examples(config, settings, split, settings.eval_examples)
-             for split in settings.eval_splits}
-    for split, examples in pools.items():
+    # every split opened (one example) before any is decoded: a missing one fails at once,
+    # without holding every split's clips in memory together
+    for split in settings.eval_splits:
+        eval_examples(config, settings, split, 1)
+    for split in settings.eval_splits:
+        examples = eval_examples(config, settings, split, settings.eval_examples)
         timing_pool = timing_pool or examples
         hyps, refs, identical, stats, ctc_hyps = [], [], 0, [], []
         audio_seconds = 0.0

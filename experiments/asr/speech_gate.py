@@ -73,7 +73,12 @@ def eval_waves(config: Config, settings: AsrSettings, split: str, ids: Iterable[
     from data_pipelines.records import Skip, field_text, read_record
     from data_pipelines.sources import DEFAULT_FIELDS
 
+    ids = list(ids)
     wanted = set(ids)
+    if len(wanted) != len(ids) or "" in wanted:
+        raise ValueError(f"split {split!r}: expected distinct, non-empty record ids (the gate "
+                         f"reads each clip by its id), got {len(ids)} ids of which "
+                         f"{len(wanted)} distinct")
     limits = ExampleConfig(seq_len=config.train.seq_len,
                            max_frames=config.train.max_mel_frames).limits(True)
     records = open_records(data_dir(settings), split, settings.dataset, None, DEFAULT_FIELDS)
