@@ -6,11 +6,19 @@
     model.py        backbone + MTP heads + CTC head; the loss: transcript CE
                     + lambda/k * sum_j CE_j of the k MTP heads + ctc_weight * CTC
     experiment.py   `chorus train --experiment asr`: data, loss, eval, assets
-    transcriber.py  verified multi-token decoding (the MTP heads draft k tokens, one backbone
-                    forward verifies them; output identical to greedy), params-only loading
+    transcriber.py  decoding modes: verified multi-token (the MTP heads draft k tokens, one
+                    backbone forward verifies them; output identical to greedy), greedy, beam,
+                    ctc (the CTC head's best path); CTC word times; params-only loading
+    longform.py     audio longer than the window: cut at pauses, overlapping windows stitched
+    subtitles.py    SRT cues from words or segments
+    speech_gate.py  no speech, no words: the gate in front of decoding, and its eval
+    ctc_timestamps.py  words and their times from a CTC alignment
+    ctc_eval.py     CTC greedy / beam vs the decoder; joint CTC/attention rescoring
+    scoring.py      log p(transcript | clip), the value function of the analysis toolkit
+    adversarial.py  PGD attacks on the log-mel or the waveform
     evaluate.py     WER / CER per split, accepted tokens per step, verified-vs-greedy timing
     rl.py           `chorus rl --experiment asr`: utterances as audio prompts, -WER / -CER
-    cli.py          `chorus transcribe`
+    cli.py          `chorus transcribe` (many files, any length, json / text / srt)
 
     chorus train --experiment asr --preset cpu-tiny --workdir runs/asr --data DATA_DIR
     chorus eval  --workdir runs/asr
