@@ -48,7 +48,6 @@ wave, meta = synthesize("turn off the lights in the kitchen", voice="en-gb-scotl
 write_wav(sys.argv[1], wave)
 print(f"wrote {sys.argv[1]}: {meta.duration:.2f} s, voice {meta.voice}, rate {meta.rate} wpm")
 PY
-$CHORUS transcribe --workdir "$RUN_DIR/asr" "$RUN_DIR/unseen_voice.wav"
 
 # Long-form (three sentences with pauses, longer than the model's 5.6 s window) with word
 # timestamps as SRT, and no speech (silence, white noise): empty transcripts, nothing decoded.
@@ -69,11 +68,12 @@ write_wav(sys.argv[1], np.concatenate([p for part in parts for p in (part, gap)]
 write_wav(sys.argv[2], np.zeros(32000, np.float32))
 write_wav(sys.argv[3], np.random.default_rng(0).normal(0, 0.05, 32000).astype(np.float32))
 PY
+# One call (one checkpoint load) for all four: SRT files with word times in transcripts/.
 $CHORUS transcribe --workdir "$RUN_DIR/asr" --words --format srt --out "$RUN_DIR/transcripts" \
-  "$RUN_DIR/long.wav"
-cat "$RUN_DIR/transcripts/long.srt"
-$CHORUS transcribe --workdir "$RUN_DIR/asr" --format text "$RUN_DIR/silence.wav" \
-  "$RUN_DIR/noise.wav"
+  "$RUN_DIR/unseen_voice.wav" "$RUN_DIR/long.wav" "$RUN_DIR/silence.wav" "$RUN_DIR/noise.wav"
+for f in unseen_voice long silence noise; do
+  echo "-- $f.srt ($(wc -c < "$RUN_DIR/transcripts/$f.srt") bytes)"; cat "$RUN_DIR/transcripts/$f.srt"
+done
 
 echo "== codec"
 $CHORUS train --experiment codec --workdir "$RUN_DIR/codec" --data "$CORPUS"
