@@ -37,14 +37,20 @@ def _brute_force(log_probs):
     f, c = log_probs.shape
     total = defaultdict(lambda: -np.inf)
     for path in itertools.product(range(c), repeat=f):
-        out, prev = [], 0
-        for k in path:
-            if k != 0 and k != prev:
-                out.append(k - 1)
-            prev = k
+        out = _collapse(path)
         score = sum(log_probs[t, k] for t, k in enumerate(path))
-        total[tuple(out)] = np.logaddexp(total[tuple(out)], score)
+        total[out] = np.logaddexp(total[out], score)
     return dict(total)
+
+
+def _collapse(path) -> tuple:
+    """The text ids a path of classes spells: repeats merged, blanks (0) dropped."""
+    out, prev = [], 0
+    for k in path:
+        if k != 0 and k != prev:
+            out.append(k - 1)
+        prev = k
+    return tuple(out)
 
 
 def _peaky(rng, path, num_classes, peak=8.0):
@@ -172,12 +178,7 @@ def _brute_force_alignment(log_probs, labels):
     f, c = log_probs.shape
     best, best_path = -np.inf, None
     for path in itertools.product(range(c), repeat=f):
-        out, prev = [], 0
-        for k in path:
-            if k != 0 and k != prev:
-                out.append(k - 1)
-            prev = k
-        if out == list(labels):
+        if _collapse(path) == tuple(labels):
             score = sum(log_probs[t, k] for t, k in enumerate(path))
             if score > best:
                 best, best_path = score, path
