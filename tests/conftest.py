@@ -9,8 +9,9 @@ if "xla_force_host_platform_device_count" not in flags:
     flags += " --xla_force_host_platform_device_count=8"
 # XLA:CPU aborts the process (SIGABRT, `rendezvous.cc: Termination timeout ... only 7 of them
 # arrived`) when one of the 8 fake devices reaches a collective over 40 s after the others. On
-# 2 cores that happened in test_rl_cli's GRPO run (the init program, whose device 0 runs the
-# init-from host callback). Late is not wrong here: wait as long as a test may run.
+# 2 cores that happened in test_rl_cli's GRPO run (the init program, whose device 0 then ran
+# the init-from host callback; it takes its values as an argument now). Late is not wrong
+# here: wait as long as a test may run.
 if "xla_cpu_collective_call_terminate_timeout_seconds" not in flags:
     flags += (" --xla_cpu_collective_call_terminate_timeout_seconds=900"
               " --xla_cpu_collective_timeout_seconds=900")

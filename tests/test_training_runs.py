@@ -699,6 +699,61 @@ def test_a_later_stage_reads_the_earlier_one_only_for_its_fresh_init(staged_refe
         jax.jit(experiment.init_fn)(run_keys(fin.config)[0])
 
 
+def test_the_init_program_takes_pretrained_values_as_placed_arguments(staged_reference,
+                                                                      monkeypatch):
+    """A fresh init from another run runs no host callback (device 0 running Python while 7
+    fake devices waited for it at a collective hung XLA:CPU now and then): the preloaded trees
+    enter the init program as its argument, already in the trainer's shardings, and the
+    params hold exactly the run's values."""
+    import staged_toy
+
+    from chorus.training import init_from
+    from chorus.training.experiment import merge_params
+    from chorus.training.restore import load_run
+    from chorus.training.state import init_params, make_param_spec, run_keys
+
+    workdir, *_ = staged_reference
+    config = read_run_config(os.path.join(workdir, "finetune"))
+    experiment, mesh = staged_toy.build(config), _mesh(config)
+    spec = make_param_spec(config, experiment, mesh)
+    shardings = merge_params(spec.param_shardings, spec.frozen_shardings)
+    exported = load_run(os.path.join(workdir, "pretrain")).params["backbone"]
+
+    def no_callback(*args, **kwargs):
+        raise AssertionError("the init program ran a host callback")
+
+    experiment.before_init()
+    try:
+        with sharding.activate(mesh):
+            requests, values = init_from.pretrained_args(experiment.init_fn,
+                                                         run_keys(config)[0], mesh)
+        assert [dict(r.names) for r in requests] == [{"policy": "backbone",
+                                                      "reference": "backbone"}]
+        for key in ("policy", "reference"):
+            for name in ("hidden", "out"):
+                placed = values[0][key][name]
+                assert placed.sharding.is_equivalent_to(shardings[key][name], placed.ndim)
+                np.testing.assert_array_equal(np.asarray(placed), np.asarray(exported[name]))
+        with monkeypatch.context() as m:
+            m.setattr(jax, "pure_callback", no_callback)
+            params = init_params(config, experiment, mesh)
+    finally:
+        experiment.after_init()
+    for key in ("policy", "reference"):
+        for name in ("hidden", "out"):
+            assert params[key][name].sharding.is_equivalent_to(shardings[key][name], 2)
+            np.testing.assert_array_equal(np.asarray(params[key][name]),
+                                          np.asarray(exported[name]))
+    # a trace of init_fn that is not the init program still gets the values (the callback)
+    experiment.before_init()
+    try:
+        direct = jax.jit(experiment.init_fn)(run_keys(config)[0])
+    finally:
+        experiment.after_init()
+    np.testing.assert_array_equal(np.asarray(direct["policy"]["out"].value),
+                                  np.asarray(exported["out"]))
+
+
 def test_staged_run_killed_in_stage_two_resumes_there(staged_reference, compile_cache,
                                                       tmp_path, capsys):
     ref_dir, *_ = staged_reference

@@ -133,10 +133,17 @@ def make_state_spec(config: Config, experiment: Experiment, mesh) -> StateSpec:
 def _init_into(experiment: Experiment, key: jax.Array, shardings: Any, mesh,
                finish: Callable[[Any], Any] = lambda params: params) -> Any:
     """finish(the unboxed fresh params), computed directly into `shardings` (never whole on
-    one device)."""
+    one device). Params from another run (init_from.pretrained in init_fn) are the program's
+    second argument, already placed in their shardings."""
+    from chorus.training import init_from
+
+    def program(k, pretrained_values):
+        with init_from.feeding(requests, pretrained_values):
+            return finish(unbox(experiment.init_fn(k)))
+
     with sharding.activate(mesh):
-        return jax.jit(lambda k: finish(unbox(experiment.init_fn(k))),
-                       out_shardings=shardings)(key)
+        requests, values = init_from.pretrained_args(experiment.init_fn, key, mesh)
+        return jax.jit(program, out_shardings=shardings)(key, values)
 
 
 def init_params(config: Config, experiment: Experiment, mesh) -> Any:
