@@ -707,7 +707,7 @@ def test_the_init_program_takes_pretrained_values_as_placed_arguments(staged_ref
     params hold exactly the run's values."""
     import staged_toy
 
-    from chorus.training import init_from
+    from chorus.training import init_feed
     from chorus.training.experiment import merge_params
     from chorus.training.restore import load_run
     from chorus.training.state import init_params, make_param_spec, run_keys
@@ -725,7 +725,7 @@ def test_the_init_program_takes_pretrained_values_as_placed_arguments(staged_ref
     experiment.before_init()
     try:
         with sharding.activate(mesh):
-            requests, values = init_from.pretrained_args(experiment.init_fn,
+            requests, values = init_feed.pretrained_args(experiment.init_fn,
                                                          run_keys(config)[0], mesh)
         assert [dict(r.names) for r in requests] == [{"policy": "backbone",
                                                       "reference": "backbone"}]

@@ -68,6 +68,18 @@ def logical_to_sharding(logical_specs, mesh: Mesh):
     return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_AXIS_RULES)
 
 
+def unbox(tree):
+    """Strips flax partitioning boxes (no constraints applied: safe outside a trace)."""
+    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+    return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
+                        is_leaf=is_box)
+
+
+def boxed_shardings(abstract_boxed, mesh: Mesh):
+    """NamedShardings (unboxed tree structure) from the logical names on boxed leaves."""
+    return logical_to_sharding(nn.get_partition_spec(abstract_boxed), mesh)
+
+
 def data_parallel_size(mesh: Mesh) -> int:
     """How many ways a batch's leading axis splits: the product of the batch axes."""
     return math.prod(mesh.shape[a] for a in BATCH_AXES)

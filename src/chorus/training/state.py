@@ -22,7 +22,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -30,6 +29,8 @@ import optax
 
 from chorus import sharding
 from chorus.config import Config
+from chorus.sharding import boxed_shardings, unbox  # noqa: F401  (also importable from here)
+from chorus.training import init_feed
 from chorus.training.experiment import Experiment, merge_params, split_params
 from chorus.training.optimizer import make_optimizer
 
@@ -49,18 +50,6 @@ class TrainState:
         return cls(step=zero(), params=params, opt_state=tx.init(params),
                    nonfinite_in_a_row=zero(), nonfinite_total=zero(),
                    frozen={} if frozen is None else frozen)
-
-
-def unbox(tree: Any) -> Any:
-    """Strips flax partitioning boxes (no constraints applied: safe outside a trace)."""
-    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
-    return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
-                        is_leaf=is_box)
-
-
-def boxed_shardings(abstract_boxed: Any, mesh) -> Any:
-    """NamedShardings (unboxed tree structure) from the logical names on boxed leaves."""
-    return sharding.logical_to_sharding(nn.get_partition_spec(abstract_boxed), mesh)
 
 
 def with_shardings(abstract: Any, shardings: Any) -> Any:
@@ -135,14 +124,13 @@ def _init_into(experiment: Experiment, key: jax.Array, shardings: Any, mesh,
     """finish(the unboxed fresh params), computed directly into `shardings` (never whole on
     one device). Params from another run (init_from.pretrained in init_fn) are the program's
     second argument, already placed in their shardings."""
-    from chorus.training import init_from
 
     def program(k, pretrained_values):
-        with init_from.feeding(requests, pretrained_values):
+        with init_feed.feeding(requests, pretrained_values):
             return finish(unbox(experiment.init_fn(k)))
 
     with sharding.activate(mesh):
-        requests, values = init_from.pretrained_args(experiment.init_fn, key, mesh)
+        requests, values = init_feed.pretrained_args(experiment.init_fn, key, mesh)
         return jax.jit(program, out_shardings=shardings)(key, values)
 
 
