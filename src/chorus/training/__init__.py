@@ -14,6 +14,8 @@
     restore.py        load_run: a run directory -> config, experiment, params (inference)
     init_from.py      params from another run (an earlier stage, a backbone_from, an RL
                       init): preload / release hooks and pretrained inside init_fn
+    init_feed.py      how those values enter the init program: an argument placed in the
+                      trees' shardings (no host callback)
     assets.py         files inference needs, copied into the run (a tokenizer)
     run_config.py     workdir/config.json and the resume compatibility check
     prefetch.py       background batches with their resume points and fingerprints
