@@ -419,6 +419,32 @@ def test_bench_train_writes_json_and_markdown(compile_cache, tmp_path, capsys):
     assert bench_main(["nope"]) == 2 and "unknown benchmark 'nope'" in capsys.readouterr().err
 
 
+def test_bench_train_data_cost_is_the_asr_step_on_a_repeated_vs_the_real_pipeline(
+        compile_cache, tiny_asr_corpus, tmp_path):
+    """`--data`: the same ASR experiment on one of its real batches repeated, then on its real
+    pipeline; the slowdown is their ratio (not the synthetic backbone's step, another model)."""
+    from experiments.benchmarks.cli import main as bench_main
+
+    out = str(tmp_path / "bench")
+    assert bench_main(["train", *asr_runs.sets(*asr_runs.RUN), "--steps", "3", "--warmup", "1",
+                       "--rounds", "1", "--data", tiny_asr_corpus, "--out", out]) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        result = json.load(f)
+    fixed, real = result["asr_fixed_batch"], result["real_data"]
+    assert result["data_slowdown"] == pytest.approx(real["step_time_s"] / fixed["step_time_s"])
+    assert 0 <= real["data_wait_fraction"] < 1 and real["data_dir"] == tiny_asr_corpus
+
+    def fingerprints(run):
+        return [r["fingerprint"] for r in read_jsonl(os.path.join(out, run, "metrics.jsonl"))
+                if "fingerprint" in r]
+
+    assert len(set(fingerprints("asr_fixed_run"))) == 1  # one batch, repeated
+    assert len(set(fingerprints("data_run"))) == 4  # the pipeline's batches
+    assert fingerprints("asr_fixed_run")[0] == fingerprints("data_run")[0]  # its first one
+    table = open(os.path.join(out, "results.md")).read()
+    assert "| trainer, ASR model, one real batch repeated |" in table and "slowdown x" in table
+
+
 # ----------------------------------------------------------------------------- inference restore
 
 

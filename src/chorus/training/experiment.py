@@ -55,7 +55,8 @@ files in the iterator factories and `evaluate`.
 Params from another run: `build` does not read it (it must stay cheap). init_fn fills its
 fresh trees with `chorus.training.init_from.pretrained(trees, run, names)`, whose values
 the init program takes as an argument (chorus.training.init_feed), from the copy
-`before_init=preload` restored; `after_init=release` drops that copy. Tracing for shapes never reads the run.
+`before_init=preload` restored; `after_init=release` drops that copy. Tracing for shapes
+never reads the run.
 
 Staged experiments: a module may also define `stages(config) -> [Stage(name, overrides)]`
 (chorus.training.stages). `chorus train --experiment E --workdir W` then runs each stage in
