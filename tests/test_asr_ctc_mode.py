@@ -4,6 +4,7 @@ and the error of a run without a CTC head."""
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 
@@ -148,13 +149,15 @@ def test_joint_rescoring_scores_candidates_like_the_kv_cache_decoder(loaded, exa
 
     from chorus.decoding.inputs import prompt_forward
     from chorus.model.unified import UnifiedAudioLM
-    from experiments.asr.ctc_eval import _decoder_logprobs, joint_rescore
+    from experiments.asr.ctc_eval import joint_rescore
 
     transcriber, _ = loaded
     request = pad_requests(examples[:1], transcriber.layout, transcriber.max_frames)
     ids = tuple(transcriber.tokenizer.encode("turn off the lights").tolist()[:5])
-    width = request["prompts"].shape[1] + transcriber.settings.max_new_tokens
-    got = _decoder_logprobs(transcriber, request, np.array([0]), [ids], width)
+    got = transcriber.decoder_logprobs(request, np.array([0]), [ids])
+    # padding slots (a fixed shape) change nothing
+    assert transcriber.decoder_logprobs(request, np.array([0]), [ids], slots=5)[0] == \
+        pytest.approx(got[0], abs=1e-5)
     # reference: prefill the prompt into a KV cache, then extend by the candidate + <eos>
     model, params = transcriber.asr.backbone, transcriber.params["backbone"]
     n = int(request["lengths"][0])
@@ -173,6 +176,47 @@ def test_joint_rescoring_scores_candidates_like_the_kv_cache_decoder(loaded, exa
     picked = joint_rescore(transcriber, request, 4, (1.0,))[1.0]
     assert picked[0] in {ctc_beam_texts(transcriber, request, 4)[0],
                          transcriber.texts(transcriber.decode(request, "greedy"))[0]}
+
+
+@pytest.mark.slow
+def test_rescore_mode_picks_the_joint_best_of_greedy_and_the_ctc_beam(loaded, examples):
+    """`decode(mode="rescore")`: each row's candidates are the greedy transcript and the CTC
+    beam's best, each scored by the decoder (teacher-forced, one row alone = in the batch) and
+    by CTC (optax), and the pick maximizes w * ctc + (1 - w) * dec; w = 0 / 1 pick the
+    decoder's / CTC's favourite; the pick comes back as text ids."""
+    from experiments.asr.transcriber import text_ids_of
+
+    transcriber, _ = loaded
+    request = pad_requests(examples[:2], transcriber.layout, transcriber.max_frames)
+    scored = transcriber.decode(request, mode="rescore")
+    assert set(scored.owners.tolist()) == {0, 1}
+    for i in (0, 1):
+        mine = np.flatnonzero(scored.owners == i)
+        greedy = transcriber.decode(request, mode="greedy")
+        want = tuple(text_ids_of(np.asarray(greedy.tokens[i, :int(greedy.lengths[i])]),
+                                 transcriber.layout).tolist())
+        cands = [scored.candidates[k] for k in mine]
+        if len(want) < transcriber.settings.max_new_tokens:
+            assert want in cands
+        beam = {ids for ids, _ in ctc_prefix_beam_search(
+            np.asarray(jax.nn.log_softmax(transcriber.ctc_logits(request)[0][i], -1),
+                       np.float64)[np.asarray(transcriber.ctc_logits(request)[1][i])],
+            transcriber.settings.rescore_beam)}
+        assert {c for c in beam if len(c) < transcriber.settings.max_new_tokens} <= set(cands)
+        # each candidate's decoder score alone equals its score in the padded batch
+        alone = transcriber.decoder_logprobs(request, scored.owners[mine[:1]],
+                                             [scored.candidates[mine[0]]])
+        assert alone[0] == pytest.approx(scored.decoder_logprob[mine[0]], abs=1e-4)
+        for w, scores in ((0.0, scored.decoder_logprob), (1.0, scored.ctc_logprob)):
+            assert scores[scored.picks(w)[i]] == scores[mine].max()
+        w = transcriber.settings.rescore_weight
+        joint = w * scored.ctc_logprob[mine] + (1 - w) * scored.decoder_logprob[mine]
+        pick = scored.candidates[mine[int(np.argmax(joint))]]
+        assert tuple(scored.tokens[i, :scored.lengths[i]].tolist()) == pick
+    rows = transcriber.decode_text_ids([np.asarray(ex["audio_features"]).reshape(-1, 128)[
+        :int(np.sum(ex["audio_mask"]))] for ex in examples[:2]], "rescore", batch_size=2)
+    assert [tuple(r.tolist()) for r in rows] == [
+        tuple(scored.tokens[i, :scored.lengths[i]].tolist()) for i in (0, 1)]
 
 
 def test_forced_aligned_words_time_the_reference_text(loaded, examples):

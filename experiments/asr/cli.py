@@ -22,8 +22,9 @@ skipped; the others are transcribed.
 
 `--mode`: verified (multi-token drafts verified by the backbone, output identical to greedy;
 the default), greedy, beam (width `--set decode.beam_width=W`, the default when W > 1;
-`decode.length_penalty=A`), or ctc (the CTC head's best path: encoder + adaptor + one
-linear layer, no decoder).
+`decode.length_penalty=A`), ctc (the CTC head's best path: encoder + adaptor + one
+linear layer, no decoder), or rescore (joint CTC/attention rescoring of the greedy transcript
+and the CTC prefix beam's best, `decode.rescore_beam`, weighted by `decode.rescore_weight`).
 No speech, no words: a file in which the run's speech gate (experiment.speech_gate,
 chorus.audio.speech_gate; on by default) finds no speech — silence, noise, a click — gives
 an empty transcript without decoding, and its record says `"speech": false` and why
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="an ASR (or ASR RL) run directory")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (latest)")
-    parser.add_argument("--mode", choices=("verified", "greedy", "beam", "ctc"),
+    parser.add_argument("--mode", choices=("verified", "greedy", "beam", "ctc", "rescore"),
                         default=None, help="decoder (default: beam when decode.beam_width > 1, "
                         "else verified)")
     parser.add_argument("--greedy", action="store_true", help="the same as --mode greedy")

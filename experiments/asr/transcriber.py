@@ -24,7 +24,13 @@ import numpy as np
 
 from chorus.config import Config, check
 from chorus.decoding.beam import beam_search
-from chorus.decoding.ctc import CtcGreedy, ctc_forced_align, ctc_greedy
+from chorus.decoding.ctc import (
+    CtcGreedy,
+    ctc_forced_align,
+    ctc_greedy,
+    ctc_prefix_beam_search,
+    ctc_sequence_logprob,
+)
 from chorus.decoding.verified import greedy_decode, verified_decode
 from chorus.model.unified import UnifiedAudioLM
 from chorus.vocab import MEL_FRAMES_PER_SECOND, VocabLayout
@@ -33,7 +39,7 @@ from experiments.asr.model import AsrModel
 from experiments.asr.regime import asr_prompt
 from experiments.asr.settings import asr_settings
 
-MODES = ("verified", "greedy", "prefill", "beam", "ctc")
+MODES = ("verified", "greedy", "prefill", "beam", "ctc", "rescore")
 
 
 def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int) -> dict:
@@ -66,6 +72,25 @@ def text_ids_of(ids, layout: VocabLayout) -> np.ndarray:
 def text_of(ids, tokenizer, layout: VocabLayout) -> str:
     """The text of decoded ids: the text tokens before the first <eos>."""
     return tokenizer.decode([int(t) for t in text_ids_of(ids, layout)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Rescored:
+    """Joint CTC/attention rescoring's pick per row (`Transcriber.rescore`), with its
+    candidates: text ids, 0 after lengths[b]."""
+
+    tokens: np.ndarray  # [B, max_new_tokens] int32 text ids of each row's pick
+    lengths: np.ndarray  # [B] int32
+    candidates: tuple[tuple[int, ...], ...]  # every row's candidates, flattened
+    owners: np.ndarray  # [N] the row of each candidate
+    decoder_logprob: np.ndarray  # [N] log p_dec(candidate <eos> | prompt)
+    ctc_logprob: np.ndarray  # [N] log p_ctc(candidate | audio)
+
+    def picks(self, weight: float) -> list[int]:
+        """Per row, the index of its best candidate under `weight`."""
+        joint = weight * self.ctc_logprob + (1 - weight) * self.decoder_logprob
+        return [max(np.flatnonzero(self.owners == i), key=lambda k: joint[k])
+                for i in range(len(self.lengths))]
 
 
 class Transcriber:
@@ -119,12 +144,14 @@ class Transcriber:
         """mode: "verified" (greedy when there are no heads), "greedy", "prefill" (encoder,
         prompt prefill and the first token only: the part both decoders share), "beam" (beam
         search of width decode.beam_width, e.g. `--set decode.beam_width=4`; a BeamResult: the
-        best hypothesis, its log-prob and the n-best), or "ctc" (`ctc_decode`: the CTC head's
-        best path, no decoder)."""
+        best hypothesis, its log-prob and the n-best), "ctc" (`ctc_decode`: the CTC head's
+        best path, no decoder) or "rescore" (`rescore`: joint CTC/attention rescoring)."""
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
         if mode == "ctc":
             return self.ctc_decode(request)
+        if mode == "rescore":
+            return self.rescore(request)
         p = self.params
         args = (jnp.asarray(request["prompts"]), jnp.asarray(request["lengths"]))
         audio = dict(audio_features=jnp.asarray(request["audio_features"]),
@@ -165,6 +192,82 @@ class Transcriber:
         """CTC greedy (best path) over the adaptor frames: text ids + per-token frame spans,
         no decoder forward. ConfigError when the run has no CTC head (ctc_weight=0)."""
         return ctc_greedy(*self.ctc_logits(request))
+
+    def rescore(self, request: dict, weight: float | None = None, beam: int | None = None
+                ) -> Rescored:
+        """Joint CTC/attention rescoring (Watanabe et al. 2017): each row's candidates are the
+        decoder's greedy transcript and the CTC prefix beam's `beam` best (decode.rescore_beam),
+        ranked by w * log p_ctc(y | x) + (1 - w) * log p_dec(y <eos> | prompt), w = `weight`
+        (decode.rescore_weight). log p_ctc is exact (optax's forward algorithm), log p_dec
+        teacher-forced in one jitted forward of [B * (beam + 1)] rows."""
+        weight = self.settings.rescore_weight if weight is None else weight
+        beam = self.settings.rescore_beam if beam is None else beam
+        limit = self.settings.max_new_tokens
+        greedy = self.decode(request, mode="greedy")
+        logits, mask = self.ctc_logits(request)
+        log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1), np.float64)
+        mask = np.asarray(mask)
+        rows, owners = [], []
+        for i, (lp, m) in enumerate(zip(log_probs, mask, strict=True)):
+            cands = {tuple(text_ids_of(np.asarray(greedy.tokens[i, :int(greedy.lengths[i])]),
+                                       self.layout).tolist())}
+            cands |= {ids for ids, _ in ctc_prefix_beam_search(lp[m], beam)}
+            # room for <eos>; a row whose every candidate is too long keeps its shortest, cut
+            fitting = [ids for ids in sorted(cands) if len(ids) < limit]
+            for ids in fitting or [min(cands, key=len)[:limit - 1]]:
+                rows.append(ids)
+                owners.append(i)
+        owners = np.asarray(owners)
+        dec = self.decoder_logprobs(request, owners, rows, slots=len(mask) * (beam + 1))
+        labels = np.zeros((len(rows), max(1, max(len(r) for r in rows))), np.int32)
+        for k, ids in enumerate(rows):
+            labels[k, :len(ids)] = ids
+        ctc = np.asarray(ctc_sequence_logprob(logits[owners], mask[owners], labels,
+                                              np.array([len(r) for r in rows])), np.float64)
+        scored = Rescored(np.zeros((len(mask), limit), np.int32), np.zeros(len(mask), np.int32),
+                          tuple(rows), owners, dec, ctc)
+        for i, k in enumerate(scored.picks(weight)):
+            scored.tokens[i, :len(rows[k])] = rows[k]
+            scored.lengths[i] = len(rows[k])
+        return scored
+
+    @functools.cached_property
+    def _teacher_forced(self):
+        from chorus.rl.logprobs import sequence_logprobs
+
+        @jax.jit
+        def logprobs(params, tokens, targets, scored, audio_features, audio_mask):
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+            out = self.asr.backbone.apply({"params": params}, tokens, positions,
+                                          jnp.ones_like(tokens), audio_features, audio_mask)
+            return sequence_logprobs(out["logits"], targets, scored).sum(-1)
+
+        return logprobs
+
+    def decoder_logprobs(self, request: dict, owners: np.ndarray,
+                         rows: Sequence[tuple[int, ...]], slots: int | None = None
+                         ) -> np.ndarray:
+        """[N] log p_dec(ids <eos> | the owner row's prompt), teacher-forced; the forward runs
+        on `slots` rows (>= N; padding rows are dropped), so a fixed slot count compiles once."""
+        layout, n = self.layout, len(rows)
+        slots = n if slots is None else slots
+        if slots < n:
+            raise ValueError(f"slots: expected >= {n} candidates, got {slots}")
+        width = request["prompts"].shape[1] + self.settings.max_new_tokens
+        tokens = np.full((slots, width), layout.pad_id, np.int32)
+        scored = np.zeros((slots, width), bool)  # positions whose *next* token is scored
+        for k, (i, ids) in enumerate(zip(owners, rows, strict=True)):
+            length = int(request["lengths"][i])
+            seq = [*request["prompts"][i, :length], *ids, layout.eos_id]
+            tokens[k, :len(seq)] = seq
+            scored[k, length - 1: len(seq) - 1] = True
+        targets = np.concatenate([tokens[:, 1:], np.full((slots, 1), layout.pad_id)], axis=1)
+        source = np.concatenate([owners, np.zeros(slots - n, owners.dtype)])
+        out = self._teacher_forced(self.params["backbone"], jnp.asarray(tokens),
+                                   jnp.asarray(targets), jnp.asarray(scored),
+                                   jnp.asarray(request["audio_features"][source]),
+                                   jnp.asarray(request["audio_mask"][source]))
+        return np.asarray(out, np.float64)[:n]
 
     def word_timestamps(self, request: dict, result: CtcGreedy | None = None
                         ) -> list[list[dict]]:

@@ -255,9 +255,18 @@ class DecodeConfig:
     # length normalization alpha of the ranking score logp / length**alpha (0 = off).
     beam_width: int = 1
     length_penalty: float = 0.0
+    # Joint CTC/attention rescoring (ASR `--mode rescore`): the decoder's greedy transcript and
+    # the CTC prefix beam's `rescore_beam` best, ranked by
+    # rescore_weight * log p_ctc + (1 - rescore_weight) * log p_dec.
+    rescore_weight: float = 0.5
+    rescore_beam: int = 8
 
     def __post_init__(self):
         positive(self, "max_new_tokens", "repetition_penalty")
+        check(0 <= self.rescore_weight <= 1, "decode.rescore_weight", "a value in [0, 1]",
+              self.rescore_weight)
+        check(isinstance(self.rescore_beam, int) and self.rescore_beam >= 1,
+              "decode.rescore_beam", "an int >= 1", self.rescore_beam)
         check(isinstance(self.beam_width, int) and self.beam_width >= 1, "decode.beam_width",
               "an int >= 1", self.beam_width)
         check(self.length_penalty >= 0, "decode.length_penalty", "a number >= 0",
