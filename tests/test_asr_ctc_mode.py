@@ -219,6 +219,18 @@ def test_rescore_mode_picks_the_joint_best_of_greedy_and_the_ctc_beam(loaded, ex
         tuple(scored.tokens[i, :scored.lengths[i]].tolist()) for i in (0, 1)]
 
 
+def test_rescore_settings_are_checked():
+    from chorus.config import DecodeConfig, load_config
+
+    assert load_config("cpu-tiny", ["decode.rescore_weight=0.3", "decode.rescore_beam=4"]
+                       ).decode == DecodeConfig(rescore_weight=0.3, rescore_beam=4)
+    with pytest.raises(ConfigError, match=r"decode.rescore_weight: expected a value in \[0, 1\], "
+                                          r"got 1.5"):
+        DecodeConfig(rescore_weight=1.5)
+    with pytest.raises(ConfigError, match=r"decode.rescore_beam: expected an int >= 1, got 0"):
+        DecodeConfig(rescore_beam=0)
+
+
 def test_forced_aligned_words_time_the_reference_text(loaded, examples):
     """Any transcript gets word times: the reference ids (not what the 3-step model says)
     force-aligned to each clip's CTC frames, the words in order, inside the clip; keep selects
