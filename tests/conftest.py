@@ -16,6 +16,18 @@ if "xla_cpu_collective_call_terminate_timeout_seconds" not in flags:
     flags += (" --xla_cpu_collective_call_terminate_timeout_seconds=900"
               " --xla_cpu_collective_timeout_seconds=900")
 os.environ["XLA_FLAGS"] = flags.strip()
+# numba (librosa's pyin and friends) caches compiled functions beside librosa's sources. Two
+# pytest-xdist workers compiling the same function at once left an index and code files that
+# did not match, and every later process that loaded them segfaulted (in
+# librosa.util.localmin). Each worker gets its own cache; the processes a test starts inherit it.
+if "NUMBA_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _numba_cache = tempfile.mkdtemp(prefix="chorus-numba-cache-")
+    os.environ["NUMBA_CACHE_DIR"] = _numba_cache
+    atexit.register(shutil.rmtree, _numba_cache, ignore_errors=True)
 
 import pytest  # noqa: E402
 
