@@ -126,7 +126,7 @@ def pretrained_args(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh
     if not LOADED:
         return [], []
     if _PROBE is not None or _FEED is not None:
-        raise RuntimeError("init_from.pretrained_args: already tracing an init program")
+        raise RuntimeError("init_feed.pretrained_args: already tracing an init program")
     _PROBE = ([], mesh)
     try:
         # a fresh function: eval_shape caches traces by function, and an earlier trace of
@@ -144,7 +144,7 @@ def feeding(requests: list[_Request], values: list) -> Iterator[None]:
     program's argument; `pretrained_args`), call by call in the order traced for shapes."""
     global _FEED
     if _PROBE is not None or _FEED is not None:
-        raise RuntimeError("init_from.feeding: already tracing an init program")
+        raise RuntimeError("init_feed.feeding: already tracing an init program")
     _FEED = list(zip(requests, values, strict=True))
     try:
         yield
