@@ -58,6 +58,7 @@ class AsrModel:
     spec_augment: SpecAugmentConfig | None = None  # applied by loss_fn(augment=True)
     adversarial: PGDConfig | None = None  # PGD on the features, by loss_fn(augment=True)
     adversarial_weight: float = 0.5  # loss = (1 - w) * clean + w * adversarial
+    ctc_frames: str = "adaptor"  # the frames the CTC head reads: "adaptor" | "encoder"
 
     @classmethod
     def build(cls, config: Config, settings: AsrSettings) -> AsrModel:
@@ -65,7 +66,15 @@ class AsrModel:
         heads = None if mtp is None else mtp_heads.build_mtp(config.model, mtp)
         ctc_head = CtcHead(config.model.text_vocab_size) if settings.ctc_weight > 0 else None
         return cls(UnifiedAudioLM(config), heads, mtp, ctc_head, settings.ctc_weight,
-                   settings.spec_augment, settings.adversarial, settings.adversarial_weight)
+                   settings.spec_augment, settings.adversarial, settings.adversarial_weight,
+                   settings.ctc_frames)
+
+    def ctc_inputs(self, out: dict) -> tuple[jax.Array, jax.Array]:
+        """(frames [B, A, F', d], mask [B, A, F']) the CTC head reads from a backbone output
+        (`experiment.ctc_frames`)."""
+        if self.ctc_frames == "encoder":
+            return out["encoder_frames"], out["encoder_frame_mask"]
+        return out["audio_frames"], out["audio_frame_mask"]
 
     def init_fn(self, config: Config):
         """rng -> boxed params (logical axis names on the leaves; the trainer shards)."""
@@ -77,8 +86,9 @@ class AsrModel:
             if self.heads is not None:
                 params["mtp"] = mtp_heads.init_boxed(self.heads, config, heads_rng)
             if self.ctc_head is not None:
-                params["ctc"] = self.ctc_head.init(
-                    ctc_rng, jnp.zeros((1, 8, config.model.d_model)))["params"]
+                width = (config.audio.d_model if self.ctc_frames == "encoder"
+                         else config.model.d_model)
+                params["ctc"] = self.ctc_head.init(ctc_rng, jnp.zeros((1, 8, width)))["params"]
             return params
 
         return init_fn
@@ -131,12 +141,13 @@ class AsrModel:
                                                         self.mtp)
                 loss, metrics = loss + extra, {**metrics, **mtp_metrics}
             if self.ctc_head is not None and train_backbone:
+                frames, frame_mask = self.ctc_inputs(out)
                 labels = clip_transcripts(
                     batch["tokens"], batch["targets"], batch["loss_mask"], batch["segment_ids"],
                     out["audio_frame_mask"], placeholder_id=layout.audio_placeholder_id,
-                    text_size=layout.text_size)
-                logits = self.ctc_head.apply({"params": params["ctc"]}, out["audio_frames"])
-                ctc, ctc_metrics = ctc_loss(logits, out["audio_frame_mask"], labels)
+                    text_size=layout.text_size, width=frame_mask.shape[-1])
+                logits = self.ctc_head.apply({"params": params["ctc"]}, frames)
+                ctc, ctc_metrics = ctc_loss(logits, frame_mask, labels)
                 loss, metrics = loss + self.ctc_weight * ctc, {**metrics, **ctc_metrics}
             return loss, {**metrics, "loss": loss}
 

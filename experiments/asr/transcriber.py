@@ -33,8 +33,8 @@ from chorus.decoding.ctc import (
 )
 from chorus.decoding.verified import greedy_decode, verified_decode
 from chorus.model.unified import UnifiedAudioLM
-from chorus.vocab import MEL_FRAMES_PER_SECOND, VocabLayout
-from experiments.asr.ctc_timestamps import word_timestamps
+from chorus.vocab import ADAPTOR_STRIDE, MEL_FRAMES_PER_SECOND, VocabLayout
+from experiments.asr.ctc_timestamps import FRAME_SECONDS, word_timestamps
 from experiments.asr.model import AsrModel
 from experiments.asr.regime import asr_prompt
 from experiments.asr.settings import asr_settings
@@ -173,17 +173,26 @@ class Transcriber:
 
         @jax.jit
         def logits(params, audio_features, audio_mask):
-            frames, frame_mask = self.asr.backbone.apply(
-                {"params": params["backbone"]}, audio_features, audio_mask,
+            adaptor_frames, adaptor_mask, encoder_frames, encoder_mask = self.asr.backbone.apply(
+                {"params": params["backbone"]}, audio_features, audio_mask, True,
                 method=UnifiedAudioLM.encode_audio)  # the encoder + adaptor the prompt splices
+            frames, frame_mask = self.asr.ctc_inputs({
+                "audio_frames": adaptor_frames, "audio_frame_mask": adaptor_mask,
+                "encoder_frames": encoder_frames, "encoder_frame_mask": encoder_mask})
             out = self.asr.ctc_head.apply({"params": params["ctc"]}, frames)
             return out[:, 0], frame_mask[:, 0]  # an ASR request holds one clip per row
 
         return logits
 
+    @property
+    def ctc_frame_seconds(self) -> float:
+        """Seconds per frame of the CTC head's logits: 80 ms adaptor or 40 ms encoder frames."""
+        return FRAME_SECONDS / (ADAPTOR_STRIDE if self.asr.ctc_frames == "encoder" else 1)
+
     def ctc_logits(self, request: dict) -> tuple[jax.Array, jax.Array]:
-        """(CTC logits [B, F, text_size + 1], adaptor frame mask [B, F]) of a request: the
-        audio encoder + adaptor and the CTC head only (class 0 = blank, text id t = t + 1)."""
+        """(CTC logits [B, F, text_size + 1], frame mask [B, F]) of a request: the audio
+        encoder (+ adaptor) and the CTC head only (class 0 = blank, text id t = t + 1); the
+        frames are those `experiment.ctc_frames` names (`ctc_frame_seconds` apart)."""
         return self._ctc_logits({k: self.params[k] for k in ("backbone", "ctc")},
                                 jnp.asarray(request["audio_features"]),
                                 jnp.asarray(request["audio_mask"]))
@@ -280,7 +289,8 @@ class Transcriber:
         for i, n in enumerate(np.asarray(result.lengths)):
             words = word_timestamps(np.asarray(result.ids[i, :n]),
                                     np.asarray(result.starts[i, :n]),
-                                    np.asarray(result.ends[i, :n]), self.tokenizer)
+                                    np.asarray(result.ends[i, :n]), self.tokenizer,
+                                    self.ctc_frame_seconds)
             end = float(seconds[i])
             rows.append([{**w, "start": min(w["start"], end), "end": min(w["end"], end)}
                          for w in words])
@@ -307,7 +317,8 @@ class Transcriber:
                 except ValueError:
                     out.append(None)
                     continue
-                words = word_timestamps(row[lo:hi], starts[lo:hi], ends[lo:hi], self.tokenizer)
+                words = word_timestamps(row[lo:hi], starts[lo:hi], ends[lo:hi], self.tokenizer,
+                                        self.ctc_frame_seconds)
                 end = len(chunk[r]) / MEL_FRAMES_PER_SECOND
                 out.append([{**w, "end": min(w["end"], end)} for w in words])
         return out

@@ -189,6 +189,14 @@ class AudioEncoder(nn.Module):
                            dtype_of(self.dtype_name))
 
     def __call__(self, mel, mask):
+        """Adaptor frames [N, T/8, out_dim] + mask [N, T/8]."""
+        frames, frame_mask, _, _ = self.encode(mel, mask)
+        return frames, frame_mask
+
+    def encode(self, mel, mask):
+        """(adaptor frames [N, T/8, out_dim], their mask, the 25 Hz encoder frames the adaptor
+        reads [N, T/4, d] (normed, masked), their mask): an auxiliary objective may read
+        either rate (experiments/asr's CTC: `experiment.ctc_frames`)."""
         self._check_mel(mel)
         x, mask = self.conv1(self._normalize(mel), mask)
         x, mask = self.conv2(nn.gelu(x), mask)
@@ -199,9 +207,10 @@ class AudioEncoder(nn.Module):
         x = x + self._sinusoids()[: x.shape[1]]
         for block in self.block:
             x, _ = block(x, mask)
-        x, mask = self.adaptor_conv(self.final_norm(x), mask)
+        encoder_frames, encoder_mask = _masked(self.final_norm(x), mask), mask
+        x, mask = self.adaptor_conv(encoder_frames, encoder_mask)
         x = self.adaptor_proj(nn.gelu(x))
-        return _masked(x, mask), mask
+        return _masked(x, mask), mask, encoder_frames, encoder_mask
 
     # -- streaming (chunked-causal encoders) ----------------------------------------------
 

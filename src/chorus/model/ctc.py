@@ -43,13 +43,16 @@ class CtcLabels:
 
 
 def clip_transcripts(tokens, targets, loss_mask, segment_ids, frame_mask, *,
-                     placeholder_id: int, text_size: int) -> CtcLabels:
-    """Each clip's transcript, compacted to the left of a [B, A, F] label buffer.
+                     placeholder_id: int, text_size: int, width: int | None = None
+                     ) -> CtcLabels:
+    """Each clip's transcript, compacted to the left of a [B, A, width] label buffer.
 
     tokens / targets / loss_mask / segment_ids [B, L] as in a training batch; frame_mask
-    [B, A, F] the adaptor frames that were spliced in (clip order = placeholder order).
+    [B, A, F] the adaptor frames that were spliced in (clip order = placeholder order);
+    width: the frames the CTC runs over (default F; 2F for the 25 Hz encoder frames).
     """
     b, a, f = frame_mask.shape
+    f = f if width is None else width
     length = tokens.shape[1]
     is_placeholder = tokens == placeholder_id
     rank = jnp.cumsum(is_placeholder, axis=1) - 1  # [B, L]

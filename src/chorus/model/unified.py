@@ -102,12 +102,14 @@ class UnifiedAudioLM(nn.Module):
         out = nn.with_logical_constraint(out, names)
         return out.astype(jnp.float32)
 
-    def encode_audio(self, audio_features, audio_mask):
-        """[B, A, T, n_mels] clips + [B, A, T] mask -> adaptor frames [B, A, F, d] + mask."""
+    def encode_audio(self, audio_features, audio_mask, with_encoder_frames: bool = False):
+        """[B, A, T, n_mels] clips + [B, A, T] mask -> adaptor frames [B, A, F, d] + mask;
+        with_encoder_frames: also the 25 Hz encoder frames [B, A, 2F, d_audio] + mask."""
         b, a, t, n = audio_features.shape
-        frames, fmask = self.audio_encoder(audio_features.reshape(b * a, t, n),
-                                           audio_mask.reshape(b * a, t))
-        return frames.reshape(b, a, *frames.shape[1:]), fmask.reshape(b, a, -1)
+        outs = self.audio_encoder.encode(audio_features.reshape(b * a, t, n),
+                                         audio_mask.reshape(b * a, t))
+        outs = tuple(o.reshape(b, a, *o.shape[1:]) for o in outs)
+        return outs if with_encoder_frames else outs[:2]
 
     def embed_inputs(self, tokens, audio_features=None, audio_mask=None, *, audio=None):
         """(embeddings [B, L, d], placeholder excess [B], adaptor frames + mask or None).
@@ -134,13 +136,19 @@ class UnifiedAudioLM(nn.Module):
                  audio_mask=None):
         """Training / scoring forward. Returns logits [B, L, V] (fp32), hidden [B, L, d] and,
         with audio, the adaptor frames [B, A, F, d] + mask [B, A, F] that were spliced in
-        (auxiliary audio objectives such as CTC read them)."""
-        x, excess, audio = self.embed_inputs(tokens, audio_features, audio_mask)
+        (auxiliary audio objectives such as CTC read them) and the 25 Hz encoder frames
+        [B, A, 2F, d_audio] + mask the adaptor read."""
+        encoded = None
+        if audio_features is not None:
+            encoded = self.encode_audio(audio_features, audio_mask, with_encoder_frames=True)
+        x, excess, audio = self.embed_inputs(
+            tokens, audio=None if encoded is None else encoded[:2])
         hidden, _ = self.decoder(x, positions, segment_ids)
         out = {"logits": self.logits(hidden), "hidden": hidden,
                "audio_placeholder_excess": excess}
-        if audio is not None:
-            out["audio_frames"], out["audio_frame_mask"] = audio
+        if encoded is not None:
+            (out["audio_frames"], out["audio_frame_mask"], out["encoder_frames"],
+             out["encoder_frame_mask"]) = encoded
         return out
 
     def prefill(self, tokens, lengths, cache: KVCache, audio_features=None, audio_mask=None):
