@@ -88,6 +88,8 @@ def tokenizer_main(argv: list[str]) -> int:
     p.add_argument("--fields", default="text,tagged_text,instruction,persona,answer",
                    help="comma-separated text fields (absent ones are ignored)")
     p.add_argument("--out", default=None, help="model path (default DATA/tokenizer.model)")
+    p.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram",
+                   help="SentencePiece algorithm (default unigram, as `chorus data synth`)")
     p.add_argument("--normalize", action="store_true",
                    help="train on normalize_text(text) (lower case, no punctuation): the "
                         "tokenizer for `--set experiment.asr_target=normalized`")
@@ -113,7 +115,7 @@ def tokenizer_main(argv: list[str]) -> int:
                 texts.append(normalize_text(text) if args.normalize else text)
     out = args.out or os.path.join(args.data, TOKENIZER_FILENAME)
     try:
-        tok = train_tokenizer(texts, args.vocab_size, out)
+        tok = train_tokenizer(texts, args.vocab_size, out, args.model_type)
     except (ValueError, RuntimeError) as e:
         print(f"chorus data tokenizer: {e}", file=sys.stderr)
         return 2

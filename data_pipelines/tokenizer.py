@@ -36,9 +36,14 @@ def tokenizer_assets(data_dir: str) -> dict[str, str]:
 UNK_ID = 0  # SentencePiece's <unk> piece: the one special the text tokenizer has
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str) -> TextTokenizer:
-    """Trains a unigram SentencePiece model of at most `vocab_size` pieces (exactly, when the
-    texts are rich enough; a tiny corpus gets fewer); writes it atomically."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str,
+                    model_type: str = "unigram") -> TextTokenizer:
+    """Trains a SentencePiece model (`model_type` "unigram" or "bpe") of at most `vocab_size`
+    pieces (exactly, when the texts are rich enough; a tiny corpus gets fewer); writes it
+    atomically."""
+    if model_type not in ("unigram", "bpe"):
+        raise ValueError(f"train_tokenizer model_type: expected 'unigram' or 'bpe', got "
+                         f"{model_type!r}")
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise ValueError("train_tokenizer texts: expected at least one non-empty text, got none")
@@ -49,7 +54,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str) -> Tex
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
-        model_type="unigram", character_coverage=1.0, required_chars=REQUIRED_CHARS,
+        model_type=model_type, character_coverage=1.0, required_chars=REQUIRED_CHARS,
         unk_id=UNK_ID, bos_id=-1, eos_id=-1, pad_id=-1,
         normalization_rule_name="identity", remove_extra_whitespaces=False,
         split_digits=True, hard_vocab_limit=False, num_threads=1, minloglevel=2)

@@ -70,3 +70,22 @@ def test_errors_name_the_problem(tmp_path):
         train_tokenizer(["", "  "], 512, str(tmp_path / "x.model"))
     with pytest.raises(FileNotFoundError, match="chorus data tokenizer"):
         TextTokenizer.from_file(str(tmp_path / "missing.model"))
+
+
+def test_bpe_keeps_frequent_words_whole_where_unigram_splits_them(corpus, tmp_path):
+    """The measured reason for `--model-type bpe` (README, ASR recipe table): on the corpus'
+    mixed texts unigram stops well short of its vocabulary and cuts common words into
+    fragments; BPE fills the vocabulary and spells fewer pieces per word."""
+    unigram = train_tokenizer(corpus, 1024, str(tmp_path / "u.model"))
+    bpe = train_tokenizer(corpus, 1024, str(tmp_path / "b.model"), model_type="bpe")
+    assert bpe.vocab_size == 1024
+    sentences = corpus[:1500]
+    words = sum(len(t.split()) for t in sentences)
+    per_word = {name: sum(len(tok.encode(t)) for t in sentences) / words
+                for name, tok in (("unigram", unigram), ("bpe", bpe))}
+    assert per_word["bpe"] < per_word["unigram"], per_word
+    for tok in (unigram, bpe):  # both spell any text exactly
+        assert tok.decode(tok.encode("How many oranges did Vera buy?").tolist()) == (
+            "How many oranges did Vera buy?")
+    with pytest.raises(ValueError, match="model_type"):
+        train_tokenizer(corpus, 512, str(tmp_path / "x.model"), model_type="wordpiece")

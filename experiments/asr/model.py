@@ -4,6 +4,7 @@
     loss   = transcript CE (target positions of the regime's loss_mask)
              + lambda/k * sum_j CE_j of the k multi-token-prediction heads (experiment.mtp)
              + ctc_weight * CTC of each clip's transcript over its adaptor frames
+               (or the 25 Hz encoder frames the adaptor reads: experiment.ctc_frames)
 
 The backbone knows no mode: MTP heads read its hidden states, the CTC head the adaptor frames
 it spliced in. SpecAugment masks the training log-mel with the step's rng; evaluation uses the

@@ -6,6 +6,8 @@ collapses to a constant (measured on cpu-tiny: loss with real, zeroed or shuffle
 identical to 1e-4 after 200 steps). Hybrid CTC/attention training (Watanabe et al., 2017)
 gives the encoder a direct alignment signal: a linear head over each adaptor frame predicts
 the transcript's text tokens (class 0 = blank, text token t = class t + 1).
+The head can read the 25 Hz encoder frames instead (`UnifiedAudioLM` returns both): about four
+frames per transcript token rather than two, room for CTC's blanks (`clip_transcripts(width=)`).
 
 Labels come from the token stream itself: clip c of a row owns the segment holding its first
 `<audio>` placeholder, and its transcript is the supervised text targets of that segment after
