@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from asr_runs import RUN, sets
 
-from chorus.config import ConfigError
+from chorus.config import ConfigError, settings_from
 from chorus.model.ctc import clip_transcripts
 from experiments.asr.ctc_timestamps import FRAME_SECONDS
 from experiments.asr.regime import eval_examples
@@ -97,4 +97,4 @@ def test_the_label_buffer_is_as_wide_as_the_frames_ctc_reads():
 
 def test_ctc_frames_is_checked():
     with pytest.raises(ConfigError, match="experiment.ctc_frames"):
-        AsrSettings(ctc_frames="decoder")
+        settings_from(AsrSettings, {"ctc_frames": "decoder"})

@@ -67,8 +67,6 @@ class AsrSettings:
         check(0 <= self.adversarial_weight <= 1, "experiment.adversarial_weight",
               "a number in [0, 1]", self.adversarial_weight)
         check(self.ctc_weight >= 0, "experiment.ctc_weight", "a number >= 0", self.ctc_weight)
-        check(self.ctc_frames in ("adaptor", "encoder"), "experiment.ctc_frames",
-              "'adaptor' or 'encoder'", self.ctc_frames)
         check(self.mtp_stage == "joint" or bool(self.backbone_from), "experiment.backbone_from",
               "the run directory of the trained backbone for mtp_stage='heads'",
               self.backbone_from)

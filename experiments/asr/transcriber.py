@@ -32,7 +32,7 @@ from chorus.decoding.ctc import (
     ctc_sequence_logprob,
 )
 from chorus.decoding.verified import greedy_decode, verified_decode
-from chorus.model.unified import UnifiedAudioLM
+from chorus.model.unified import AUDIO_OUTPUTS, UnifiedAudioLM
 from chorus.vocab import ADAPTOR_STRIDE, MEL_FRAMES_PER_SECOND, VocabLayout
 from experiments.asr.ctc_timestamps import FRAME_SECONDS, word_timestamps
 from experiments.asr.model import AsrModel
@@ -173,12 +173,11 @@ class Transcriber:
 
         @jax.jit
         def logits(params, audio_features, audio_mask):
-            adaptor_frames, adaptor_mask, encoder_frames, encoder_mask = self.asr.backbone.apply(
+            encoded = self.asr.backbone.apply(
                 {"params": params["backbone"]}, audio_features, audio_mask, True,
                 method=UnifiedAudioLM.encode_audio)  # the encoder + adaptor the prompt splices
-            frames, frame_mask = self.asr.ctc_inputs({
-                "audio_frames": adaptor_frames, "audio_frame_mask": adaptor_mask,
-                "encoder_frames": encoder_frames, "encoder_frame_mask": encoder_mask})
+            frames, frame_mask = self.asr.ctc_inputs(dict(zip(AUDIO_OUTPUTS, encoded,
+                                                              strict=True)))
             out = self.asr.ctc_head.apply({"params": params["ctc"]}, frames)
             return out[:, 0], frame_mask[:, 0]  # an ASR request holds one clip per row
 

@@ -40,6 +40,10 @@ def init_cache(config: Config, batch_size: int, capacity: int) -> KVCache:
                    jnp.zeros((batch_size,), jnp.int32))
 
 
+# The names of `encode_audio(..., with_encoder_frames=True)`'s outputs in a forward's output.
+AUDIO_OUTPUTS = ("audio_frames", "audio_frame_mask", "encoder_frames", "encoder_frame_mask")
+
+
 def splice_audio(embeds, tokens, placeholder_id, frames, frame_mask):
     """Fills placeholder positions with adaptor frames, vectorized over the batch.
 
@@ -147,8 +151,7 @@ class UnifiedAudioLM(nn.Module):
         out = {"logits": self.logits(hidden), "hidden": hidden,
                "audio_placeholder_excess": excess}
         if encoded is not None:
-            (out["audio_frames"], out["audio_frame_mask"], out["encoder_frames"],
-             out["encoder_frame_mask"]) = encoded
+            out.update(zip(AUDIO_OUTPUTS, encoded, strict=True))
         return out
 
     def prefill(self, tokens, lengths, cache: KVCache, audio_features=None, audio_mask=None):
