@@ -161,6 +161,38 @@ def test_asr_loss_is_ce_plus_mtp_plus_weighted_ctc(loss_case):
     np.testing.assert_allclose(float(loss0), ce + mtp, rtol=rtol)
 
 
+def test_label_smoothing_smooths_the_transcript_ce_alone(loss_case):
+    """experiment.label_smoothing=0.2: loss = optax's CE against 0.8 one-hot + 0.2 / V +
+    the same MTP and CTC terms as unsmoothed; the logged ce stays the plain NLL."""
+    config, experiment, model, params, batch = loss_case
+    eps = 0.2
+    smooth = asr.build(_config(config.experiment["data_dir"], f"experiment.ctc_weight={CTC_WEIGHT}",
+                               f"experiment.label_smoothing={eps}"))
+    loss, metrics = jax.jit(smooth.eval_loss_fn)(params, batch, jax.random.key(0))
+    plain_loss, plain = jax.jit(experiment.eval_loss_fn)(params, batch, jax.random.key(0))
+    out = jax.jit(model.backbone.apply)({"params": params["backbone"]}, batch["tokens"],
+                                        batch["positions"], batch["segment_ids"],
+                                        batch["audio_features"], batch["audio_mask"])
+    logits = jnp.asarray(out["logits"], jnp.float32)
+    labels = optax.smooth_labels(jax.nn.one_hot(batch["targets"], logits.shape[-1]), eps)
+    nll = np.asarray(optax.softmax_cross_entropy(logits, labels), np.float64)
+    weight = np.asarray(batch["loss_mask"], np.float64)
+    smoothed_ce = float((nll * weight).sum() / weight.sum())
+    rest = float(plain["mtp/loss"]) + CTC_WEIGHT * float(plain["ctc/loss"])
+    np.testing.assert_allclose(float(loss), smoothed_ce + rest, rtol=1e-6)
+    assert float(metrics["ce"]) == float(plain["ce"])
+    assert float(metrics["mtp/loss"]) == float(plain["mtp/loss"])
+    assert abs(float(loss) - float(plain_loss)) > 1e-2
+
+
+def test_label_smoothing_is_validated(tiny_asr_corpus):
+    from chorus.config import ConfigError
+
+    for bad in ("1.0", "-0.1"):
+        with pytest.raises(ConfigError, match="experiment.label_smoothing"):
+            asr_settings(_config(tiny_asr_corpus, f"experiment.label_smoothing={bad}"))
+
+
 def _abs_sum(tree) -> float:
     return float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(tree)))
 

@@ -7,6 +7,7 @@ import os
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
@@ -24,14 +25,43 @@ def test_there_are_notebooks_and_none_is_stored_with_outputs():
                     f"--clear-output --inplace {os.path.relpath(path, ROOT)})")
 
 
+def _available_mb() -> int:
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) // 1024
+
+
 def _execute(path, env, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # A native crash in the kernel then prints its Python stack into this test's captured stderr.
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": os.path.dirname(path)}}).execute()
+    kernel = {}
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": os.path.dirname(path)}},
+                            on_notebook_start=lambda notebook: kernel.update(
+                                process=client.km.provisioner.process))
+    try:
+        client.execute()
+    except DeadKernelError as e:
+        # nbclient says only "Kernel died": name how (a signal: -9 = SIGKILL, the OOM killer's;
+        # -11 = SIGSEGV, with the faulthandler stack above) and what memory was left.
+        process = kernel.get("process")
+        status = None if process is None else process.poll()
+        raise AssertionError(f"{os.path.relpath(path, ROOT)}: the kernel died with exit status "
+                             f"{status}; {_available_mb()} MB of memory available now") from e
     return "\n".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
                      for out in cell.outputs)
+
+
+def test_a_kernel_that_dies_is_reported_with_its_exit_status(tmp_path, monkeypatch):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")])
+    path = tmp_path / "dies.ipynb"
+    nbformat.write(nb, str(path))
+    with pytest.raises(AssertionError, match=r"the kernel died with exit status -9; \d+ MB"):
+        _execute(str(path), {}, monkeypatch)
 
 
 @pytest.mark.slow

@@ -60,6 +60,7 @@ class AsrModel:
     adversarial: PGDConfig | None = None  # PGD on the features, by loss_fn(augment=True)
     adversarial_weight: float = 0.5  # loss = (1 - w) * clean + w * adversarial
     ctc_frames: str = "adaptor"  # the frames the CTC head reads: "adaptor" | "encoder"
+    label_smoothing: float = 0.0  # ε of the transcript CE (not of the MTP heads or CTC)
 
     @classmethod
     def build(cls, config: Config, settings: AsrSettings) -> AsrModel:
@@ -68,7 +69,7 @@ class AsrModel:
         ctc_head = CtcHead(config.model.text_vocab_size) if settings.ctc_weight > 0 else None
         return cls(UnifiedAudioLM(config), heads, mtp, ctc_head, settings.ctc_weight,
                    settings.spec_augment, settings.adversarial, settings.adversarial_weight,
-                   settings.ctc_frames)
+                   settings.ctc_frames, settings.label_smoothing)
 
     def ctc_inputs(self, out: dict) -> tuple[jax.Array, jax.Array]:
         """(frames [B, A, F', d], mask [B, A, F']) the CTC head reads from a backbone output
@@ -115,9 +116,10 @@ class AsrModel:
         return {**batch, "audio_features": feats}
 
     def loss_fn(self, train_backbone: bool = True, augment: bool = False):
-        """Transcript CE + MTP (lambda/k * sum_j CE_j) + ctc_weight * CTC over the adaptor
-        frames. train_backbone=False (second-stage heads): the backbone is a constant and the
-        loss is the MTP loss alone. augment: SpecAugment the log-mel with the step's rng, then
+        """Transcript CE (label-smoothed by experiment.label_smoothing) + MTP (lambda/k *
+        sum_j CE_j) + ctc_weight * CTC over the adaptor frames. train_backbone=False
+        (second-stage heads): the backbone is a constant and the loss is the MTP loss alone.
+        augment: SpecAugment the log-mel with the step's rng, then
         (experiment.adversarial) mix in the loss of a PGD-perturbed copy (the training loss;
         evaluation uses augment=False). Metrics include token accuracy per depth."""
         layout = VocabLayout.from_model_config(self.backbone.config.model)
@@ -135,7 +137,11 @@ class AsrModel:
                            out["logits"], batch["targets"], batch["loss_mask"])),
                        # 0 when the data pipeline sized the <audio> placeholders to the clips
                        "audio_placeholder_excess": abs(out["audio_placeholder_excess"]).sum()}
-            loss = ce if train_backbone else 0.0
+            if self.label_smoothing and train_backbone:
+                loss, _ = cross_entropy(out["logits"], batch["targets"], batch["loss_mask"],
+                                        self.label_smoothing)
+            else:
+                loss = ce if train_backbone else 0.0
             if self.heads is not None:
                 extra, mtp_metrics = mtp_heads.mtp_loss(self.backbone, backbone, self.heads,
                                                         params["mtp"], out["hidden"], batch,

@@ -42,6 +42,9 @@ class AsrSettings:
     # Weight of the CTC loss over the audio adaptor frames (chorus.model.ctc); 0 = off.
     # Without it the from-scratch cpu-tiny model learns to ignore the audio.
     ctc_weight: float = 1.0
+    # Label smoothing ε of the transcript cross-entropy (chorus.model.losses.cross_entropy);
+    # the logged `ce` stays the plain NLL. The MTP heads and CTC are not smoothed.
+    label_smoothing: float = 0.0
     # The frames the CTC head reads: "adaptor" (12.5 Hz, the frames the decoder sees) or
     # "encoder" (the 25 Hz encoder output the adaptor reads: ~4 frames per transcript token
     # instead of ~2, room for CTC's blanks).
@@ -67,6 +70,8 @@ class AsrSettings:
         check(0 <= self.adversarial_weight <= 1, "experiment.adversarial_weight",
               "a number in [0, 1]", self.adversarial_weight)
         check(self.ctc_weight >= 0, "experiment.ctc_weight", "a number >= 0", self.ctc_weight)
+        check(0 <= self.label_smoothing < 1, "experiment.label_smoothing", "a number in [0, 1)",
+              self.label_smoothing)
         check(self.mtp_stage == "joint" or bool(self.backbone_from), "experiment.backbone_from",
               "the run directory of the trained backbone for mtp_stage='heads'",
               self.backbone_from)
