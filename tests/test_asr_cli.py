@@ -71,12 +71,16 @@ def grpo_run(trained, tmp_path_factory):
     return workdir
 
 
-def test_rl_grpo_from_the_asr_checkpoint(grpo_run):
+def test_rl_grpo_from_the_asr_checkpoint(grpo_run, trained):
     with open(grpo_run / "final_metrics.json") as f:
         final = json.load(f)
     for when in ("initial", "final"):
         assert -10 < final[f"{when}/heldout/greedy/reward/neg_wer"] <= 0
     assert os.path.exists(grpo_run / "DONE")
+    # its config.json records what it took from the init run (experiments.asr.RL_INHERITED)
+    with open(grpo_run / "config.json") as f, open(trained / "config.json") as g:
+        mine, init = json.load(f)["experiment"], json.load(g)["experiment"]
+    assert mine["data_dir"] == init["data_dir"] and mine["mtp"] == init["mtp"]
 
 
 def test_transcribe_runs_on_the_rl_run_dir_alone(grpo_run, corpus, tmp_path, capsys):

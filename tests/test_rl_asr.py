@@ -14,6 +14,7 @@ from chorus.config import load_config, settings_from
 from chorus.rl import rollout
 from chorus.rl.algorithms import get_algorithm
 from chorus.rl.engine import TRAIN_ROLLOUTS, RolloutEngine
+from chorus.rl.init_from import inherit_settings
 from chorus.training.cli import train_main
 from chorus.training.restore import asset_path, load_run
 from chorus.training.trainer import Trainer
@@ -37,7 +38,9 @@ def test_grpo_run_exports_the_init_runs_heads_and_tokenizer(tiny_asr_corpus, tmp
         f"experiment.init_from={init}", "experiment.group_size=2", "train.batch_size=8",
         "experiment.rl_train_pool=4", "experiment.rl_eval_pool=2",
         "experiment.rewards={neg_wer: 1.0}"])
-    experiment = asr.build(config)  # data_dir: the init run's
+    config = inherit_settings(config, str(init), asr.RL_INHERITED)  # as `chorus rl` does
+    assert config.experiment["data_dir"] == tiny_asr_corpus  # the init run's
+    experiment = asr.build(config)
     assert sorted(experiment.frozen) == ["ctc", "mtp", "reference"]
     workdir = tmp_path / "grpo"
     assert Trainer(config, experiment, str(workdir), console=False).run().step == 1

@@ -29,6 +29,10 @@ from __future__ import annotations
 
 # The verbs this mode adds to the `chorus` command (read by chorus.cli without importing us).
 COMMANDS = {"transcribe": ("experiments.asr.cli:main", "transcribe audio files")}
+# `chorus rl --init-from RUN` takes these settings from RUN unless set (chorus.rl.init_from.
+# inherit_settings, into the RL run's config.json): the corpus, the transcript form the model
+# learned, and what shapes and feeds the heads riding along.
+RL_INHERITED = ("data_dir", "asr_target", "mtp", "ctc_weight", "ctc_frames")
 
 
 def build(config):

@@ -6,7 +6,8 @@ The policy is the backbone (the MTP and CTC heads are not trained by RL); the in
 "mtp" and "ctc" heads ride along as frozen companions, so the RL run exports {"backbone",
 "mtp", "ctc"} like an ASR run and its directory alone transcribes (`chorus transcribe`).
 Settings: `experiments.asr.settings.AsrRLSettings` (the ASR keys, the RL keys and the prompt
-pools, flat); `data_dir` defaults to the `--init-from` run's.
+pools, flat); the corpus, transcript form and head settings (`experiments.asr.RL_INHERITED`)
+default to the `--init-from` run's, recorded in the RL run's config.json.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from chorus.vocab import VocabLayout
 from data_pipelines.tokenizer import tokenizer_assets
 from experiments.asr.model import AsrModel
 from experiments.asr.regime import eval_examples
-from experiments.asr.settings import AsrRLSettings, data_dir
+from experiments.asr.settings import AsrRLSettings, AsrSettings, data_dir
 from experiments.asr.transcriber import pad_requests, text_of
 
 COMPANIONS = ("mtp", "ctc")  # the ASR run's heads kept beside the RL policy
@@ -96,22 +97,27 @@ class AsrTask:
         return {k: params[k] for k in COMPANIONS if k in params}
 
 
-def _init_run_data_dir(init_from: str) -> str:
-    """The corpus of the `--init-from` run, "" when that run (or its config) is gone."""
+def _check_ctc_frames(settings: AsrRLSettings) -> None:
+    """The init run's CTC head reads the frames it was trained on (a head of the same shape
+    would silently read the other rate)."""
     from chorus.training.restore import resolve_run_dir
     from chorus.training.run_config import read_run_config
 
     try:
-        return read_run_config(resolve_run_dir(init_from)).experiment.get("data_dir", "")
+        init = read_run_config(resolve_run_dir(settings.init_from)).experiment
     except (FileNotFoundError, ConfigError):
-        return ""
+        return
+    trained = init.get("ctc_frames", AsrSettings.ctc_frames)
+    if init.get("module") == "asr" and settings.ctc_frames != trained:
+        raise ConfigError(f"experiment.ctc_frames: expected the init run's {trained!r} "
+                          f"({settings.init_from}: its CTC head was trained on those frames), "
+                          f"got {settings.ctc_frames!r}")
 
 
 def build_rl(config: Config) -> Experiment:
     """`chorus rl --experiment asr --algo grpo|dpo|ppo`: RL of the backbone on ASR rewards."""
-    experiment = dict(config.experiment)
-    if not experiment.get("data_dir") and experiment.get("init_from"):
-        experiment["data_dir"] = _init_run_data_dir(experiment["init_from"])
-    settings = settings_from(AsrRLSettings, experiment)
+    settings = settings_from(AsrRLSettings, config.experiment)
+    if settings.init_from:
+        _check_ctc_frames(settings)
     return build_rl_experiment(config, AsrTask(config, settings), settings, name="asr_rl")
 

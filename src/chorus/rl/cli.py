@@ -119,9 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.sft_steps and args.init_from:
         parser.error("--sft-steps and --init-from: expected at most one initialization")
 
+    from chorus.rl.init_from import inherit_settings
     from chorus.training import distributed
     from chorus.training.evaluation import evaluate_checkpoint
-    from chorus.training.experiment import ExperimentError, load_experiment
+    from chorus.training.experiment import (
+        ExperimentError,
+        import_experiment_module,
+        load_experiment,
+    )
     from chorus.training.run_config import IncompatibleConfigError
     from chorus.training.trainer import NonFiniteLossError
 
@@ -140,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                  load_experiment(args.experiment, sft_config), init_from, args.quiet)
         if init_from:
             config = apply_overrides(config, [f"experiment.init_from={init_from}"])
+            config = inherit_settings(config, init_from, getattr(
+                import_experiment_module(args.experiment), "RL_INHERITED", ()))
         experiment = load_experiment(args.experiment, config)
         if experiment.evaluate is None:
             raise ExperimentError(f"--experiment {args.experiment}: expected an Experiment "
