@@ -16,13 +16,15 @@ from chorus.audio.mel import log_mel
 from chorus.config import ConfigError, apply_overrides, load_config
 from chorus.rl import cli
 from chorus.rl.engine import RolloutEngine
+from chorus.rl.init_from import inherit_settings
 from chorus.rl.rewards import register_reward
 from chorus.vocab import VocabLayout
 from data_pipelines.records import read_record
 from data_pipelines.regime import ExampleInputs
 from data_pipelines.sources import DEFAULT_FIELDS, open_source
+from experiments import tts
 from experiments.tts.experiment import CODES, TtsRegime, open_codes
-from experiments.tts.rl import TtsTask, build_rl, inherit_init_run
+from experiments.tts.rl import TtsTask, build_rl
 from experiments.tts.settings import TtsRLSettings
 from experiments.tts.target import SpeechTarget
 
@@ -177,11 +179,12 @@ def test_chorus_rl_tts_dpo_on_sampled_pairs_end_to_end(tiny_tts_stack, tmp_path)
 def test_data_dir_cache_key_and_codec_run_default_to_the_init_runs(tiny_tts_stack, tmp_path):
     config = load_config("cpu-tiny", [*TTS_SETS, "experiment.algo=grpo",
                                       f"experiment.init_from={tiny_tts_stack['tts']}"])
-    experiment = inherit_init_run(config).experiment
+    experiment = inherit_settings(config, tiny_tts_stack["tts"], tts.RL_INHERITED).experiment
     assert experiment["data_dir"] == tiny_tts_stack["data_dir"]
     assert experiment["cache_key"] == tiny_tts_stack["cache_key"]
     assert experiment["codec_run"] == tiny_tts_stack["codec"]
-    mine = inherit_init_run(apply_overrides(config, ["experiment.cache_key=other"]))
+    mine = inherit_settings(apply_overrides(config, ["experiment.cache_key=other"]),
+                            tiny_tts_stack["tts"], tts.RL_INHERITED)
     assert mine.experiment["cache_key"] == "other"  # a key the RL run sets is kept
 
 

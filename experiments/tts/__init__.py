@@ -32,6 +32,10 @@ from __future__ import annotations
 COMMANDS = {"synthesize": ("experiments.tts.cli:main", "text to speech with a TTS run"),
             "tts-eval": ("experiments.tts.evaluate:main",
                          "TTS runs side by side: the evaluation table")}
+# `chorus rl --init-from RUN` takes these settings from RUN unless set (chorus.rl.init_from.
+# inherit_settings, into the RL run's config.json, so the reward classes built from it see the
+# corpus, codec and ASR run of the task).
+RL_INHERITED = ("data_dir", "cache_key", "codec_run", "asr_run", "speaker_clip_seconds")
 
 
 def build(config):

@@ -27,7 +27,7 @@ import numpy as np
 
 from chorus.audio import mel
 from chorus.codec.features import round_up
-from chorus.config import Config, ConfigError, apply_overrides, settings_from
+from chorus.config import Config, ConfigError, settings_from
 from chorus.rl.experiment import build_rl_experiment
 from chorus.rl.rollout import stack_ids
 from chorus.rl.task import Completion, Prompts
@@ -44,8 +44,6 @@ from experiments.tts.target import SpeechTarget
 # Prompt rows are padded to a multiple of this: the rollout, scoring and train-step programs
 # compile once per prompt width, and texts vary in length from batch to batch.
 PROMPT_BUCKET = 64
-# The `--init-from` run's experiment keys an RL run inherits when it does not set them.
-INHERITED = ("data_dir", "cache_key", "codec_run", "asr_run", "speaker_clip_seconds")
 
 
 class TtsTask:
@@ -198,33 +196,10 @@ class TtsTask:
         return {}  # a TTS run exports the backbone alone
 
 
-def _init_run_experiment(init_from: str) -> dict:
-    """The `--init-from` run's experiment keys, {} when that run (or its config) is gone."""
-    from chorus.training.restore import resolve_run_dir
-    from chorus.training.run_config import read_run_config
-
-    try:
-        return dict(read_run_config(resolve_run_dir(init_from)).experiment)
-    except (FileNotFoundError, ConfigError):
-        return {}
-
-
-def inherit_init_run(config: Config) -> Config:
-    """`config` with the `--init-from` run's data_dir / cache_key / codec_run / asr_run for
-    those it leaves unset: into the config itself, so the reward classes (built from it) see
-    the same corpus, codec and ASR run as the task."""
-    if not config.experiment.get("init_from"):
-        return config
-    inherited = _init_run_experiment(config.experiment["init_from"])
-    return apply_overrides(config, {f"experiment.{k}": inherited[k] for k in INHERITED
-                                    if not config.experiment.get(k) and inherited.get(k)})
-
-
 def build_rl(config: Config) -> Experiment:
     """`chorus rl --experiment tts --algo dpo|grpo|ppo`: RL of the TTS backbone on the TTS
     rewards (the reward classes register when experiments.tts.rewards is imported)."""
     import experiments.tts.rewards  # noqa: F401  (registers the TTS reward components)
 
-    config = inherit_init_run(config)
     settings = settings_from(TtsRLSettings, config.experiment)
     return build_rl_experiment(config, TtsTask(config, settings), settings, name="tts_rl")

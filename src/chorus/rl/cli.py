@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                  load_experiment(args.experiment, sft_config), init_from, args.quiet)
         if init_from:
             config = apply_overrides(config, [f"experiment.init_from={init_from}"])
-            config = inherit_settings(config, init_from, getattr(
+        if config.experiment.get("init_from"):  # --init-from, or --set (chorus ablate's runs)
+            config = inherit_settings(config, config.experiment["init_from"], getattr(
                 import_experiment_module(args.experiment), "RL_INHERITED", ()))
         experiment = load_experiment(args.experiment, config)
         if experiment.evaluate is None:
