@@ -137,11 +137,10 @@ class AsrModel:
                            out["logits"], batch["targets"], batch["loss_mask"])),
                        # 0 when the data pipeline sized the <audio> placeholders to the clips
                        "audio_placeholder_excess": abs(out["audio_placeholder_excess"]).sum()}
-            if self.label_smoothing and train_backbone:
-                loss, _ = cross_entropy(out["logits"], batch["targets"], batch["loss_mask"],
-                                        self.label_smoothing)
-            else:
-                loss = ce if train_backbone else 0.0
+            loss = 0.0
+            if train_backbone:  # the smoothed CE trains; the plain one is the metric
+                loss = ce if not self.label_smoothing else cross_entropy(
+                    out["logits"], batch["targets"], batch["loss_mask"], self.label_smoothing)[0]
             if self.heads is not None:
                 extra, mtp_metrics = mtp_heads.mtp_loss(self.backbone, backbone, self.heads,
                                                         params["mtp"], out["hidden"], batch,

@@ -19,6 +19,7 @@ import numpy as np
 
 from chorus.config import Config, ConfigError, settings_from
 from chorus.rl.experiment import build_rl_experiment
+from chorus.rl.init_from import init_run_experiment
 from chorus.rl.rollout import stack_ids
 from chorus.rl.task import Completion, Prompts
 from chorus.training.experiment import Experiment
@@ -100,12 +101,8 @@ class AsrTask:
 def _check_ctc_frames(settings: AsrRLSettings) -> None:
     """The init run's CTC head reads the frames it was trained on (a head of the same shape
     would silently read the other rate)."""
-    from chorus.training.restore import resolve_run_dir
-    from chorus.training.run_config import read_run_config
-
-    try:
-        init = read_run_config(resolve_run_dir(settings.init_from)).experiment
-    except (FileNotFoundError, ConfigError):
+    init = init_run_experiment(settings.init_from)
+    if init is None:
         return
     trained = init.get("ctc_frames", AsrSettings.ctc_frames)
     if init.get("module") == "asr" and settings.ctc_frames != trained:

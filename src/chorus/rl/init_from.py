@@ -13,7 +13,8 @@ config.json says what its model is.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from chorus.config import Config, ConfigError
 from chorus.training.init_from import (  # noqa: F401  (re-exported)
@@ -24,16 +25,24 @@ from chorus.training.init_from import (  # noqa: F401  (re-exported)
 )
 
 
-def inherit_settings(config: Config, init_from: str, keys: Sequence[str]) -> Config:
-    """`config` with each experiment key of `keys` that it leaves unset (absent or "") taken
-    from the `init_from` run's config (a mapping: the run's, updated with this one's). The
-    config unchanged when that run has no config (yet or any more)."""
+def init_run_experiment(init_from: str) -> Mapping[str, Any] | None:
+    """The `init_from` run's experiment settings; None when it has no config (yet or any
+    more)."""
     from chorus.training.restore import resolve_run_dir
     from chorus.training.run_config import read_run_config
 
     try:
-        init = read_run_config(resolve_run_dir(init_from)).experiment
+        return read_run_config(resolve_run_dir(init_from)).experiment
     except (FileNotFoundError, ConfigError):
+        return None
+
+
+def inherit_settings(config: Config, init_from: str, keys: Sequence[str]) -> Config:
+    """`config` with each experiment key of `keys` that it leaves unset (absent or "") taken
+    from the `init_from` run's config (a mapping: the run's, updated with this one's). The
+    config unchanged when that run has no config (yet or any more)."""
+    init = init_run_experiment(init_from)
+    if init is None:
         return config
     experiment = dict(config.experiment)
     for key in keys:
