@@ -7,6 +7,10 @@
     ex.answer           # "Oh, I live in Lisbon, and I love it!"
     answer_states_fact(ex.persona, ex.kind, ex.answer)  # True
 
+`split_lexicon` holds every k-th name and place out: the cards a model is evaluated on (the
+judge's, the realtime policy's held-out cards) name people and places its training cards never
+did.
+
 Every answer contains its fact verbatim (after `normalize_text`), so a dialogue model's reply can
 be checked against the card without a judge. Personas are drawn fresh per exchange, so the
 model must read the card rather than memorize people.
@@ -113,6 +117,22 @@ def sample_persona(rng: np.random.Generator, lexicon: Lexicon = DEFAULT_LEXICON)
                    home=pick(lexicon.places), job=pick(lexicon.jobs),
                    likes=(lexicon.likes[int(likes[0])], lexicon.likes[int(likes[1])]),
                    style=pick(lexicon.styles))
+
+
+def split_lexicon(lexicon: Lexicon = DEFAULT_LEXICON, every: int = 4) -> tuple[Lexicon, Lexicon]:
+    """(training lexicon, held-out lexicon): names and places at indices 0, every, 2*every, ..
+    are held out; the rest train. Other lists are shared."""
+    if not isinstance(every, int) or every < 2:
+        raise ValueError(f"split_lexicon every: expected an int >= 2, got {every!r}")
+
+    def split(words):
+        return (tuple(w for i, w in enumerate(words) if i % every),
+                tuple(w for i, w in enumerate(words) if i % every == 0))
+
+    names, held_names = split(lexicon.names)
+    places, held_places = split(lexicon.places)
+    return (dataclasses.replace(lexicon, names=names, places=places),
+            dataclasses.replace(lexicon, names=held_names, places=held_places))
 
 
 def answer(persona: Persona, kind: str) -> str:

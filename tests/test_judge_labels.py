@@ -7,7 +7,7 @@ import pytest
 
 from chorus.config import ConfigError, load_config
 from data_pipelines.lexicon import DEFAULT_LEXICON
-from data_pipelines.personas import QUESTION_KINDS, answer_states_fact
+from data_pipelines.personas import QUESTION_KINDS, answer_states_fact, split_lexicon
 from experiments.judge.labels import (
     CONSISTENT,
     KINDS,
@@ -16,7 +16,6 @@ from experiments.judge.labels import (
     make_example,
     make_pair,
     perturb,
-    split_lexicon,
 )
 from experiments.judge.settings import JudgeSettings, judge_settings
 

@@ -17,6 +17,7 @@ from chorus.config import Config, check
 from chorus.model.flops import backbone_train_flops
 from chorus.training.evaluation import evaluate_loss
 from chorus.training.experiment import Experiment
+from chorus.training.init_from import backbone_from
 from chorus.vocab import VocabLayout
 from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer, tokenizer_assets
 from experiments.asr.model import AsrModel
@@ -71,19 +72,6 @@ def corpus_tokenizer(config: Config, settings: AsrSettings) -> TextTokenizer:
     return tokenizer
 
 
-def _with_pretrained_backbone(init_fn, run_dir: str):
-    """init_fn whose backbone is the exported backbone of `run_dir` (experiment.backbone_from);
-    the values are read by `before_init` (a fresh start only) and dropped by `after_init`."""
-    from chorus.training.init_from import pretrained
-
-    def init(rng):
-        params = init_fn(rng)
-        return {**params, **pretrained({"backbone": params["backbone"]}, run_dir,
-                                       {"backbone": "backbone"}, "experiment.backbone_from")}
-
-    return init
-
-
 def build(config: Config) -> Experiment:
     settings = asr_settings(config)
     layout = VocabLayout.from_model_config(config.model)
@@ -92,12 +80,7 @@ def build(config: Config) -> Experiment:
     eval_loss_fn = asr.loss_fn(train_backbone=joint)
     train_iterator, eval_iterator = make_data(config, settings, layout)
     t = config.train
-    init_fn, hooks = asr.init_fn(config), {}
-    if settings.backbone_from:
-        from chorus.training.init_from import init_hooks
-
-        init_fn = _with_pretrained_backbone(init_fn, settings.backbone_from)
-        hooks = init_hooks(settings.backbone_from, "experiment.backbone_from")
+    init_fn, hooks = backbone_from(asr.init_fn(config), settings.backbone_from)
 
     def evaluate(params, workdir: str) -> dict:
         from chorus.atomic import write_json, write_text

@@ -42,9 +42,11 @@ from experiments.asr.settings import asr_settings
 MODES = ("verified", "greedy", "prefill", "beam", "ctc", "rescore")
 
 
-def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int) -> dict:
-    """Right-pads prompts and clips to fixed shapes (one compile per batch size)."""
-    width = len(asr_prompt(layout, max_frames))  # the longest prompt
+def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int,
+                 width: int | None = None) -> dict:
+    """Right-pads prompts and clips to fixed shapes (one compile per batch size). width: the
+    prompt columns (default: the longest ASR prompt, that of a max_frames clip)."""
+    width = width or len(asr_prompt(layout, max_frames))
     b = len(examples)
     prompts = np.full((b, width), layout.pad_id, np.int32)
     lengths = np.zeros((b,), np.int32)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_pipelines.personas import split_lexicon
 from experiments.judge.labels import (
     CONSISTENT,
     KINDS,
     PERTURBATIONS,
     make_example,
     make_pair,
-    split_lexicon,
 )
 from experiments.judge.scoring import JudgeScorer
 from experiments.judge.settings import JudgeSettings

@@ -26,12 +26,12 @@ from chorus.model.unified import UnifiedAudioLM
 from chorus.training.evaluation import evaluate_loss
 from chorus.training.experiment import Experiment, GlobalRowBatches
 from chorus.vocab import VocabLayout
+from data_pipelines.personas import split_lexicon
 from data_pipelines.streams import Stream
 from data_pipelines.tokenizer import TextTokenizer, tokenizer_assets
 from experiments.judge.labels import (
     PERTURBATIONS,
     make_pair,
-    split_lexicon,
     training_example,
 )
 from experiments.judge.prompt import VERDICTS, example_stream, pair_stream

@@ -1,6 +1,6 @@
 """Judge training labels built from persona facts: consistent answers and perturbed ones.
 
-    train_lex, eval_lex = split_lexicon(DEFAULT_LEXICON, every=4)
+    train_lex, eval_lex = split_lexicon(DEFAULT_LEXICON, every=4)   # data_pipelines.personas
     ex = make_example(np.random.default_rng(0), "wrong_fact", train_lex)
     ex.answer     # "I reside in Porto."          (the card says home: Riga)
     ex.rationale  # "checked home: the persona lives in Riga; the answer says Porto."
@@ -80,22 +80,6 @@ class PairExample:
     perturbation: str  # the perturbed answer's type
     better: str
     rationale: str
-
-
-def split_lexicon(lexicon: Lexicon = DEFAULT_LEXICON, every: int = 4) -> tuple[Lexicon, Lexicon]:
-    """(training lexicon, held-out lexicon): names and places at indices 0, every, 2*every, ..
-    are held out; the rest train. Other lists are shared."""
-    if not isinstance(every, int) or every < 2:
-        raise ValueError(f"split_lexicon every: expected an int >= 2, got {every!r}")
-
-    def split(words):
-        return (tuple(w for i, w in enumerate(words) if i % every),
-                tuple(w for i, w in enumerate(words) if i % every == 0))
-
-    names, held_names = split(lexicon.names)
-    places, held_places = split(lexicon.places)
-    return (dataclasses.replace(lexicon, names=names, places=places),
-            dataclasses.replace(lexicon, names=held_names, places=held_places))
 
 
 def _pick(rng: np.random.Generator, items):

@@ -39,7 +39,7 @@ from chorus.model.factory import backbone_init
 from chorus.model.flops import backbone_train_flops
 from chorus.model.unified import UnifiedAudioLM
 from chorus.training.experiment import Experiment
-from chorus.training.lm_loss import make_lm_loss
+from chorus.training.lm_loss import backbone_lm_loss
 from chorus.vocab import VocabLayout
 from data_pipelines.record_cache import CacheError, RecordCache
 from data_pipelines.regime import ExampleInputs
@@ -134,21 +134,6 @@ def open_codes(data_dir: str, cache_key: str, split: str, layout: VocabLayout) -
     return cache
 
 
-# ----------------------------------------------------------------------------- model + loss
-
-
-def loss_fn(model: UnifiedAudioLM):
-    """The shared SFT objective (chorus.training.lm_loss: cross-entropy on the supervised
-    positions, codes + <tts_end>, with token accuracy) on params["backbone"]."""
-    lm_loss = make_lm_loss(model)
-
-    def loss(params, batch, rng):
-        ce, metrics = lm_loss(params["backbone"], batch, rng)
-        return ce, {**metrics, "loss": ce}
-
-    return loss
-
-
 # ----------------------------------------------------------------------------- experiment
 
 
@@ -206,7 +191,8 @@ def build(config: Config) -> Experiment:
         return run_evaluate(config, params, workdir)
 
     return Experiment(
-        name="tts", init_fn=lambda rng: {"backbone": backbone(rng)}, loss_fn=loss_fn(model),
+        name="tts", init_fn=lambda rng: {"backbone": backbone(rng)},
+        loss_fn=backbone_lm_loss(model),  # CE on the codes + <tts_end>
         evaluate=evaluate,
         train_iterator=train_iterator, eval_iterator=eval_iterator,
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,

@@ -12,6 +12,9 @@ trees of it by name; nothing here knows a mode's tree.
     release()                      drops the cache: the experiment's `after_init`
     init_hooks(run, what)          {"before_init": preload(run), "after_init": release}, to
                                    spread into the Experiment
+    backbone_from(init_fn, run, what)
+                                   (init_fn whose "backbone" is the run's, the rest fresh;
+                                   its init_hooks): a mode's `experiment.backbone_from`
     pretrained(boxed, run, names)  inside init_fn: fresh boxed trees holding the cached
                                    run's trees `names[key]` (chorus.training.init_feed: how
                                    the values reach the init program)
@@ -73,3 +76,21 @@ def init_hooks(workdir: str, what: str = "experiment.init_from"
                ) -> dict[str, Callable[[], Any]]:
     """The Experiment's `before_init` (preload `workdir`) and `after_init` (release it)."""
     return {"before_init": lambda: preload(workdir, what), "after_init": release}
+
+
+def backbone_from(init_fn: Callable[[Any], dict], workdir: str,
+                  what: str = "experiment.backbone_from"
+                  ) -> tuple[Callable[[Any], dict], dict[str, Callable[[], Any]]]:
+    """(init_fn, hooks): an init_fn whose "backbone" tree is `workdir`'s exported backbone
+    (the other trees stay fresh), and the Experiment's `init_hooks` that read the run before a
+    fresh init only. An empty `workdir` returns (init_fn, {}) unchanged: a mode's
+    `experiment.backbone_from` passed as it is."""
+    if not workdir:
+        return init_fn, {}
+
+    def init(rng):
+        params = init_fn(rng)
+        return {**params, **pretrained({"backbone": params["backbone"]}, workdir,
+                                       {"backbone": "backbone"}, what)}
+
+    return init, init_hooks(workdir, what)

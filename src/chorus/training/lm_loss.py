@@ -19,3 +19,15 @@ def make_lm_loss(model):
                       "audio_placeholder_excess": abs(out["audio_placeholder_excess"]).sum()}
 
     return loss_fn
+
+
+def backbone_lm_loss(model):
+    """`make_lm_loss` on params["backbone"] (a mode whose params are {"backbone": ...}), with
+    the loss itself among the metrics."""
+    lm_loss = make_lm_loss(model)
+
+    def loss_fn(params, batch, rng):
+        ce, metrics = lm_loss(params["backbone"], batch, rng)
+        return ce, {**metrics, "loss": ce}
+
+    return loss_fn
