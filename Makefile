@@ -10,7 +10,7 @@ RUN_DIR ?= runs/reproduce
 # take 17 min where one took 27 (each worker holds ~3 GB; test files stay whole on a worker).
 TEST_WORKERS ?= 2
 
-.PHONY: setup test test-fast lint reproduce analysis bench clean
+.PHONY: setup test test-fast lint reproduce analysis realtime bench clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ reproduce: setup
 # Interaction analysis on the runs of `make reproduce` (adversarial fine-tune + experiment).
 analysis: setup
 	RUN_DIR=$(RUN_DIR) bash experiments/analysis.sh
+
+# The realtime stages (dialogue SFT, judge, GRPO against the judge and the checker) on the
+# runs of `make reproduce`.
+realtime: setup
+	RUN_DIR=$(RUN_DIR) bash experiments/reproduce_realtime.sh
 
 bench: setup
 	$(VENV)/bin/chorus bench attention

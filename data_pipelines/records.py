@@ -31,7 +31,8 @@ from chorus.audio.resample import SAMPLE_RATE
 from data_pipelines.sources import FieldMap
 
 SKIP_REASONS = (*AUDIO_REASONS, "silent_audio", "too_long_audio", "missing_field", "empty_text",
-                "non_ascii_text", "too_long_for_seq_len", "missing_cache_entry")
+                "non_ascii_text", "too_long_for_seq_len", "missing_cache_entry",
+                "unknown_question")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -198,7 +198,7 @@ def test_dialogue_batches(records, tokenizer_path, tok):
     for b in range(B):
         for k, idx in enumerate(_segments(batch, b)):
             tokens = batch["tokens"][b, idx]
-            answer_ids, i, j = _between(tokens, s("<assistant>"), LAYOUT.eos_id)
+            answer_ids, i, j = _between(tokens, s("<assistant>"), s("<tts_start>"))
             record = by_answer[tok.decode(answer_ids)]
             card, _, _ = _between(tokens, s("<persona>"), s("<user>"))
             assert tok.decode(card) == record["persona"]
@@ -206,7 +206,7 @@ def test_dialogue_batches(records, tokenizer_path, tok):
             np.testing.assert_allclose(batch["audio_features"][b, k, :n],
                                        mel.log_mel(_wave(record)), atol=1e-5)
             mask = batch["loss_mask"][b, idx]
-            assert mask[i - 1: j].all() and mask.sum() == j - i + 1  # answer + <eos>
+            assert mask[i - 1: j].all() and mask.sum() == j - i + 1  # answer + <tts_start>
 
 
 def _take(it, n):

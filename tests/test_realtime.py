@@ -28,13 +28,14 @@ def test_stream_layout_and_reference():
     n = num_audio_placeholders(37)
     expect = np.concatenate([[s("<chat>"), s("<persona>")], _encode("name: Ada"),
                              [s("<user>")], [LAYOUT.audio_placeholder_id] * n,
-                             [s("<assistant>")], _encode("I live in Oslo."), [LAYOUT.eos_id]])
+                             [s("<assistant>")], _encode("I live in Oslo."), [s("<tts_start>")]])
     np.testing.assert_array_equal(t, expect)
     assert t[stream.prompt_length - 1] == s("<assistant>")
     np.testing.assert_array_equal(stream.targets[stream.loss_mask > 0],
-                                  np.append(_encode("I live in Oslo."), LAYOUT.eos_id))
+                                  np.append(_encode("I live in Oslo."), s("<tts_start>")))
     ref = regime.reference(ex)
     assert ref["reference_text"] == "I live in Oslo." and ref["persona"] == "name: Ada"
+    assert ref["question"] == "where do you live"
     np.testing.assert_array_equal(ref["reference_ids"], _encode("I live in Oslo."))
 
 
@@ -46,3 +47,90 @@ def test_accepts_only_dialogue_turns():
     assert regime.accepts({"card": "name: Bo"}, card)
     assert not regime.accepts({"persona": "name: Ada"}, card)
     assert not regime.accepts({"persona": "name: Ada"}, FieldMap(persona=None))
+
+
+def _turn(question="Hi! Where do you live?", id="d7"):
+    record = Record(wave=np.zeros(1600, np.float32), text=question, speaker="3", id=id,
+                    instruction="", tagged_text="",
+                    persona="name: Ada. age: 34. home: Oslo. job: baker. likes: chess and "
+                            "rain. style: formal.", answer="I reside in Oslo.")
+    return record
+
+
+def _inputs(record, rng):
+    return ExampleInputs(record=record, features=np.zeros((37, 128), np.float32), cached={},
+                         encode=_encode, layout=LAYOUT, rng=rng)
+
+
+def _card_of(stream):
+    s, t = LAYOUT.special, stream.tokens
+    i = int(np.flatnonzero(t == s("<persona>"))[0]) + 1
+    j = int(np.flatnonzero(t == s("<user>"))[0])
+    return "".join(chr(x) for x in t[i:j])
+
+
+def test_fresh_cards_come_from_the_training_names_with_the_answer_rederived():
+    from data_pipelines.personas import split_lexicon
+    from experiments.realtime.checker import check_answer, parse_card
+
+    train, held = split_lexicon(every=4)
+    regime = DialogueRegime(fresh_cards=1.0)
+    check_regime(regime)
+    rng = np.random.default_rng(0)
+    cards = set()
+    for _ in range(50):
+        card, reply = regime.card_and_answer(_inputs(_turn(), rng))
+        persona = parse_card(card)
+        assert persona.name in train.names and persona.home in train.places
+        assert check_answer(card, "Where do you live?", reply).consistent
+        cards.add(card)
+    assert len(cards) > 40  # a new card nearly every time
+    # the stream holds the fresh card and its answer
+    stream = regime.stream(_inputs(_turn(), np.random.default_rng(3)))
+    card, reply = regime.card_and_answer(_inputs(_turn(), np.random.default_rng(3)))
+    assert _card_of(stream) == "".join(chr(ord(c) % 128) for c in card)
+    # evaluation (no rng) and fresh_cards=0 keep the record's own card
+    record = _turn()
+    assert regime.card_and_answer(_inputs(record, None)) == (record.persona, record.answer)
+    assert DialogueRegime().card_and_answer(_inputs(record, rng)) == (record.persona,
+                                                                     record.answer)
+
+
+def test_held_out_cards_are_seeded_by_the_record_and_name_only_held_out_people():
+    from data_pipelines.personas import split_lexicon
+    from experiments.realtime.checker import check_answer, parse_card
+
+    _, held = split_lexicon(every=4)
+    regime = DialogueRegime(cards="held_out")
+    seen = set()
+    for k in range(30):
+        ex = _inputs(_turn(id=f"d{k}"), None)
+        card, reply = regime.card_and_answer(ex)
+        assert regime.card_and_answer(ex) == (card, reply)  # deterministic
+        persona = parse_card(card)
+        assert persona.name in held.names and persona.home in held.places
+        assert check_answer(card, "Where do you live?", reply).consistent
+        ref = regime.reference(ex)
+        assert (ref["persona"], ref["reference_text"]) == (card, reply)
+        seen.add(card)
+    assert len(seen) == 30
+    train_card, _ = DialogueRegime(cards="train").card_and_answer(_inputs(_turn(), None))
+    assert parse_card(train_card).name not in held.names
+
+
+def test_a_turn_whose_question_is_not_a_persona_question_is_skipped_when_carded_afresh():
+    from data_pipelines.records import Skip
+
+    got = DialogueRegime(cards="held_out").stream(_inputs(_turn("Turn off the lights."), None))
+    assert isinstance(got, Skip) and got.reason == "unknown_question"
+
+
+def test_regime_settings_are_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="fresh_cards"):
+        DialogueRegime(fresh_cards=1.5)
+    with pytest.raises(ValueError, match="cards"):
+        DialogueRegime(cards="mine")
+    with pytest.raises(ValueError, match="every"):
+        DialogueRegime(held_out_every=1)

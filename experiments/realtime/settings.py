@@ -1,0 +1,74 @@
+"""The realtime experiment's settings: `--set experiment.<field>=...` of `chorus train
+--experiment realtime` (RealtimeSettings) and `chorus rl --experiment realtime`
+(RealtimeRLSettings: these keys, the RL keys and the prompt pools, flat)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from chorus.config import Config, check, settings_from
+from chorus.rl.settings import RLSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class RealtimeSettings:
+    data_dir: str = ""  # the prepared corpus (`--data DIR`); its dialogue turns are the data
+    dataset: str = "chorus_speech"
+    train_split: str = "train"
+    eval_split: str = "validation"  # the trainer's periodic eval loop
+    data_workers: int = 0  # grain worker processes per host (0 = in the training process)
+    # A run whose exported backbone initializes this one: an ASR run (its encoder already
+    # hears speech; the corpus' ~1,100 dialogue turns alone are too few to learn it).
+    backbone_from: str = ""
+    # Training turns whose card is replaced by a fresh one from the training names and places
+    # (the answer re-derived; DialogueRegime): 1 = every turn, so no name or place of the
+    # held-out part (every held_out_every-th, as the judge holds out) is ever on a training card.
+    fresh_cards: float = 1.0
+    held_out_every: int = 4
+    # The persona table of `chorus eval` (experiments/realtime/evaluate.py): the dialogue
+    # turns of these splits, at most eval_examples each, answered greedily, once with their
+    # corpus cards and once with held-out cards.
+    eval_splits: tuple[str, ...] = ("test",)
+    eval_examples: int = 200
+    max_answer_tokens: int = 32  # the text answer's cap (then <tts_start> is due)
+
+    def __post_init__(self):
+        check(self.data_workers >= 0, "experiment.data_workers", "a number >= 0",
+              self.data_workers)
+        check(0 <= self.fresh_cards <= 1, "experiment.fresh_cards", "a probability in [0, 1]",
+              self.fresh_cards)
+        check(isinstance(self.held_out_every, int) and self.held_out_every >= 2,
+              "experiment.held_out_every", "an int >= 2", self.held_out_every)
+        check(isinstance(self.eval_splits, tuple) and len(self.eval_splits) > 0,
+              "experiment.eval_splits", "at least one split", self.eval_splits)
+        for name in ("eval_examples", "max_answer_tokens"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and value >= 1, f"experiment.{name}", "an int >= 1",
+                  value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RealtimeRLSettings(RLSettings, RealtimeSettings):
+    """`chorus rl --experiment realtime`: rewards such as {judge: {weight: 1, run: R},
+    persona_rules: 0.5, persona_fact: 0} (a weight of 0 logs a component without training
+    on it: the checker beside the judge)."""
+
+    # Prompts: the first N dialogue turns of train with training-lexicon cards, and of
+    # eval_splits[0] with held-out cards (DialogueRegime cards="train" / "held_out").
+    rl_train_pool: int = 512
+    rl_eval_pool: int = 128
+
+    def __post_init__(self):
+        RealtimeSettings.__post_init__(self)
+        RLSettings.__post_init__(self)
+        for name in ("rl_train_pool", "rl_eval_pool"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and value >= 1, f"experiment.{name}", "an int >= 1",
+                  value)
+
+
+def realtime_settings(config: Config) -> RealtimeSettings:
+    """The settings of a realtime run, or of an RL run of one (`chorus rl` sets
+    experiment.algo)."""
+    cls = RealtimeRLSettings if "algo" in config.experiment else RealtimeSettings
+    return settings_from(cls, config.experiment)
