@@ -292,6 +292,8 @@ def _closed_form_counts(config):
     e = a.d_model
     conv = lambda c_in, c_out: 3 * c_in * c_out + c_out  # kernel width 3, bias
     encoder_block = 4 * e * e + 3 * e * a.mlp_dim + 2 * 2 * e  # MHA, SwiGLU, two LayerNorms
+    if a.conv_kernel:  # LayerNorm, pointwise e -> 2e (GLU), depthwise K, LayerNorm, pointwise
+        encoder_block += 2 * e + (2 * e * e + 2 * e) + a.conv_kernel * e + 2 * e + (e * e + e)
     encoder = (conv(a.n_mels, e) + conv(e, e) + a.num_layers * encoder_block + 2 * e
                + conv(e, a.adaptor_dim) + a.adaptor_dim * d + d)  # final LN, adaptor
     embed, head = vocab * d, 0 if m.tie_embeddings else d * vocab

@@ -114,6 +114,9 @@ class AudioEncoderConfig:
     # 0 = bidirectional; N > 0 = chunked-causal with chunks of N encoder frames (streaming).
     chunk_size: int = 0
     adaptor_dim: int = 256
+    # Kernel of a Conformer convolution module after each block's attention (causal in a
+    # chunked-causal encoder); 0 = none. cpu-tiny sets 15 (README, ASR recipe).
+    conv_kernel: int = 0
     # Fixed affine input normalization (x - mel_mean) / mel_std: frame-local, so it keeps
     # streaming causal and padding-invariant. The defaults centre the natural-log mel of
     # chorus.audio.mel on speech at a typical level (measured: mean -8.3, std 4.1).
@@ -127,6 +130,8 @@ class AudioEncoderConfig:
               f"a multiple of audio.num_heads={self.num_heads}", self.d_model)
         check(self.chunk_size >= 0, "audio.chunk_size", "0 (bidirectional) or a positive size",
               self.chunk_size)
+        check(isinstance(self.conv_kernel, int) and self.conv_kernel >= 0, "audio.conv_kernel",
+              "an int >= 0 (0 = no convolution module)", self.conv_kernel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -505,7 +510,10 @@ def apply_overrides(config: Config, overrides: Sequence[str] | Mapping[str, Any]
 def cpu_tiny() -> Config:
     """Trains in minutes on 2 CPU cores."""
     # Synthetic clips are 1.5-5.6 s: 560 mel frames per clip slot keeps padding small.
-    return Config(name="cpu-tiny", train=TrainConfig(max_mel_frames=560))
+    # A convolution module in each encoder block: the audio encoder learns local acoustics
+    # far faster with it at this budget (README, ASR recipe).
+    return Config(name="cpu-tiny", audio=AudioEncoderConfig(conv_kernel=15),
+                  train=TrainConfig(max_mel_frames=560))
 
 
 def gpu_1b() -> Config:

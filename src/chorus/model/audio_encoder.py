@@ -68,6 +68,54 @@ class _Conv(nn.Module):
         return y, downsample_mask(mask, stride)
 
 
+class ConvModule(nn.Module):
+    """Conformer's convolution module (Gulati et al. 2020): pointwise -> GLU -> depthwise conv
+    over time (kernel K) -> LayerNorm -> swish -> pointwise, on masked frames. Local acoustic
+    patterns are what attention over two layers learns slowly: at cpu-tiny this module took
+    the CTC-greedy WER from 0.42 to 0.30 at equal wall-clock (README, ASR recipe).
+
+    Bidirectional (centred kernel) in a full-context encoder; causal (frame t reads t-K+1..t)
+    in a chunked-causal one, so it never reads a later chunk. A stream passes `history`
+    [N, K-1 + T, d] (the GLU outputs at every absolute frame, K-1 zero rows first) and the
+    chunk's first frame `start`: the chunk's GLU outputs are written at their frames and the
+    conv reads its K-1 frames of left context from there.
+    """
+
+    kernel_size: int
+    causal: bool
+    dtype: object = jnp.float32
+    param_dtype: object = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask, history=None, start=None):
+        """(output [N, T, d], history with this chunk written, or None)."""
+        d, k = x.shape[-1], self.kernel_size
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = nn.LayerNorm(name="norm", **kw)(x)
+        h = nn.glu(nn.Dense(2 * d, kernel_init=dense_init(("embed", "mlp")), name="pointwise_in",
+                            **kw)(h), axis=-1)
+        h = _masked(h, mask)  # padded frames must not leak into valid ones
+        t = x.shape[1]
+        if history is not None:  # the chunk's K-1 frames of left context come from history
+            history = jax.lax.dynamic_update_slice_in_dim(history, h.astype(history.dtype),
+                                                          start + k - 1, 1)
+            h = jax.lax.dynamic_slice_in_dim(history, start, k - 1 + t, 1)
+        else:
+            left = k - 1 if self.causal else (k - 1) // 2
+            h = jnp.pad(h, ((0, 0), (left, k - 1 - left), (0, 0)))
+        kernel = self.param("depthwise", nn.with_logical_partitioning(
+            nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,
+                                             out_axis=1), ("conv_width", "embed")),
+            (k, d), self.param_dtype).astype(self.dtype)
+        # The depthwise conv as K shifted products: 2.4x faster than XLA's grouped
+        # convolution on CPU (forward + backward, measured at cpu-tiny's shapes).
+        h = h.astype(self.dtype)
+        h = sum(h[:, i:i + t] * kernel[i] for i in range(k))
+        h = nn.swish(nn.LayerNorm(name="depthwise_norm", **kw)(h))
+        h = nn.Dense(d, kernel_init=dense_init(("mlp", "embed")), name="pointwise_out", **kw)(h)
+        return _masked(h, mask), history
+
+
 class EncoderBlock(nn.Module):
     config: AudioEncoderConfig
     attention_impl: str = "auto"
@@ -77,18 +125,29 @@ class EncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x, mask, cache=None, cache_lengths=None):
         """Full clip (cache None), or one chunk of a stream attending to the cached keys /
-        values of the closed chunks (rows [0, cache_lengths)); returns (x, new cache)."""
+        values of the closed chunks (rows [0, cache_lengths)); returns (x, new cache).
+        With audio.conv_kernel > 0 a stream's cache also holds the conv module's history
+        ("conv"), written and read at the chunk's frames."""
         cfg = self.config
         h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="attn_norm")(x)
         positions = jnp.zeros(mask.shape, jnp.int32)  # absolute sinusoids already added
         segment_ids = mask.astype(jnp.int32)  # valid frames see valid frames only
+        history = None if cache is None else cache.get("conv")
         a, cache = Attention(num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
                              head_dim=cfg.d_model // cfg.num_heads, causal=False,
                              rope_theta=None, chunk_size=cfg.chunk_size or None,
                              attention_impl=self.attention_impl, dtype=self.dtype,
                              param_dtype=self.param_dtype, name="attn")(
-            h, positions, segment_ids, cache, cache_lengths)
+            h, positions, segment_ids, None if cache is None else
+            {"k": cache["k"], "v": cache["v"]}, cache_lengths)
         x = x + a
+        if cfg.conv_kernel:
+            c, history = ConvModule(cfg.conv_kernel, cfg.chunk_size > 0, self.dtype,
+                                    self.param_dtype, name="conv")(
+                x, mask, history, None if history is None else cache_lengths[0])
+            x = x + c
+            if cache is not None:
+                cache = {**cache, "conv": history}
         h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="mlp_norm")(x)
         return x + Mlp(cfg.mlp_dim, self.dtype, self.param_dtype, name="mlp")(h), cache
 
@@ -102,9 +161,10 @@ class EncoderStreamState:
     / conv2 (their left context). pending [N, C, d] + pending_mask [N, C]: the encoder inputs
     received in the open chunk (the first num_frames % C slots). k, v [layers, N,
     max_frames + C, heads, head_dim]: every layer's keys / values, valid for the closed
-    chunks (rows [0, num_frames - num_frames % C)). enc_context [N, 2, d]: the last two final
-    (normed, masked) encoder frames, the adaptor conv's left context. num_frames []: encoder
-    frames received so far.
+    chunks (rows [0, num_frames - num_frames % C)). conv [layers, N, K-1 + max_frames + C, d]:
+    every layer's convolution-module history (audio.conv_kernel = K; width 0 without one),
+    written like k / v. enc_context [N, 2, d]: the last two final (normed, masked) encoder
+    frames, the adaptor conv's left context. num_frames []: encoder frames received so far.
     """
 
     mel_context: jax.Array
@@ -113,6 +173,7 @@ class EncoderStreamState:
     pending_mask: jax.Array
     k: jax.Array
     v: jax.Array
+    conv: jax.Array
     enc_context: jax.Array
     num_frames: jax.Array
 
@@ -130,7 +191,16 @@ def init_stream_state(config: AudioEncoderConfig, batch_size: int,
         mel_context=zeros(n, CONV_CONTEXT, config.n_mels),
         conv_context=zeros(n, CONV_CONTEXT, d), pending=zeros(n, c, d),
         pending_mask=jnp.zeros((n, c), bool), k=zeros(*kv), v=zeros(*kv),
+        conv=zeros(config.num_layers, n, conv_history_width(config), d),
         enc_context=zeros(n, CONV_CONTEXT, d), num_frames=jnp.zeros((), jnp.int32))
+
+
+def conv_history_width(config: AudioEncoderConfig) -> int:
+    """Frames of a stream's conv-module history per layer: K-1 zero rows of left context, then
+    every frame the stream can hold (0 without a conv module)."""
+    if not config.conv_kernel:
+        return 0
+    return config.conv_kernel - 1 + config.max_frames + config.chunk_size
 
 
 def _stream_chunks(chunk_size: int, encoder_frames: int) -> int:
@@ -214,14 +284,18 @@ class AudioEncoder(nn.Module):
 
     # -- streaming (chunked-causal encoders) ----------------------------------------------
 
-    def _encode_chunk(self, x, mask, k, v, start):
-        """The blocks over one attention chunk x [N, C, d] whose cached keys / values of the
-        closed chunks end at row `start` []; returns (normed frames, k, v)."""
+    def _encode_chunk(self, x, mask, k, v, conv, start):
+        """The blocks over one attention chunk x [N, C, d] whose cached keys / values (and
+        conv-module history) of the closed chunks end at row `start` []; returns (normed
+        frames, k, v, conv)."""
         starts = jnp.full(x.shape[:1], start, jnp.int32)
         for i, block in enumerate(self.block):
-            x, cache = block(x, mask, {"k": k[i], "v": v[i]}, starts)
+            cache = {"k": k[i], "v": v[i], **({"conv": conv[i]} if conv.shape[2] else {})}
+            x, cache = block(x, mask, cache, starts)
             k, v = k.at[i].set(cache["k"]), v.at[i].set(cache["v"])
-        return self.final_norm(x), k, v
+            if "conv" in cache:
+                conv = conv.at[i].set(cache["conv"])
+        return self.final_norm(x), k, v, conv
 
     def _adapt(self, y, mask, context, start, num_final):
         """Adaptor frames of final encoder frames: y [N, L, d] at absolute frames start ..
@@ -264,10 +338,11 @@ class AudioEncoder(nn.Module):
         buf_mask = jnp.zeros(buf.shape[:2], bool).at[:, :c].set(held)
         buf_mask = jax.lax.dynamic_update_slice_in_dim(buf_mask, mask, p, 1)
         num_closed = (p + e) // c
-        k, v, outs = state.k, state.v, []
+        k, v, conv, outs = state.k, state.v, state.conv, []
         for i in range(num_max):  # an open chunk runs too; its rows are rewritten when it closes
-            y, k, v = self._encode_chunk(buf[:, i * c:(i + 1) * c],
-                                         buf_mask[:, i * c:(i + 1) * c], k, v, committed + i * c)
+            y, k, v, conv = self._encode_chunk(buf[:, i * c:(i + 1) * c],
+                                               buf_mask[:, i * c:(i + 1) * c], k, v, conv,
+                                               committed + i * c)
             outs.append(y)
         closed = jnp.arange(num_max * c)[None, :] < num_closed * c
         y_mask = buf_mask[:, :num_max * c] & closed
@@ -278,7 +353,7 @@ class AudioEncoder(nn.Module):
             mel_context=mel_context, conv_context=conv_context,
             pending=jax.lax.dynamic_slice_in_dim(buf, num_closed * c, c, 1),
             pending_mask=jax.lax.dynamic_slice_in_dim(buf_mask, num_closed * c, c, 1),
-            k=k, v=v, enc_context=enc_context, num_frames=n + e)
+            k=k, v=v, conv=conv, enc_context=enc_context, num_frames=n + e)
         return state, frames, frame_mask
 
     def stream_flush(self, state: EncoderStreamState):
@@ -287,7 +362,7 @@ class AudioEncoder(nn.Module):
         c = self.config.chunk_size
         p = state.num_frames % c
         mask = state.pending_mask & (jnp.arange(c) < p)[None, :]
-        y, _, _ = self._encode_chunk(state.pending, mask, state.k, state.v,
-                                     state.num_frames - p)
+        y, _, _, _ = self._encode_chunk(state.pending, mask, state.k, state.v, state.conv,
+                                        state.num_frames - p)
         frames, frame_mask, _ = self._adapt(y, mask, state.enc_context, state.num_frames - p, p)
         return frames, frame_mask
