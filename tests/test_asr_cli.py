@@ -106,7 +106,8 @@ def test_transcribe_runs_on_the_rl_run_dir_alone(grpo_run, corpus, tmp_path, cap
     assert verified["step"] == 2 and verified["text"] == greedy["text"]
 
 
-def test_heads_stage_trains_sequential_heads_on_the_frozen_backbone(trained, corpus, tmp_path):
+def test_heads_stage_trains_sequential_heads_on_the_frozen_backbone_and_ctc(trained, corpus,
+                                                                          tmp_path):
     from chorus.training.restore import load_run
 
     workdir = tmp_path / "heads"
@@ -119,6 +120,9 @@ def test_heads_stage_trains_sequential_heads_on_the_frozen_backbone(trained, cor
         params[name] = load_run(str(run)).params
     same = jax_tree_equal(params["base"]["backbone"], params["heads"]["backbone"])
     assert same, "the heads stage changed the backbone"
+    # the CTC head (frozen here; `--mode ctc`, rescoring and word times read it) is the base
+    # run's, not a fresh random one
+    assert jax_tree_equal(params["base"]["ctc"], params["heads"]["ctc"])
     import jax
 
     # the sequential modules (a transformer block per depth), not the base run's parallel heads

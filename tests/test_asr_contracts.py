@@ -79,10 +79,11 @@ def _mtp_target(targets, loss_mask, segment_ids, j):
     return target, weight
 
 
-def _ctc_reference(logits, frame_mask, batch, text_size, placeholder_id):
-    """(per-token CTC, feasible clips): each clip's transcript read segment by segment (an
+def _ctc_reference(logits, frame_mask, batch, text_size, placeholder_id, spell=None):
+    """(per-label CTC, feasible clips): each clip's transcript read segment by segment (an
     ASR segment holds one clip: the text targets after its placeholders), optax's CTC per
-    clip, summed over the clips CTC can align and divided by their transcript tokens."""
+    clip, summed over the clips CTC can align and divided by their labels. The labels are
+    the text ids + 1, or `spell(text ids)` (the character CTC's classes)."""
     tokens, targets = np.asarray(batch["tokens"]), np.asarray(batch["targets"])
     loss_mask, segments = np.asarray(batch["loss_mask"]), np.asarray(batch["segment_ids"])
     logits, frame_mask = np.asarray(logits), np.asarray(frame_mask)
@@ -96,10 +97,11 @@ def _ctc_reference(logits, frame_mask, batch, text_size, placeholder_id):
             text = [int(t) for t, m in zip(targets[r][where], loss_mask[r][where], strict=True)
                     if m > 0 and t < text_size]
             frames = logits[r, clip][frame_mask[r, clip]]
+            text = [t + 1 for t in text] if spell is None else spell(text)  # 0 is the blank
             repeats = sum(a == b for a, b in zip(text, text[1:], strict=False))
             if text and len(text) + repeats <= len(frames):
                 frames_of.append(frames)
-                labels_of.append([t + 1 for t in text])  # class 0 is the blank
+                labels_of.append(text)
             clip += 1
     n, f, w = len(frames_of), logits.shape[2], max(map(len, labels_of))
     padded = np.zeros((n, f, logits.shape[-1]), np.float32)
@@ -159,6 +161,42 @@ def test_asr_loss_is_ce_plus_mtp_plus_weighted_ctc(loss_case):
     loss0, metrics0 = jax.jit(off.eval_loss_fn)(kept, batch, jax.random.key(0))
     assert not any(name.startswith("ctc/") for name in metrics0)
     np.testing.assert_allclose(float(loss0), ce + mtp, rtol=rtol)
+
+
+def test_char_ctc_adds_its_weighted_term_over_the_encoder_frames(loss_case):
+    """experiment.char_ctc_weight=0.5: loss = the same CE + MTP + CTC + 0.5 * optax's CTC of
+    each clip's transcript spelled in characters (the tokenizer's pieces joined, "▁" a space,
+    the leading one dropped) over its 25 Hz encoder frames; the heads stage freezes it."""
+    from test_ctc import _spelled
+
+    from data_pipelines.tokenizer import TextTokenizer
+
+    config, experiment, model, params, batch = loss_case
+    corpus = config.experiment["data_dir"]
+    weight = 0.5
+    char_config = _config(corpus, f"experiment.ctc_weight={CTC_WEIGHT}",
+                          f"experiment.char_ctc_weight={weight}")
+    char_model = AsrModel.build(char_config, asr_settings(char_config))
+    fresh = jax.jit(lambda key: nn.meta.unbox(char_model.init_fn(char_config)(key)))(
+        jax.random.key(0))
+    assert sorted(fresh) == ["backbone", "ctc", "ctc_char", "mtp"]
+    char_params = {**params, "ctc_char": fresh["ctc_char"]}
+    loss, metrics = jax.jit(asr.build(char_config).eval_loss_fn)(char_params, batch,
+                                                                  jax.random.key(0))
+    plain, _ = jax.jit(experiment.eval_loss_fn)(params, batch, jax.random.key(0))
+    out = jax.jit(model.backbone.apply)({"params": params["backbone"]}, batch["tokens"],
+                                        batch["positions"], batch["segment_ids"],
+                                        batch["audio_features"], batch["audio_mask"])
+    logits = char_model.char_ctc_head.apply({"params": fresh["ctc_char"]}, out["encoder_frames"])
+    tokenizer = TextTokenizer.from_file(f"{corpus}/tokenizer.model")
+    pieces = tokenizer.pieces(range(tokenizer.vocab_size))
+    layout = _layout(config)
+    char, clips = _ctc_reference(logits, out["encoder_frame_mask"], batch, layout.text_size,
+                                 layout.audio_placeholder_id, lambda t: _spelled(pieces, t))
+    assert clips > 0 and char > 0
+    np.testing.assert_allclose(float(metrics["ctc_char/loss"]), char, rtol=1e-6)
+    assert float(metrics["ctc_char/clips"]) == clips
+    np.testing.assert_allclose(float(loss), float(plain) + weight * char, rtol=1e-6)
 
 
 def test_label_smoothing_smooths_the_transcript_ce_alone(loss_case):

@@ -111,3 +111,46 @@ def test_ctc_gradients_through_the_head():
 
     check_grads(f, (frames,), order=1, modes=("rev",), atol=2e-2, rtol=2e-2)
     assert np.isfinite(float(f(frames)))
+
+
+def _spelled(pieces, ids):
+    """The reference spelling: the pieces joined, "▁" as a space, lowercased, characters
+    outside CHARACTERS dropped, the leading space dropped."""
+    from chorus.model.ctc import CHARACTERS
+
+    text = "".join(pieces[i] for i in ids).replace("\u2581", " ").lower()
+    text = "".join(c for c in text if c in CHARACTERS)
+    return [CHARACTERS.index(c) + 1 for c in text.removeprefix(" ")]
+
+
+def test_character_labels_spell_each_clips_pieces():
+    from chorus.model.ctc import character_labels, character_table
+
+    pieces = ["<unk>", "\u2581How", "\u2581many", "s", "\u2581", "7", ":", "\u2581Vera", "?"]
+    table, lengths = character_table(pieces)
+    rng = np.random.default_rng(0)
+    b, a, f, width = 4, 3, 6, 40
+    piece_ids = rng.integers(0, len(pieces), (b, a, f))
+    counts = rng.integers(0, f + 1, (b, a))
+    counts[0, 0] = 0  # an empty clip
+    labels = np.where(np.arange(f) < counts[..., None], piece_ids + 1, 0).astype(np.int32)
+    out = character_labels(CtcLabels(jnp.asarray(labels), jnp.asarray(counts),
+                                     jnp.ones((b, a), bool)), table, lengths, width)
+    for i, j in itertools.product(range(b), range(a)):
+        ref = _spelled(pieces, piece_ids[i, j, :counts[i, j]])
+        n = int(out.lengths[i, j])
+        assert n == len(ref), (i, j)
+        assert np.asarray(out.labels[i, j, :n]).tolist() == ref
+        assert not np.asarray(out.labels[i, j, n:]).any()
+
+
+def test_character_labels_of_a_cut_piece_buffer_are_infeasible():
+    """A clip with more pieces than its buffer holds would be spelled short: its length is
+    set past the width instead, so ctc_loss skips and counts it."""
+    from chorus.model.ctc import character_labels, character_table
+
+    table, lengths = character_table(["\u2581a", "b"])
+    labels = CtcLabels(jnp.asarray([[[1, 2, 1]]], jnp.int32), jnp.asarray([[5]]),
+                       jnp.ones((1, 1), bool))
+    out = character_labels(labels, table, lengths, width=8)
+    assert int(out.lengths[0, 0]) > 8

@@ -168,6 +168,36 @@ def test_mtp_loss_matches_loop_reference(backbone, head_sets, design):
 
 
 @DESIGNS
+def test_distilled_mtp_loss_is_the_loss_against_the_backbones_greedy_tokens(backbone, head_sets,
+                                                                            design):
+    """mtp.targets="backbone": the loop reference on a batch whose supervised targets are the
+    backbone's argmax (numpy), the rest unchanged; it differs from the data loss."""
+    import dataclasses
+
+    model, params = backbone
+    mtp, h, hp = head_sets[design]
+    distill = dataclasses.replace(mtp, targets="backbone")
+    batch = _batch()
+    hidden = _hidden(model, params, batch)
+    loss, _ = jax.jit(lambda hp, hidden: mtp_loss(model, params, h, hp, hidden, batch,
+                                                  distill))(hp, hidden)
+    logits = np.asarray(model.apply({"params": params}, hidden, method=UnifiedAudioLM.logits))
+    supervised = np.asarray(batch["loss_mask"]) > 0
+    greedy = np.where(supervised, logits.argmax(-1), np.asarray(batch["targets"]))
+    assert (greedy != np.asarray(batch["targets"]))[supervised].any()  # a random backbone
+    want = _reference_loss(model, params, h, hp, hidden,
+                           {**batch, "targets": jnp.asarray(greedy, jnp.int32)}, mtp)
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    data = _reference_loss(model, params, h, hp, hidden, batch, mtp)
+    assert abs(want - data) > 1e-3
+
+
+def test_mtp_targets_are_validated():
+    with pytest.raises(ConfigError, match="mtp.targets"):
+        MTPConfig("parallel", 2, 0.3, targets="teacher")
+
+
+@DESIGNS
 def test_depth_j_sees_only_its_segment_and_tokens_up_to_i_plus_j(backbone, head_sets, design):
     """Depth j at index i may depend on t_0..t_{i+j} of its own segment, nothing else."""
     model, params = backbone

@@ -77,10 +77,21 @@ def build(config: Config) -> Experiment:
     layout = VocabLayout.from_model_config(config.model)
     asr = AsrModel.build(config, settings)
     joint = settings.mtp_stage == "joint"
-    eval_loss_fn = asr.loss_fn(train_backbone=joint)
+
+    def pieces():  # the character CTC's spellings (read when the loss is first traced)
+        tokenizer = corpus_tokenizer(config, settings)
+        return tokenizer.pieces(range(tokenizer.vocab_size))
+
+    eval_loss_fn = asr.loss_fn(train_backbone=joint, pieces=pieces)
     train_iterator, eval_iterator = make_data(config, settings, layout)
     t = config.train
-    init_fn, hooks = backbone_from(asr.init_fn(config), settings.backbone_from)
+    # A heads stage keeps its backbone run's CTC heads too: they are frozen here, and `--mode
+    # ctc`, rescoring and word times read the piece one.
+    heads_of_backbone = tuple(name for name, head in (("ctc", asr.ctc_head),
+                                                       ("ctc_char", asr.char_ctc_head))
+                              if head is not None)
+    carried = ("backbone",) if joint else ("backbone", *heads_of_backbone)
+    init_fn, hooks = backbone_from(asr.init_fn(config), settings.backbone_from, trees=carried)
 
     def evaluate(params, workdir: str) -> dict:
         from chorus.atomic import write_json, write_text
@@ -97,13 +108,13 @@ def build(config: Config) -> Experiment:
         return result
 
     return Experiment(
-        name="asr", init_fn=init_fn, loss_fn=asr.loss_fn(train_backbone=joint, augment=True),
+        name="asr", init_fn=init_fn, loss_fn=asr.loss_fn(train_backbone=joint, augment=True,
+                                                      pieces=pieces),
         eval_loss_fn=eval_loss_fn, train_iterator=train_iterator, eval_iterator=eval_iterator,
         evaluate=evaluate, **hooks,
         flops_per_batch=backbone_train_flops(config, t.batch_size, t.seq_len,
                                              t.max_audio_clips, t.max_mel_frames),
         tokens_per_batch=t.batch_size * t.seq_len,
         assets=tokenizer_assets(settings.data_dir),
-        # A second-stage heads run trains "mtp" only (the CTC head needs the backbone).
-        frozen=() if joint else tuple(
-            name for name in ("backbone", "ctc") if name == "backbone" or asr.ctc_head is not None))
+        # A second-stage heads run trains "mtp" only (the CTC heads need the backbone).
+        frozen=() if joint else ("backbone", *heads_of_backbone))

@@ -1,10 +1,12 @@
 """The ASR model: the shared backbone plus this mode's heads, and its loss.
 
-    params = {"backbone", "mtp"?, "ctc"?}
+    params = {"backbone", "mtp"?, "ctc"?, "ctc_char"?}
     loss   = transcript CE (target positions of the regime's loss_mask)
              + lambda/k * sum_j CE_j of the k multi-token-prediction heads (experiment.mtp)
              + ctc_weight * CTC of each clip's transcript over its adaptor frames
                (or the 25 Hz encoder frames the adaptor reads: experiment.ctc_frames)
+             + char_ctc_weight * CTC of the transcript's characters over the encoder frames
+               (a training signal only; the pieces' spellings come from the tokenizer)
 
 The backbone knows no mode: MTP heads read its hidden states, the CTC head the adaptor frames
 it spliced in. SpecAugment masks the training log-mel with the step's rng; evaluation uses the
@@ -37,7 +39,14 @@ from chorus.analysis.attacks import PGDConfig, pgd_linf
 from chorus.audio.spec_augment import SpecAugmentConfig, spec_augment
 from chorus.config import Config
 from chorus.model import heads as mtp_heads
-from chorus.model.ctc import CtcHead, clip_transcripts, ctc_loss
+from chorus.model.ctc import (
+    CHARACTERS,
+    CtcHead,
+    character_labels,
+    character_table,
+    clip_transcripts,
+    ctc_loss,
+)
 from chorus.model.factory import backbone_init
 from chorus.model.losses import cross_entropy, token_accuracy
 from chorus.model.unified import UnifiedAudioLM
@@ -61,15 +70,19 @@ class AsrModel:
     adversarial_weight: float = 0.5  # loss = (1 - w) * clean + w * adversarial
     ctc_frames: str = "adaptor"  # the frames the CTC head reads: "adaptor" | "encoder"
     label_smoothing: float = 0.0  # ε of the transcript CE (not of the MTP heads or CTC)
+    char_ctc_head: CtcHead | None = None  # the character CTC over the encoder frames
+    char_ctc_weight: float = 0.0
 
     @classmethod
     def build(cls, config: Config, settings: AsrSettings) -> AsrModel:
         mtp = settings.mtp
         heads = None if mtp is None else mtp_heads.build_mtp(config.model, mtp)
         ctc_head = CtcHead(config.model.text_vocab_size) if settings.ctc_weight > 0 else None
+        char_head = CtcHead(len(CHARACTERS)) if settings.char_ctc_weight > 0 else None
         return cls(UnifiedAudioLM(config), heads, mtp, ctc_head, settings.ctc_weight,
                    settings.spec_augment, settings.adversarial, settings.adversarial_weight,
-                   settings.ctc_frames, settings.label_smoothing)
+                   settings.ctc_frames, settings.label_smoothing, char_head,
+                   settings.char_ctc_weight)
 
     def ctc_inputs(self, out: dict) -> tuple[jax.Array, jax.Array]:
         """(frames [B, A, F', d], mask [B, A, F']) the CTC head reads from a backbone output
@@ -91,6 +104,10 @@ class AsrModel:
                 width = (config.audio.d_model if self.ctc_frames == "encoder"
                          else config.model.d_model)
                 params["ctc"] = self.ctc_head.init(ctc_rng, jnp.zeros((1, 8, width)))["params"]
+            if self.char_ctc_head is not None:
+                params["ctc_char"] = self.char_ctc_head.init(
+                    jax.random.fold_in(ctc_rng, 1),
+                    jnp.zeros((1, 8, config.audio.d_model)))["params"]
             return params
 
         return init_fn
@@ -115,14 +132,26 @@ class AsrModel:
                             mask=batch["audio_mask"][..., None])
         return {**batch, "audio_features": feats}
 
-    def loss_fn(self, train_backbone: bool = True, augment: bool = False):
+    def loss_fn(self, train_backbone: bool = True, augment: bool = False, pieces=None):
         """Transcript CE (label-smoothed by experiment.label_smoothing) + MTP (lambda/k *
-        sum_j CE_j) + ctc_weight * CTC over the adaptor frames. train_backbone=False
-        (second-stage heads): the backbone is a constant and the loss is the MTP loss alone.
+        sum_j CE_j) + ctc_weight * CTC over the adaptor frames + char_ctc_weight * character
+        CTC over the encoder frames, which spells the pieces with `pieces()` (a callable
+        returning each text id's piece string, read when the loss is first traced).
+        train_backbone=False (second-stage heads): the backbone is a constant and the loss
+        is the MTP loss alone.
         augment: SpecAugment the log-mel with the step's rng, then
         (experiment.adversarial) mix in the loss of a PGD-perturbed copy (the training loss;
         evaluation uses augment=False). Metrics include token accuracy per depth."""
         layout = VocabLayout.from_model_config(self.backbone.config.model)
+        spelled = []  # the character table, built at the first trace
+
+        def char_table():
+            if not spelled:
+                if pieces is None:
+                    raise ValueError("experiment.char_ctc_weight > 0: the character CTC needs "
+                                     "the tokenizer's pieces (AsrModel.loss_fn(pieces=...))")
+                spelled.append(character_table(pieces()))
+            return spelled[0]
 
         def clean_loss(params, batch):
             backbone = params["backbone"]
@@ -144,7 +173,7 @@ class AsrModel:
             if self.heads is not None:
                 extra, mtp_metrics = mtp_heads.mtp_loss(self.backbone, backbone, self.heads,
                                                         params["mtp"], out["hidden"], batch,
-                                                        self.mtp)
+                                                        self.mtp, out["logits"])
                 loss, metrics = loss + extra, {**metrics, **mtp_metrics}
             if self.ctc_head is not None and train_backbone:
                 frames, frame_mask = self.ctc_inputs(out)
@@ -155,6 +184,21 @@ class AsrModel:
                 logits = self.ctc_head.apply({"params": params["ctc"]}, frames)
                 ctc, ctc_metrics = ctc_loss(logits, frame_mask, labels)
                 loss, metrics = loss + self.ctc_weight * ctc, {**metrics, **ctc_metrics}
+            if self.char_ctc_head is not None and train_backbone:
+                if self.ctc_head is None:  # the piece labels (the CTC head's, else built here)
+                    labels = clip_transcripts(
+                        batch["tokens"], batch["targets"], batch["loss_mask"],
+                        batch["segment_ids"], out["audio_frame_mask"],
+                        placeholder_id=layout.audio_placeholder_id, text_size=layout.text_size,
+                        width=out["encoder_frame_mask"].shape[-1])
+                chars = character_labels(labels, *char_table(),
+                                         width=out["encoder_frame_mask"].shape[-1])
+                logits = self.char_ctc_head.apply({"params": params["ctc_char"]},
+                                                  out["encoder_frames"])
+                char, char_metrics = ctc_loss(logits, out["encoder_frame_mask"], chars)
+                loss = loss + self.char_ctc_weight * char
+                metrics = {**metrics, **{k.replace("ctc/", "ctc_char/"): v
+                                         for k, v in char_metrics.items()}}
             return loss, {**metrics, "loss": loss}
 
         adversarial = augment and self.adversarial is not None

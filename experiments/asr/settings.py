@@ -42,6 +42,10 @@ class AsrSettings:
     # Weight of the CTC loss over the audio adaptor frames (chorus.model.ctc); 0 = off.
     # Without it the from-scratch cpu-tiny model learns to ignore the audio.
     ctc_weight: float = 1.0
+    # Weight of a character-level CTC over the 25 Hz encoder frames (chorus.model.ctc.
+    # character_labels); 0 = off. Training only: it teaches the encoder the sounds that words
+    # share, and no decoder reads its head.
+    char_ctc_weight: float = 0.0
     # Label smoothing ε of the transcript cross-entropy (chorus.model.losses.cross_entropy);
     # the logged `ce` stays the plain NLL. The MTP heads and CTC are not smoothed.
     label_smoothing: float = 0.0
@@ -70,6 +74,8 @@ class AsrSettings:
         check(0 <= self.adversarial_weight <= 1, "experiment.adversarial_weight",
               "a number in [0, 1]", self.adversarial_weight)
         check(self.ctc_weight >= 0, "experiment.ctc_weight", "a number >= 0", self.ctc_weight)
+        check(self.char_ctc_weight >= 0, "experiment.char_ctc_weight", "a number >= 0",
+              self.char_ctc_weight)
         check(0 <= self.label_smoothing < 1, "experiment.label_smoothing", "a number in [0, 1)",
               self.label_smoothing)
         check(self.mtp_stage == "joint" or bool(self.backbone_from), "experiment.backbone_from",

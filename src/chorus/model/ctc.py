@@ -9,6 +9,10 @@ the transcript's text tokens (class 0 = blank, text token t = class t + 1).
 The head can read the 25 Hz encoder frames instead (`UnifiedAudioLM` returns both): about four
 frames per transcript token rather than two, room for CTC's blanks (`clip_transcripts(width=)`).
 
+A second, character-level CTC (`character_labels`) spells each clip's transcript pieces out
+in `CHARACTERS`: every letter recurs across the whole corpus where a rare word's piece does
+not, so the encoder learns the sounds words share (experiments/asr: `char_ctc_weight`).
+
 Labels come from the token stream itself: clip c of a row owns the segment holding its first
 `<audio>` placeholder, and its transcript is the supervised text targets of that segment after
 the placeholder. That is the ASR layout (one clip per example); the backbone stays unaware.
@@ -20,6 +24,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from chorus.model.layers import RMSNorm, dense_init
@@ -100,3 +105,50 @@ def ctc_loss(logits, frame_mask, labels: CtcLabels):
     metrics = {"ctc/loss": loss, "ctc/clips": weight.sum(),
                "ctc/infeasible": jnp.sum(labels.clip_valid & ~feasible).astype(jnp.float32)}
     return loss, jax.lax.stop_gradient(metrics)
+
+
+# The character-level CTC's classes (character i = class i + 1; 0 = blank): lowercase letters,
+# digits (spelled as written: "7" is one label for the sound "seven"), apostrophe, space.
+CHARACTERS = " abcdefghijklmnopqrstuvwxyz0123456789'"
+MAX_PIECE_CHARACTERS = 16  # characters kept of one piece (the rest dropped)
+SPACE_CLASS = CHARACTERS.index(" ") + 1
+
+
+def character_table(pieces) -> tuple[np.ndarray, np.ndarray]:
+    """(table [V, MAX_PIECE_CHARACTERS] int32 classes, lengths [V]) of text pieces `pieces`
+    (piece id -> its string): each piece's characters, lowercased, SentencePiece's word marker
+    "\u2581" as a space, anything outside CHARACTERS dropped (punctuation, special pieces)."""
+    table = np.zeros((len(pieces), MAX_PIECE_CHARACTERS), np.int32)
+    lengths = np.zeros(len(pieces), np.int32)
+    for i, piece in enumerate(pieces):
+        classes = [CHARACTERS.index(c) + 1 for c in piece.replace("\u2581", " ").lower()
+                   if c in CHARACTERS][:MAX_PIECE_CHARACTERS]
+        table[i, :len(classes)], lengths[i] = classes, len(classes)
+    return table, lengths
+
+
+def character_labels(labels: CtcLabels, table, lengths, width: int) -> CtcLabels:
+    """Each clip's piece labels (class = text id + 1) spelled out in character classes
+    (`character_table`), compacted into a [B, A, width] buffer; a leading space (the first
+    word's marker) is dropped. A clip spelling more than `width` characters keeps its length
+    and is infeasible for `ctc_loss`, as a piece transcript longer than its frames is."""
+    table, lengths = jnp.asarray(table), jnp.asarray(lengths)
+    pieces = jnp.clip(labels.labels - 1, 0, table.shape[0] - 1)  # [B, A, F]
+    in_label = jnp.arange(labels.labels.shape[-1]) < labels.lengths[..., None]
+    count = jnp.where(in_label, lengths[pieces], 0)  # characters per piece
+    chars = table[pieces]  # [B, A, F, P]
+    first = jnp.argmax(count > 0, axis=-1)  # the first piece that spells anything
+    first_char = jnp.take_along_axis(chars[..., 0], first[..., None], axis=-1)[..., 0]
+    lead = (first_char == SPACE_CLASS) & (count > 0).any(axis=-1)  # [B, A]
+    offset = jnp.cumsum(count, axis=-1) - count - lead[..., None]  # each piece's first slot
+    j = jnp.arange(table.shape[1])
+    keep = (j < count[..., None]) & ~((offset[..., None] + j) < 0)  # the dropped lead space
+    dest = jnp.where(keep, offset[..., None] + j, width)  # width = dropped
+    b, a = pieces.shape[:2]
+    rows = jnp.arange(b)[:, None, None, None]
+    clips = jnp.arange(a)[None, :, None, None]
+    out = jnp.zeros((b, a, width), jnp.int32).at[rows, clips, dest].set(chars, mode="drop")
+    total = (count.sum(axis=-1) - lead).astype(jnp.int32)
+    # pieces past the piece buffer were dropped: the spelling would be cut short
+    total = jnp.where(labels.lengths > labels.labels.shape[-1], width + 1, total)
+    return CtcLabels(out, total, labels.clip_valid)

@@ -39,11 +39,15 @@ DESIGNS = ("sequential", "parallel")
 
 @dataclasses.dataclass(frozen=True)
 class MTPConfig:
-    """MTP design, number of depths k, loss weight lambda (loss = lambda/k * sum_j CE_j)."""
+    """MTP design, number of depths k, loss weight lambda (loss = lambda/k * sum_j CE_j), and
+    what the heads learn to predict: "data" (the next tokens of the batch) or "backbone"
+    (self-distillation: the backbone's own greedy token at each of those positions, which is
+    what verified decoding accepts; for a heads stage on a frozen backbone)."""
 
     design: str = "sequential"
     num_heads: int = 2
     loss_weight: float = 0.3
+    targets: str = "data"
 
     def __post_init__(self):
         if self.design not in DESIGNS:
@@ -55,6 +59,9 @@ class MTPConfig:
         if not isinstance(self.loss_weight, int | float) or self.loss_weight < 0:
             raise ConfigError(f"mtp.loss_weight: expected a number >= 0, got "
                               f"{self.loss_weight!r}")
+        if self.targets not in ("data", "backbone"):
+            raise ConfigError(f"mtp.targets: expected 'data' or 'backbone', got "
+                              f"{self.targets!r}")
 
 
 # ----------------------------------------------------------------------------- modules
@@ -248,12 +255,21 @@ def mtp_logits(model: UnifiedAudioLM, params, heads: nn.Module, head_params, hid
 
 
 def mtp_loss(model: UnifiedAudioLM, params, heads: nn.Module, head_params, hidden, batch,
-             mtp: MTPConfig):
+             mtp: MTPConfig, logits=None):
     """lambda/k * sum_j CE_j. Returns (loss, metrics).
 
     `hidden` is the backbone's hidden [B, L, d]; pass `jax.lax.stop_gradient(hidden)` (and
-    differentiate only `head_params`) to train the heads on a frozen backbone.
+    differentiate only `head_params`) to train the heads on a frozen backbone. With
+    mtp.targets="backbone" the supervised targets are replaced by the backbone's greedy
+    tokens (its `logits` [B, L, V], computed from `hidden` when not given; no gradient).
     """
+    if mtp.targets == "backbone":
+        if logits is None:
+            logits = model.apply({"params": params}, hidden, method=UnifiedAudioLM.logits)
+        greedy = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1).astype(
+            batch["targets"].dtype)
+        batch = {**batch, "targets": jnp.where(batch["loss_mask"] > 0, greedy,
+                                               batch["targets"])}
     logits = mtp_logits(model, params, heads, head_params, hidden, batch)
     total = 0.0
     metrics = {}
@@ -287,7 +303,7 @@ def make_mtp_loss(model: UnifiedAudioLM, heads: nn.Module, mtp: MTPConfig,
                           batch["segment_ids"], batch["audio_features"], batch["audio_mask"])
         ce, count = cross_entropy(out["logits"], batch["targets"], batch["loss_mask"])
         extra, metrics = mtp_loss(model, backbone, heads, params["mtp"], out["hidden"], batch,
-                                  mtp)
+                                  mtp, out["logits"])
         loss = ce + extra if train_backbone else extra
         accuracy = token_accuracy(out["logits"], batch["targets"], batch["loss_mask"])
         metrics = {**metrics, "ce": jax.lax.stop_gradient(ce), "tokens": count, "loss": loss,

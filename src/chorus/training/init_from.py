@@ -12,9 +12,10 @@ trees of it by name; nothing here knows a mode's tree.
     release()                      drops the cache: the experiment's `after_init`
     init_hooks(run, what)          {"before_init": preload(run), "after_init": release}, to
                                    spread into the Experiment
-    backbone_from(init_fn, run, what)
-                                   (init_fn whose "backbone" is the run's, the rest fresh;
-                                   its init_hooks): a mode's `experiment.backbone_from`
+    backbone_from(init_fn, run, what, trees)
+                                   (init_fn whose "backbone" (or `trees`) is the run's, the
+                                   rest fresh; its init_hooks): a mode's
+                                   `experiment.backbone_from`
     pretrained(boxed, run, names)  inside init_fn: fresh boxed trees holding the cached
                                    run's trees `names[key]` (chorus.training.init_feed: how
                                    the values reach the init program)
@@ -30,7 +31,7 @@ reads the other run, which need not exist once the new run has a checkpoint.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -79,18 +80,19 @@ def init_hooks(workdir: str, what: str = "experiment.init_from"
 
 
 def backbone_from(init_fn: Callable[[Any], dict], workdir: str,
-                  what: str = "experiment.backbone_from"
+                  what: str = "experiment.backbone_from", trees: Sequence[str] = ("backbone",)
                   ) -> tuple[Callable[[Any], dict], dict[str, Callable[[], Any]]]:
-    """(init_fn, hooks): an init_fn whose "backbone" tree is `workdir`'s exported backbone
-    (the other trees stay fresh), and the Experiment's `init_hooks` that read the run before a
-    fresh init only. An empty `workdir` returns (init_fn, {}) unchanged: a mode's
-    `experiment.backbone_from` passed as it is."""
+    """(init_fn, hooks): an init_fn whose `trees` (by default the "backbone") are
+    `workdir`'s exported trees of the same names (the other trees stay fresh), and the
+    Experiment's `init_hooks` that read the run before a fresh init only. An empty `workdir`
+    returns (init_fn, {}) unchanged: a mode's `experiment.backbone_from` passed as it is.
+    A tree the run does not export stops the init with an error naming `what`."""
     if not workdir:
         return init_fn, {}
 
     def init(rng):
         params = init_fn(rng)
-        return {**params, **pretrained({"backbone": params["backbone"]}, workdir,
-                                       {"backbone": "backbone"}, what)}
+        return {**params, **pretrained({name: params[name] for name in trees}, workdir,
+                                       {name: name for name in trees}, what)}
 
     return init, init_hooks(workdir, what)
