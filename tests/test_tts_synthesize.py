@@ -383,6 +383,18 @@ def test_a_reference_clip_enters_the_prompt_through_the_audio_encoder(backbone, 
     alone = [codes([p])[0] for p in (*prepared, voice)]
     # a batch mixing clips and no clip decodes each row as alone (clip padding is masked)
     assert codes([prepared[0], voice, prepared[1]]) == [alone[0], alone[2], alone[1]]
-    assert alone[0] != alone[1]  # the clip's audio reaches the prefill
+    # the clip's audio reaches the prefill: the two clips' prompts (same text, same length)
+    # give different next-code logits. (Their greedy codes may still agree on a random
+    # backbone, so codes are not the check.)
+    from chorus.model import UnifiedAudioLM, init_cache
+
+    batch = synth.sampler(prepared[:2])
+    logits, _, _ = jax.jit(lambda p, *a: model.apply({"params": p}, *a,
+                                                     method=UnifiedAudioLM.prefill))(
+        params, jnp.asarray(batch.prompts), jnp.asarray(batch.lengths),
+        init_cache(CFG, 2, batch.capacity), batch.audio_features, batch.audio_mask)
+    last = int(batch.lengths[0]) - 1
+    assert batch.lengths[0] == batch.lengths[1]
+    assert float(jnp.abs(logits[0, last] - logits[1, last]).max()) > 1e-3
     no_clips = Synthesizer(CFG, model, params, CharTokenizer(), codec, SpeechDecoding())
     assert no_clips.prepare(SpeechRequest("hello there", speaker=paths[0])).clip is None
