@@ -175,22 +175,19 @@ class AsrModel:
                                                         params["mtp"], out["hidden"], batch,
                                                         self.mtp, out["logits"])
                 loss, metrics = loss + extra, {**metrics, **mtp_metrics}
-            if self.ctc_head is not None and train_backbone:
-                frames, frame_mask = self.ctc_inputs(out)
+            ctc_heads = self.ctc_head is not None or self.char_ctc_head is not None
+            if ctc_heads and train_backbone:  # each clip's transcript pieces, read once
+                frames, frame_mask = (self.ctc_inputs(out) if self.ctc_head is not None else
+                                      (out["encoder_frames"], out["encoder_frame_mask"]))
                 labels = clip_transcripts(
                     batch["tokens"], batch["targets"], batch["loss_mask"], batch["segment_ids"],
                     out["audio_frame_mask"], placeholder_id=layout.audio_placeholder_id,
                     text_size=layout.text_size, width=frame_mask.shape[-1])
+            if self.ctc_head is not None and train_backbone:
                 logits = self.ctc_head.apply({"params": params["ctc"]}, frames)
                 ctc, ctc_metrics = ctc_loss(logits, frame_mask, labels)
                 loss, metrics = loss + self.ctc_weight * ctc, {**metrics, **ctc_metrics}
             if self.char_ctc_head is not None and train_backbone:
-                if self.ctc_head is None:  # the piece labels (the CTC head's, else built here)
-                    labels = clip_transcripts(
-                        batch["tokens"], batch["targets"], batch["loss_mask"],
-                        batch["segment_ids"], out["audio_frame_mask"],
-                        placeholder_id=layout.audio_placeholder_id, text_size=layout.text_size,
-                        width=out["encoder_frame_mask"].shape[-1])
                 chars = character_labels(labels, *char_table(),
                                          width=out["encoder_frame_mask"].shape[-1])
                 logits = self.char_ctc_head.apply({"params": params["ctc_char"]},
