@@ -95,9 +95,13 @@ def test_transcribe_runs_on_the_rl_run_dir_alone(grpo_run, corpus, tmp_path, cap
     os.rename(corpus, hidden)
     try:
         capsys.readouterr()
+        assert asr_cli.main(["--workdir", str(grpo_run), "--mode", "verified",
+                             "--set", "decode.max_new_tokens=6", str(path)]) == 0
+        verified = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        # the default decoder, joint CTC/attention, reads the CTC head the run carries
         assert asr_cli.main(["--workdir", str(grpo_run), "--set", "decode.max_new_tokens=6",
                              str(path)]) == 0
-        verified = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mode"] == "joint"
         assert asr_cli.main(["--workdir", str(grpo_run), "--greedy",
                              "--set", "decode.max_new_tokens=6", str(path)]) == 0
         greedy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

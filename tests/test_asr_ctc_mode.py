@@ -2,6 +2,7 @@
 adaptor frames (a per-frame loop as reference), word timestamps from a hand-built alignment,
 and the error of a run without a CTC head."""
 
+import copy
 import dataclasses
 
 import jax
@@ -229,6 +230,46 @@ def test_rescore_settings_are_checked():
         DecodeConfig(rescore_weight=1.5)
     with pytest.raises(ConfigError, match=r"decode.rescore_beam: expected an int >= 1, got 0"):
         DecodeConfig(rescore_beam=0)
+
+
+def test_joint_mode_fuses_the_requests_own_ctc_head(loaded, examples):
+    """`decode(mode="joint")` is verified decoding under the CTC prefix scorer built from the
+    request's CTC logits: it equals joint greedy, and greedy_decode with that scorer built by
+    hand; with joint_weight 0 it is the plain greedy transcript."""
+    import jax.numpy as jnp
+
+    from chorus.decoding.joint import ctc_prefix_scorer
+    from chorus.decoding.verified import greedy_decode
+
+    transcriber, _ = loaded
+    request = pad_requests(examples[:2], transcriber.layout, transcriber.max_frames)
+    joint = transcriber.decode(request, mode="joint")
+    np.testing.assert_array_equal(joint.tokens,
+                                  transcriber.decode(request, mode="joint_greedy").tokens)
+    logits, mask = transcriber.ctc_logits(request)
+    s = transcriber.settings
+    by_hand = greedy_decode(
+        transcriber.asr.backbone, transcriber.params["backbone"], jnp.asarray(request["prompts"]),
+        jnp.asarray(request["lengths"]), max_new_tokens=s.max_new_tokens,
+        audio_features=jnp.asarray(request["audio_features"]),
+        audio_mask=jnp.asarray(request["audio_mask"]),
+        scorer=ctc_prefix_scorer(logits, mask, weight=s.joint_weight,
+                                 candidates=s.joint_candidates, end_id=transcriber.layout.eos_id,
+                                 ctc_candidates=s.joint_ctc_candidates))
+    np.testing.assert_array_equal(joint.tokens, by_hand.tokens)
+    off = copy.copy(transcriber)
+    off.settings = dataclasses.replace(s, joint_weight=0.0)
+    np.testing.assert_array_equal(off.decode(request, mode="joint").tokens,
+                                  transcriber.decode(request, mode="greedy").tokens)
+
+
+def test_joint_settings_are_checked():
+    from chorus.config import DecodeConfig
+
+    with pytest.raises(ConfigError, match=r"decode.joint_weight: expected a value in \[0, 1\]"):
+        DecodeConfig(joint_weight=-0.1)
+    with pytest.raises(ConfigError, match=r"decode.joint_candidates: expected an int >= 1"):
+        DecodeConfig(joint_candidates=0)
 
 
 def test_forced_aligned_words_time_the_reference_text(loaded, examples):

@@ -121,6 +121,14 @@ def test_many_files_with_unreadable_ones_are_reported_skipped_and_exit_1(tiny_as
         by_name["b.wav"]["audio_seconds"], abs=0.01)
 
 
+def test_the_default_decoder_of_a_run_with_a_ctc_head_is_joint_decoding(tiny_asr_run, clips,
+                                                                        capsys):
+    paths, _ = clips
+    argv = ["--workdir", str(tiny_asr_run), "--set", "decode.max_new_tokens=4", paths["a"]]
+    assert asr_cli.main(argv) == 0
+    assert _lines(capsys.readouterr().out)[0]["mode"] == "joint"
+
+
 def test_batches_do_not_change_the_transcripts(tiny_asr_run, clips, capsys):
     paths, _ = clips
     files = [paths["long"], paths["a"], paths["b"]]

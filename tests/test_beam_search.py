@@ -340,7 +340,7 @@ def test_the_transcriber_beam_mode_takes_its_width_from_the_config(tiny_asr):
 
 
 @pytest.mark.parametrize("argv,mode", [(["--set", "decode.beam_width=3"], "beam"),
-                                       ([], "verified"),
+                                       ([], "verified"),  # no CTC head: no joint default
                                        (["--set", "decode.beam_width=3", "--greedy"], "greedy")])
 def test_transcribe_decodes_with_beam_search_when_the_width_is_set(tiny_asr, tmp_path,
                                                                      monkeypatch, capsys, argv,

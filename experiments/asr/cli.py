@@ -20,11 +20,19 @@ the order of the files given.
 paths. A file that cannot be read (missing, not audio, empty) is reported on stderr and
 skipped; the others are transcribed.
 
-`--mode`: verified (multi-token drafts verified by the backbone, output identical to greedy;
-the default), greedy, beam (width `--set decode.beam_width=W`, the default when W > 1;
+`--mode`: joint (the default for a run with a CTC head, see below), verified (multi-token
+drafts verified by the backbone, output identical to greedy; the default without a CTC head),
+greedy, beam (width `--set decode.beam_width=W`, the default when W > 1 without a CTC head;
 `decode.length_penalty=A`), ctc (the CTC head's best path: encoder + adaptor + one
-linear layer, no decoder), or rescore (joint CTC/attention rescoring of the greedy transcript
-and the CTC prefix beam's best, `decode.rescore_beam`, weighted by `decode.rescore_weight`).
+linear layer, no decoder), rescore (joint CTC/attention rescoring of the greedy transcript
+and the CTC prefix beam's best, `decode.rescore_beam`, weighted by `decode.rescore_weight`),
+joint (joint CTC/attention decoding: every step's `decode.joint_candidates` best decoder ids
+and the clip's `decode.joint_ctc_candidates` ids the CTC head fires most, ranked by the
+decoder's and the CTC head's prefix scores, `decode.joint_weight`; verified
+with the MTP heads, so token-identical to one token per step under the same scores),
+joint_greedy (that, one token per step), or joint_beam (beam search of width
+`decode.beam_width` over the joint scores; the default when W > 1 for a run with a CTC
+head).
 No speech, no words: a file in which the run's speech gate (experiment.speech_gate,
 chorus.audio.speech_gate; on by default) finds no speech — silence, noise, a click — gives
 an empty transcript without decoding, and its record says `"speech": false` and why
@@ -74,9 +82,10 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="an ASR (or ASR RL) run directory")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (latest)")
-    parser.add_argument("--mode", choices=("verified", "greedy", "beam", "ctc", "rescore"),
-                        default=None, help="decoder (default: beam when decode.beam_width > 1, "
-                        "else verified)")
+    parser.add_argument("--mode", choices=("verified", "greedy", "beam", "ctc", "rescore",
+                                           "joint", "joint_greedy", "joint_beam"),
+                        default=None, help="decoder (default with a CTC head: joint, or "
+                        "joint_beam when decode.beam_width > 1; without: verified, or beam)")
     parser.add_argument("--greedy", action="store_true", help="the same as --mode greedy")
     parser.add_argument("--format", choices=list(FORMATS), default="json",
                         help="json lines (default), plain text, or SRT subtitles")
@@ -161,8 +170,11 @@ def main(argv: list[str]) -> int:
                 print(outputs[record["file"]])
             sys.stdout.flush()
 
+    # the transcriber's default_mode, known before any checkpoint is read
+    joint = asr.ctc_weight > 0
     mode = "greedy" if args.greedy else args.mode or (
-        "beam" if config.decode.beam_width > 1 else "verified")
+        ("joint_beam" if joint else "beam") if config.decode.beam_width > 1
+        else "joint" if joint else "verified")
     for index, path in enumerate(args.files):
         try:
             # at least one log-mel frame; with the gate on, a shorter clip is "too_short"

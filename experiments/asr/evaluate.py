@@ -2,8 +2,10 @@
 
     per split   WER / CER / exact match with verified decoding, checked token-identical to
                 greedy decoding; accepted tokens per verify step; backbone forwards per token;
-                WER of CTC greedy decoding (the CTC head alone, when the run has one); how many
-                of the split's speech clips the no-speech gate would reject (goal 0)
+                WER of CTC greedy decoding (the CTC head alone, when the run has one) and of
+                joint CTC/attention decoding (verified, checked token-identical to joint
+                greedy; its accepted tokens per step); how many of the split's speech clips
+                the no-speech gate would reject (goal 0)
     speed       greedy vs verified wall-clock at batch 1 and 8 on the same utterances, the
                 shared encoder + prefill timed alone (the decode phase's own speedup), RTF
 """
@@ -48,6 +50,7 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
         examples = eval_examples(config, settings, split, settings.eval_examples)
         timing_pool = timing_pool or examples
         hyps, refs, identical, stats, ctc_hyps = [], [], 0, [], []
+        joint_hyps, joint_identical, joint_stats = [], 0, []
         audio_seconds = 0.0
         with progress(len(examples), f"eval {split}", "utt") as bar:
             for chunk in _batches(examples, BATCH):
@@ -59,6 +62,12 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
                 hyps += transcriber.texts(verified)
                 if transcriber.asr.ctc_head is not None:
                     ctc_hyps += transcriber.texts(transcriber.decode(request, mode="ctc"))
+                    joint = transcriber.decode(request, mode="joint")
+                    joint_greedy = transcriber.decode(request, mode="joint_greedy")
+                    joint_identical += int(np.all(np.asarray(joint.tokens) == np.asarray(
+                        joint_greedy.tokens), axis=1).sum())
+                    joint_hyps += transcriber.texts(joint)
+                    joint_stats.append(decode_stats(joint))
                 refs += [ex["reference_text"] for ex in chunk]
                 stats.append(decode_stats(verified))
                 audio_seconds += float(request["audio_mask"].sum()) / MEL_FRAMES_PER_SECOND
@@ -70,6 +79,12 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
             "forwards_per_token": float(np.mean([s["forwards_per_token"] for s in stats])),
             "audio_seconds": audio_seconds,
             **({"ctc_wer": error_rates(refs, ctc_hyps)["wer"]} if ctc_hyps else {}),
+            **({"joint_wer": error_rates(refs, joint_hyps)["wer"],
+                "joint_cer": error_rates(refs, joint_hyps)["cer"],
+                "joint_identical_to_joint_greedy": joint_identical / len(examples),
+                "joint_tokens_per_step": float(np.mean([s["tokens_per_step"]
+                                                        for s in joint_stats]))}
+               if joint_hyps else {}),
             **_gate_rejections(config, settings, split, examples),
             "examples": [{"reference": r, "hypothesis": h} for r, h in
                          list(zip(refs, hyps, strict=True))[:5]],
@@ -105,7 +120,8 @@ def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: Vocab
         if not requests:
             continue
         times = {}
-        for mode in ("prefill", "greedy", "verified"):
+        joint = ("joint_greedy", "joint") if transcriber.asr.ctc_head is not None else ()
+        for mode in ("prefill", "greedy", "verified", *joint):
             transcriber.decode(requests[0], mode=mode)  # compile
             passes = []
             for _ in range(SPEED_REPEATS):
@@ -122,26 +138,44 @@ def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: Vocab
             "decode_phase_speedup": decode_greedy / decode_verified,
             "rtf_verified": times["verified"] / audio, "rtf_greedy": times["greedy"] / audio,
             "utterances": len(requests) * batch_size}
+        if joint:  # both joint decoders also run the encoder once more, for the CTC logits
+            rows[f"batch_{batch_size}"].update({
+                "joint_greedy_seconds": times["joint_greedy"],
+                "joint_seconds": times["joint"],
+                "joint_speedup": times["joint_greedy"] / times["joint"],
+                "joint_decode_phase_speedup": max(times["joint_greedy"] - times["prefill"], 1e-9)
+                / max(times["joint"] - times["prefill"], 1e-9)})
     return rows
 
 
 def report_markdown(report: dict) -> str:
-    lines = ["| split | WER | CER | exact | CTC-greedy WER | tokens/step | forwards/token | "
-             "= greedy | gated speech |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| split | WER | CER | exact | CTC-greedy WER | joint WER / CER | tokens/step | "
+             "joint tokens/step | forwards/token | = greedy | joint = joint greedy | "
+             "gated speech |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for split, r in report.items():
         if not isinstance(r, dict) or "wer" not in r:
             continue
         ctc = f"{r['ctc_wer']:.3f}" if "ctc_wer" in r else "-"
+        joint = ((f"{r['joint_wer']:.3f} / {r['joint_cer']:.3f}",
+                  f"{r['joint_tokens_per_step']:.2f}",
+                  f"{r['joint_identical_to_joint_greedy']:.0%}") if "joint_wer" in r
+                 else ("-",) * 3)
         gated = f"{r['gate_rejected']}" if "gate_rejected" in r else "off"
         lines.append(f"| {split} | {r['wer']:.3f} | {r['cer']:.3f} | {r['exact_match']:.3f} | "
-                     f"{ctc} | {r['tokens_per_step']:.2f} | {r['forwards_per_token']:.3f} | "
-                     f"{r['identical_to_greedy']:.0%} | {gated} |")
+                     f"{ctc} | {joint[0]} | {r['tokens_per_step']:.2f} | {joint[1]} | "
+                     f"{r['forwards_per_token']:.3f} | {r['identical_to_greedy']:.0%} | "
+                     f"{joint[2]} | {gated} |")
     if "speed" in report:
         lines += ["", "| batch | encoder + prefill s | greedy s | verified s | speedup | "
-                  "decode-phase speedup | RTF (verified) |", "|---|---|---|---|---|---|---|"]
+                  "decode-phase speedup | RTF (verified) | joint greedy s | joint s | "
+                  "joint speedup | joint decode-phase speedup |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in report["speed"].items():
+            joint = (f"{r['joint_greedy_seconds']:.2f} | {r['joint_seconds']:.2f} | "
+                     f"{r['joint_speedup']:.2f}x | {r['joint_decode_phase_speedup']:.2f}x"
+                     if "joint_seconds" in r else "- | - | - | -")
             lines.append(f"| {name.split('_')[1]} | {r['prefill_seconds']:.2f} | "
                          f"{r['greedy_seconds']:.2f} | {r['verified_seconds']:.2f} | "
                          f"{r['speedup']:.2f}x | {r['decode_phase_speedup']:.2f}x | "
-                         f"{r['rtf_verified']:.4f} |")
+                         f"{r['rtf_verified']:.4f} | {joint} |")
     return "\n".join(lines) + "\n"

@@ -257,7 +257,7 @@ class Transcript:
 
 
 def transcribe_clips(transcriber, clips: Sequence[np.ndarray], settings: LongformSettings,
-                     mode: str = "verified", speech: Sequence[np.ndarray | None] | None = None,
+                     mode: str | None = None, speech: Sequence[np.ndarray | None] | None = None,
                      ) -> Iterator[tuple[int, Transcript]]:
     """(index, Transcript) of each log-mel clip [T, n_mels] of any length, in order, each as
     soon as its last window is decoded. speech: each clip's voice activity per frame

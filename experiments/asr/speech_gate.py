@@ -33,7 +33,7 @@ def clip_gate(transcriber, wave, source: str = "waveform") -> GateDecision | Non
     return None if gate is None else gate_decision(wave, gate, source)
 
 
-def transcribe_wave(transcriber, wave, mode: str = "verified", source: str = "waveform",
+def transcribe_wave(transcriber, wave, mode: str | None = None, source: str = "waveform",
                     ) -> tuple[str, GateDecision | None]:
     """(text, gate decision) of one clip: "" when the gate finds no speech, else the decode
     of its log-mel (at most transcriber.max_frames frames, like `chorus transcribe`)."""

@@ -31,6 +31,7 @@ from chorus.decoding.ctc import (
     ctc_prefix_beam_search,
     ctc_sequence_logprob,
 )
+from chorus.decoding.joint import ctc_prefix_scorer
 from chorus.decoding.verified import greedy_decode, verified_decode
 from chorus.model.unified import AUDIO_OUTPUTS, UnifiedAudioLM
 from chorus.vocab import ADAPTOR_STRIDE, MEL_FRAMES_PER_SECOND, VocabLayout
@@ -39,7 +40,8 @@ from experiments.asr.model import AsrModel
 from experiments.asr.regime import asr_prompt
 from experiments.asr.settings import asr_settings
 
-MODES = ("verified", "greedy", "prefill", "beam", "ctc", "rescore")
+MODES = ("verified", "greedy", "prefill", "beam", "ctc", "rescore", "joint", "joint_greedy",
+         "joint_beam")
 
 
 def pad_requests(examples: Sequence[dict], layout: VocabLayout, max_frames: int,
@@ -96,7 +98,8 @@ class Rescored:
 
 
 class Transcriber:
-    """Batched transcription with verified decoding (greedy when there are no MTP heads)."""
+    """Batched transcription: joint CTC/attention decoding when the run has a CTC head, else
+    verified decoding (greedy when there are no MTP heads); `decode(mode=...)` picks another."""
 
     def __init__(self, config: Config, asr: AsrModel, params, tokenizer):
         self.config, self.asr, self.params, self.tokenizer = config, asr, params, tokenizer
@@ -125,7 +128,7 @@ class Transcriber:
                               "audio_features": c, "audio_mask": np.ones(len(c), bool)}
                              for c in rows], self.layout, self.max_frames)
 
-    def decode_rows(self, clips: Sequence[np.ndarray], mode: str = "verified",
+    def decode_rows(self, clips: Sequence[np.ndarray], mode: str | None = None,
                     batch_size: int = 8) -> list[np.ndarray]:
         """Each clip's decoded ids (up to its length), in batches of `batch_size` rows."""
         out = []
@@ -136,18 +139,30 @@ class Transcriber:
             out += [tokens[r, :lengths[r]] for r in range(len(chunk))]
         return out
 
-    def decode_text_ids(self, clips: Sequence[np.ndarray], mode: str = "verified",
+    def decode_text_ids(self, clips: Sequence[np.ndarray], mode: str | None = None,
                         batch_size: int = 8) -> list[np.ndarray]:
         """The text ids (text_ids_of) of each clip, decoded in batches of `batch_size` rows."""
         return [text_ids_of(row, self.layout) for row in self.decode_rows(clips, mode,
                                                                           batch_size)]
 
-    def decode(self, request: dict, mode: str = "verified"):
-        """mode: "verified" (greedy when there are no heads), "greedy", "prefill" (encoder,
+    @property
+    def default_mode(self) -> str:
+        """The decoder a caller gets by default: "joint" for a run with a CTC head (the most
+        accurate here, README), else "verified"."""
+        return "joint" if self.asr.ctc_weight > 0 else "verified"
+
+    def decode(self, request: dict, mode: str | None = None):
+        """mode: `default_mode` when None, "verified" (greedy when there are no heads),
+        "greedy", "prefill" (encoder,
         prompt prefill and the first token only: the part both decoders share), "beam" (beam
         search of width decode.beam_width, e.g. `--set decode.beam_width=4`; a BeamResult: the
         best hypothesis, its log-prob and the n-best), "ctc" (`ctc_decode`: the CTC head's
-        best path, no decoder) or "rescore" (`rescore`: joint CTC/attention rescoring)."""
+        best path, no decoder), "rescore" (`rescore`: joint CTC/attention rescoring), "joint"
+        (verified decoding of the fused CTC/attention scores, decode.joint_weight; the heads'
+        drafts judged by the fused scores, so token-identical to "joint_greedy"),
+        "joint_greedy" (one token per step under the same scores) or "joint_beam" (beam search
+        of width decode.beam_width ranking the joint scores)."""
+        mode = self.default_mode if mode is None else mode
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
         if mode == "ctc":
@@ -158,14 +173,26 @@ class Transcriber:
         args = (jnp.asarray(request["prompts"]), jnp.asarray(request["lengths"]))
         audio = dict(audio_features=jnp.asarray(request["audio_features"]),
                      audio_mask=jnp.asarray(request["audio_mask"]))
-        if mode == "beam":
-            return beam_search(self.asr.backbone, p["backbone"], *args, self.settings, **audio)
-        if mode == "verified" and self.asr.heads is not None:
+        scorer = self.joint_scorer(request) if mode.startswith("joint") else None
+        if mode in ("beam", "joint_beam"):
+            return beam_search(self.asr.backbone, p["backbone"], *args, self.settings,
+                               scorer=scorer, **audio)
+        if mode in ("verified", "joint") and self.asr.heads is not None:
             return verified_decode(self.asr.backbone, p["backbone"], self.asr.heads, p["mtp"],
-                                   *args, self.settings, **audio)
+                                   *args, self.settings, scorer=scorer, **audio)
         return greedy_decode(self.asr.backbone, p["backbone"], *args,
                              max_new_tokens=1 if mode == "prefill" else
-                             self.settings.max_new_tokens, **audio)
+                             self.settings.max_new_tokens, scorer=scorer, **audio)
+
+    def joint_scorer(self, request: dict):
+        """The CTC prefix scorer of a request's audio (decode.joint_weight / joint_candidates):
+        the CTC head's logits over the frames `experiment.ctc_frames` names."""
+        logits, mask = self.ctc_logits(request)
+        return ctc_prefix_scorer(logits, mask, weight=self.settings.joint_weight,
+                                 candidates=self.settings.joint_candidates,
+                                 ctc_candidates=min(self.settings.joint_ctc_candidates,
+                                                    logits.shape[-1] - 1),
+                                 end_id=self.layout.eos_id)
 
     @functools.cached_property
     def _ctc_logits(self):

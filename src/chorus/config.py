@@ -266,11 +266,25 @@ class DecodeConfig:
     # steps of 0.1 on the validation split of the cpu-tiny reproduce model (README).
     rescore_weight: float = 0.6
     rescore_beam: int = 8
+    # Joint CTC/attention decoding (ASR `--mode joint`, chorus.decoding.joint): each step's
+    # `joint_candidates` most probable decoder ids and the clip's `joint_ctc_candidates` ids
+    # the CTC head fires most confidently, ranked by
+    # (1 - joint_weight) * log p_dec + joint_weight * log psi_ctc(prefix). 0.7: the best of
+    # 0.3 / 0.5 / 0.6 / 0.7 / 0.8 / 0.9 on the validation split of the reproduce model (README).
+    joint_weight: float = 0.7
+    joint_candidates: int = 8
+    joint_ctc_candidates: int = 16
 
     def __post_init__(self):
         positive(self, "max_new_tokens", "repetition_penalty")
         check(0 <= self.rescore_weight <= 1, "decode.rescore_weight", "a value in [0, 1]",
               self.rescore_weight)
+        check(0 <= self.joint_weight <= 1, "decode.joint_weight", "a value in [0, 1]",
+              self.joint_weight)
+        check(isinstance(self.joint_candidates, int) and self.joint_candidates >= 1,
+              "decode.joint_candidates", "an int >= 1", self.joint_candidates)
+        check(isinstance(self.joint_ctc_candidates, int) and self.joint_ctc_candidates >= 0,
+              "decode.joint_ctc_candidates", "an int >= 0", self.joint_ctc_candidates)
         check(isinstance(self.rescore_beam, int) and self.rescore_beam >= 1,
               "decode.rescore_beam", "an int >= 1", self.rescore_beam)
         check(isinstance(self.beam_width, int) and self.beam_width >= 1, "decode.beam_width",

@@ -4,7 +4,9 @@ See docs/decoding.md. Modules: `verified` (greedy / verified / speculative-sampl
 `drafters` (Medusa and DeepSeek-V3 MTP draft proposers), `acceptance` (greedy and speculative
 acceptance rules), `generate` (RL rollouts with log-probs), `constraints` (allowed ids,
 windowed repetition penalty), `filtering` (temperature, top-k, top-p), `stopping` (per-row
-output buffers and stop rules), `inputs` (request checks and defaults, the prompt's forward).
+output buffers and stop rules), `inputs` (request checks and defaults, the prompt's forward),
+`joint` (a CTC head's prefix scores fused into greedy / verified decoding), `ctc` (CTC greedy,
+prefix beam search, forced alignment), `beam` (beam search over the KV cache).
 The greedy-vs-verified benchmark is `chorus bench decoding` (experiments/benchmarks/decoding.py).
 """
 
@@ -14,6 +16,7 @@ from chorus.decoding.drafters import NoDrafter, ParallelDrafter, SequentialDraft
 from chorus.decoding.filtering import filter_logits, sampling_logits, sampling_probs
 from chorus.decoding.generate import Rollout, generate
 from chorus.decoding.inputs import required_capacity
+from chorus.decoding.joint import CtcPrefixScorer, NoScorer, ctc_prefix_scorer
 from chorus.decoding.verified import (
     DecodeResult,
     decode_stats,
@@ -23,8 +26,9 @@ from chorus.decoding.verified import (
     verified_decode,
 )
 
-__all__ = ["Constraints", "DecodeResult", "NoDrafter", "ParallelDrafter", "Rollout",
-           "SequentialDrafter", "decode_stats", "decode_with_drafter", "filter_logits",
+__all__ = ["Constraints", "CtcPrefixScorer", "DecodeResult", "NoDrafter", "NoScorer",
+           "ParallelDrafter", "Rollout", "SequentialDrafter", "ctc_prefix_scorer",
+           "decode_stats", "decode_with_drafter", "filter_logits",
            "generate", "greedy_accept", "greedy_decode", "make_drafter", "required_capacity",
            "sampling_logits", "sampling_probs", "speculative_accept", "uncached_tokens",
            "verified_decode"]

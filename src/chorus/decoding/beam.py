@@ -15,6 +15,11 @@ its pool is full and none can beat the pool's worst, so the whole n-best is fina
 only fall as a hypothesis grows, so a live one's best future ranking score is its
 logp / max_new_tokens**alpha (exact, unlike the usual logp / length**alpha heuristic).
 Static shapes: `lax.while_loop` until every prompt is done or max_new_tokens steps.
+
+A scorer (`chorus.decoding.joint`) replaces the log-probs with its per-token increments: with
+`CtcPrefixScorer` the summed score of a finished hypothesis is the joint CTC/attention score
+(1 - w) * log p_dec(y) + w * log p_ctc(y), and width 1 is joint greedy decoding. The
+increments are <= 0 too, so the stopping bound stays exact.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import jax.numpy as jnp
 from chorus.config import DecodeConfig
 from chorus.decoding import stopping
 from chorus.decoding.inputs import at_last, prepare_request, prompt_forward
+from chorus.decoding.joint import NoScorer
 from chorus.model.unified import KVCache, UnifiedAudioLM
 from chorus.vocab import VocabLayout
 
@@ -56,6 +62,7 @@ class _State:
     pool_scores: jax.Array  # [B, W] summed log-probs
     pool_ranking: jax.Array  # [B, W] ranking scores (-inf: an empty slot)
     done: jax.Array  # [B]
+    scored: object  # the scorer's state of each live hypothesis (B*W rows)
 
 
 def ranking_score(logp, length, alpha: float):
@@ -71,8 +78,9 @@ def _take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
                    jnp.take(cache.lengths, rows, axis=0))
 
 
-def _beam_search(model, params, prompts, lengths, stop_tokens, constraints, audio_features,
-                 audio_mask, cache, *, settings: DecodeConfig, capacity: int, nbest: bool):
+def _beam_search(model, params, scorer, prompts, lengths, stop_tokens, constraints,
+                 audio_features, audio_mask, cache, *, settings: DecodeConfig, capacity: int,
+                 nbest: bool):
     b = prompts.shape[0]
     w, max_new, alpha = settings.beam_width, settings.max_new_tokens, settings.length_penalty
     rows = b * w
@@ -80,6 +88,7 @@ def _beam_search(model, params, prompts, lengths, stop_tokens, constraints, audi
                                       audio_mask, capacity)
     v = logits.shape[-1]
     constraints = constraints.repeat(w)
+    scorer = scorer.repeat(w)
     is_stop = (jnp.arange(v)[:, None] == stop_tokens[None, :]).any(-1)  # -1 padding: none
     cache = _take_rows(cache, jnp.repeat(jnp.arange(b), w))
     neg = jnp.full((b, w), -jnp.inf, jnp.float32)
@@ -91,14 +100,14 @@ def _beam_search(model, params, prompts, lengths, stop_tokens, constraints, audi
         scores=neg.at[:, 0].set(0.0),
         pool_tokens=jnp.zeros((b, w, max_new), jnp.int32),
         pool_lengths=jnp.zeros((b, w), jnp.int32), pool_scores=neg, pool_ranking=neg,
-        done=jnp.zeros((b,), bool))
+        done=jnp.zeros((b,), bool), scored=scorer.init())
     flat_rows = (jnp.arange(b) * w)[:, None]
 
     def select(s: _State) -> _State:
         """Scores the extensions of s's live hypotheses; new live set, pool, done."""
         positions = jnp.full((rows, 1), s.step, jnp.int32)
         constrained = constraints(s.logits[:, None], s.tokens, positions)[:, 0]
-        logp = jax.nn.log_softmax(constrained, axis=-1)
+        logp, slots = scorer.increments(s.scored, constrained)
         cand = (s.scores[:, :, None] + logp.reshape(b, w, v)).reshape(b, w * v)
         ends = jnp.broadcast_to(is_stop | (s.step == max_new - 1), (w, v)).reshape(w * v)
         # Ending candidates count only when among the step's top W (width 1 = greedy).
@@ -126,12 +135,16 @@ def _beam_search(model, params, prompts, lengths, stop_tokens, constraints, audi
         # The live set: the best W candidates that do not end.
         scores, idx = jax.lax.top_k(jnp.where(ends[None, :], -jnp.inf, cand), w)
         parents = (flat_rows + idx // v).reshape(-1)
-        tokens = jnp.take(s.tokens, parents, axis=0).at[:, s.step].set((idx % v).reshape(-1))
+        chosen = (idx % v).reshape(-1).astype(jnp.int32)
+        tokens = jnp.take(s.tokens, parents, axis=0).at[:, s.step].set(chosen)
+        scored = scorer.advance(jax.tree.map(lambda x: jnp.take(x, parents, axis=0), slots),
+                                jnp.zeros((rows,), jnp.int32), chosen, jnp.ones((rows,), bool))
         bound = ranking_score(scores[:, 0], max_new, alpha)  # best future of any live one
         done = s.done | (pool_ranking[:, -1 if nbest else 0] >= bound)
         return s.replace(step=s.step + 1, cache=_take_rows(s.cache, parents), tokens=tokens,
                          scores=scores, pool_tokens=pool_tokens, pool_lengths=pool_lengths,
-                         pool_scores=pool_scores, pool_ranking=pool_ranking, done=done)
+                         pool_scores=pool_scores, pool_ranking=pool_ranking, done=done,
+                         scored=scored)
 
     def body(s: _State) -> _State:
         last = jax.lax.dynamic_slice_in_dim(s.tokens, s.step - 1, 1, axis=1)  # [B*W, 1]
@@ -157,7 +170,8 @@ _beam_jit = jax.jit(_beam_search, static_argnames=("model", "settings", "capacit
 def beam_search(model: UnifiedAudioLM, params, prompts, prompt_lengths, settings: DecodeConfig,
                 *, stop_tokens: tuple[int, ...] | None = None, capacity: int | None = None,
                 audio_features=None, audio_mask=None, allowed_ids=None,
-                cache: KVCache | None = None, nbest: bool = False) -> BeamResult:
+                cache: KVCache | None = None, nbest: bool = False,
+                scorer=None) -> BeamResult:
     """Beam search of width settings.beam_width, ranked by logp / length**length_penalty.
 
     Arguments as for `chorus.decoding.verified.greedy_decode`: prompts [B, P] right-padded
@@ -165,7 +179,9 @@ def beam_search(model: UnifiedAudioLM, params, prompts, prompt_lengths, settings
     settings.repetition_* shape the log-probs (per hypothesis: each has its own history);
     `cache` (B rows) is continued instead of a fresh prefill. Deterministic: needs
     settings.temperature 0 (top_k / top_p then play no part). nbest: search on until the
-    whole n-best is final (slower: W hypotheses must end), not just the best.
+    whole n-best is final (slower: W hypotheses must end), not just the best. scorer: None,
+    or a `chorus.decoding.joint` scorer of the B prompts (e.g. `ctc_prefix_scorer`): the
+    search ranks its joint scores instead (`scores` then hold them).
     """
     if settings.temperature != 0:
         raise ValueError(f"decode.temperature: expected 0 for beam search (it is "
@@ -173,6 +189,7 @@ def beam_search(model: UnifiedAudioLM, params, prompts, prompt_lengths, settings
     capacity, stops, constraints = prepare_request(
         model, settings, prompts, prompt_lengths, num_draft=0, capacity=capacity, cache=cache,
         stop_tokens=stop_tokens, allowed_ids=allowed_ids)
-    return _beam_jit(model, params, prompts, prompt_lengths, stops, constraints,
+    scorer = NoScorer() if scorer is None else scorer
+    return _beam_jit(model, params, scorer, prompts, prompt_lengths, stops, constraints,
                      audio_features, audio_mask, cache, settings=settings, capacity=capacity,
                      nbest=bool(nbest))

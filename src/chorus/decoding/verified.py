@@ -7,6 +7,10 @@ the cache back to the committed length (set `lengths`). The next base b' is the 
 correction token. With k = 0 (no heads) this is plain autoregressive decoding, so greedy and
 verified decoding share stopping rules; verified greedy output is token-identical to greedy.
 
+A scorer (`chorus.decoding.joint`) may re-rank the main head's choices: with
+`CtcPrefixScorer` greedy decoding is joint CTC/attention greedy, and verified decoding judges
+each draft by the same fused scores, so it stays token-identical to that.
+
 Static shapes: output buffers [B, max_new + k + 1], per-row write offsets, per-row stop
 (stop token or max_new_tokens), `lax.while_loop` until every row is done. Rows that are done
 keep running (their writes are masked and their caches frozen at a valid offset).
@@ -26,6 +30,7 @@ from chorus.decoding.acceptance import greedy_accept, speculative_accept
 from chorus.decoding.drafters import make_drafter
 from chorus.decoding.filtering import sampling_logits, sampling_probs
 from chorus.decoding.inputs import at_last, prepare_request, prompt_forward
+from chorus.decoding.joint import NoScorer
 from chorus.model.unified import KVCache, UnifiedAudioLM
 from chorus.vocab import VocabLayout
 
@@ -61,10 +66,12 @@ class _LoopState:
     next_token: jax.Array  # [B] the next base token b
     step_drafts: jax.Array
     step_accepted: jax.Array
+    scored: object  # the scorer's state of the committed output
 
 
-def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, constraints,
-                 audio_features, audio_mask, cache, *, settings: DecodeConfig, capacity: int):
+def _decode_loop(model, params, drafter, scorer, prompts, lengths, rng, stop_tokens,
+                 constraints, audio_features, audio_mask, cache, *, settings: DecodeConfig,
+                 capacity: int):
     b = prompts.shape[0]
     k, max_new = drafter.num_draft, settings.max_new_tokens
     greedy = settings.temperature == 0
@@ -83,8 +90,11 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
                                            audio_features, audio_mask, capacity)
     first_key, loop_key = jax.random.split(rng)
     out = jnp.zeros((b, max_new + k + 1), jnp.int32)  # output position i at column i
-    first = choose(first_key, constraints(at_last(logits, lengths)[:, None], out,
-                                          jnp.zeros((b, 1), jnp.int32))[:, 0])
+    first_logits, first_slots = scorer.fuse(
+        scorer.init(), constraints(at_last(logits, lengths)[:, None], out,
+                                   jnp.zeros((b, 1), jnp.int32)), jnp.zeros((b, 0), jnp.int32))
+    first = choose(first_key, first_logits[:, 0])
+    nothing, everyone = jnp.zeros((b,), jnp.int32), jnp.ones((b,), bool)
     num_out, length, done = stopping.commit(jnp.zeros((b,), jnp.int32), first[:, None],
                                             jnp.ones((b,), jnp.int32), jnp.ones((b,), bool),
                                             stop_tokens, max_new)
@@ -99,7 +109,8 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
         num_out=num_out, length=length, done=done, follow=follow, window_hidden=window_hidden,
         accepted=jnp.zeros((b,), jnp.int32), next_token=first,
         step_drafts=jnp.zeros((b, max_new, k), jnp.int32),
-        step_accepted=jnp.full((b, max_new), -1, jnp.int32))
+        step_accepted=jnp.full((b, max_new), -1, jnp.int32),
+        scored=scorer.advance(first_slots, nothing, first, everyone))
 
     def body(s: _LoopState) -> _LoopState:
         live = ~s.done
@@ -120,6 +131,7 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
         # Slot j judges output position num_out + j with the drafts d_1..d_j before it.
         p_logits = constraints(p_logits, stopping.write_rows(s.out, s.num_out, drafts, everyone),
                                s.num_out[:, None] + jnp.arange(k + 1)[None, :])
+        p_logits, slot_scored = scorer.fuse(s.scored, p_logits, drafts)
         if greedy:
             a, nxt = greedy_accept(p_logits, drafts)
         else:
@@ -144,7 +156,8 @@ def _decode_loop(model, params, drafter, prompts, lengths, rng, stop_tokens, con
             length=jnp.where(live, length, s.length), done=s.done | done_now, follow=follow,
             window_hidden=hidden, accepted=a, next_token=nxt,
             step_drafts=s.step_drafts.at[:, s.step].set(drafts),
-            step_accepted=s.step_accepted.at[:, s.step].set(jnp.where(live, a, -1)))
+            step_accepted=s.step_accepted.at[:, s.step].set(jnp.where(live, a, -1)),
+            scored=scorer.advance(slot_scored, a, nxt, live))
 
     def cond(s: _LoopState):
         return jnp.any(~s.done) & (s.step < max_new)
@@ -165,7 +178,8 @@ def verified_decode(model: UnifiedAudioLM, params, heads: nn.Module | None, head
                     prompts, prompt_lengths, settings: DecodeConfig, *,
                     stop_tokens: tuple[int, ...] | None = None, rng=None,
                     capacity: int | None = None, audio_features=None, audio_mask=None,
-                    allowed_ids=None, cache: KVCache | None = None) -> DecodeResult:
+                    allowed_ids=None, cache: KVCache | None = None,
+                    scorer=None) -> DecodeResult:
     """Verified multi-token decoding with `settings.num_draft_tokens` drafts per step.
 
     prompts [B, P] right-padded with valid lengths prompt_lengths [B] (>= 1); optional audio
@@ -178,20 +192,22 @@ def verified_decode(model: UnifiedAudioLM, params, heads: nn.Module | None, head
     `cache` (e.g. a previous result's, or one filled by `UnifiedAudioLM.extend`), the prompts
     are appended at its lengths instead of prefilled into a fresh cache (its capacity is
     used; sequential drafters then see only the new tokens, the history reaches them through
-    the backbone's hidden states).
+    the backbone's hidden states). scorer: None, or a `chorus.decoding.joint` scorer (e.g.
+    `ctc_prefix_scorer`) whose fused scores replace the main head's, for the drafts' verdicts
+    and the bonus token alike; greedy decoding with the same scorer is then the reference.
     """
     drafter = make_drafter(model, params, heads, head_params, settings.num_draft_tokens)
     return decode_with_drafter(model, params, drafter, prompts, prompt_lengths, settings,
                                stop_tokens=stop_tokens, rng=rng, capacity=capacity,
                                audio_features=audio_features, audio_mask=audio_mask,
-                               allowed_ids=allowed_ids, cache=cache)
+                               allowed_ids=allowed_ids, cache=cache, scorer=scorer)
 
 
 def decode_with_drafter(model: UnifiedAudioLM, params, drafter, prompts, prompt_lengths,
                         settings: DecodeConfig, *, stop_tokens: tuple[int, ...] | None = None,
                         rng=None, capacity: int | None = None, audio_features=None,
                         audio_mask=None, allowed_ids=None,
-                        cache: KVCache | None = None) -> DecodeResult:
+                        cache: KVCache | None = None, scorer=None) -> DecodeResult:
     """`verified_decode` with any drafter (see chorus.decoding.drafters for the interface)."""
     capacity, stops, constraints = prepare_request(
         model, settings, prompts, prompt_lengths, num_draft=drafter.num_draft,
@@ -199,24 +215,27 @@ def decode_with_drafter(model: UnifiedAudioLM, params, drafter, prompts, prompt_
     if settings.temperature > 0 and rng is None:
         raise ValueError("rng: expected a PRNG key when settings.temperature > 0, got None")
     rng = jax.random.key(0) if rng is None else rng
-    return _decode_jit(model, params, drafter, prompts, prompt_lengths, rng, stops, constraints,
-                       audio_features, audio_mask, cache, settings=settings, capacity=capacity)
+    scorer = NoScorer() if scorer is None else scorer
+    return _decode_jit(model, params, drafter, scorer, prompts, prompt_lengths, rng, stops,
+                       constraints, audio_features, audio_mask, cache, settings=settings,
+                       capacity=capacity)
 
 
 def greedy_decode(model: UnifiedAudioLM, params, prompts, prompt_lengths, *,
                   max_new_tokens: int, stop_tokens: tuple[int, ...] | None = None,
                   capacity: int | None = None, audio_features=None, audio_mask=None,
                   allowed_ids=None, repetition_penalty: float = 1.0,
-                  repetition_window: int = 0, cache: KVCache | None = None) -> DecodeResult:
-    """Plain greedy autoregressive decoding: one token per backbone forward (constraints as
-    for `verified_decode`)."""
+                  repetition_window: int = 0, cache: KVCache | None = None,
+                  scorer=None) -> DecodeResult:
+    """Plain greedy autoregressive decoding: one token per backbone forward (constraints and
+    scorer as for `verified_decode`)."""
     settings = DecodeConfig(max_new_tokens=max_new_tokens, temperature=0.0, num_draft_tokens=0,
                             repetition_penalty=repetition_penalty,
                             repetition_window=repetition_window)
     return verified_decode(model, params, None, None, prompts, prompt_lengths, settings,
                            stop_tokens=stop_tokens, capacity=capacity,
                            audio_features=audio_features, audio_mask=audio_mask,
-                           allowed_ids=allowed_ids, cache=cache)
+                           allowed_ids=allowed_ids, cache=cache, scorer=scorer)
 
 
 def uncached_tokens(result: DecodeResult, prompt_ends) -> tuple[jax.Array, jax.Array]:
