@@ -5,7 +5,8 @@
 #      heads on the frozen backbone (a second run, the ASR model every later stage uses),
 #      evaluate (WER/CER on
 #      test, compositional, held-out-voice and out-of-range-prosody splits with verified
-#      decoding, CTC-greedy WER, acceptance, verified-vs-greedy wall-clock), transcribe a WAV
+#      decoding, CTC-greedy WER, joint CTC/attention decoding verified and by beam search,
+#      acceptance, verified-vs-greedy wall-clock), transcribe (joint decoding) a WAV
 #      spoken by a voice/rate outside the training distribution, a long-form WAV (SRT with
 #      word times) and silence / noise (empty transcripts)
 #   3. codec: train its four stages (speaker, tokenizer, flow, vocoder) through the one

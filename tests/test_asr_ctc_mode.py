@@ -257,6 +257,10 @@ def test_joint_mode_fuses_the_requests_own_ctc_head(loaded, examples):
                                  candidates=s.joint_candidates, end_id=transcriber.layout.eos_id,
                                  ctc_candidates=s.joint_ctc_candidates))
     np.testing.assert_array_equal(joint.tokens, by_hand.tokens)
+    # joint beam search of width 1 is joint greedy too
+    np.testing.assert_array_equal(
+        transcriber.with_decode(beam_width=1).decode(request, mode="joint_beam").tokens,
+        joint.tokens)
     off = copy.copy(transcriber)
     off.settings = dataclasses.replace(s, joint_weight=0.0)
     np.testing.assert_array_equal(off.decode(request, mode="joint").tokens,

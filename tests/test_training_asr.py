@@ -72,6 +72,7 @@ def test_asr_batches_shard_over_hosts_and_evaluate_runs(corpus, tmp_path):
         # joint CTC/attention decoding, verified with the heads, = its one-token-per-step loop
         assert result[split]["joint_identical_to_joint_greedy"] == 1.0
         assert 0 <= result[split]["joint_wer"] and result[split]["joint_tokens_per_step"] >= 1
+        assert 0 <= result[split]["joint_beam_wer"] and result[split]["joint_beam_width"] == 4
         assert result[split]["gate_rejected"] == 0  # every eval clip is speech
     assert (tmp_path / "eval" / "asr_eval.md").read_text().startswith("| split | WER")
 

@@ -4,8 +4,9 @@
                 greedy decoding; accepted tokens per verify step; backbone forwards per token;
                 WER of CTC greedy decoding (the CTC head alone, when the run has one) and of
                 joint CTC/attention decoding (verified, checked token-identical to joint
-                greedy; its accepted tokens per step); how many of the split's speech clips
-                the no-speech gate would reject (goal 0)
+                greedy; its accepted tokens per step) and of joint beam search
+                (experiment.eval_beam_width); how many of the split's speech clips the no-speech
+                gate would reject (goal 0)
     speed       greedy vs verified wall-clock at batch 1 and 8 on the same utterances, the
                 shared encoder + prefill timed alone (the decode phase's own speedup), RTF
 """
@@ -50,7 +51,9 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
         examples = eval_examples(config, settings, split, settings.eval_examples)
         timing_pool = timing_pool or examples
         hyps, refs, identical, stats, ctc_hyps = [], [], 0, [], []
-        joint_hyps, joint_identical, joint_stats = [], 0, []
+        joint_hyps, joint_identical, joint_stats, beam_hyps = [], 0, [], []
+        beam = (transcriber.with_decode(beam_width=settings.eval_beam_width)
+                if settings.eval_beam_width and transcriber.asr.ctc_head is not None else None)
         audio_seconds = 0.0
         with progress(len(examples), f"eval {split}", "utt") as bar:
             for chunk in _batches(examples, BATCH):
@@ -68,6 +71,8 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
                         joint_greedy.tokens), axis=1).sum())
                     joint_hyps += transcriber.texts(joint)
                     joint_stats.append(decode_stats(joint))
+                if beam is not None:
+                    beam_hyps += beam.texts(beam.decode(request, mode="joint_beam"))
                 refs += [ex["reference_text"] for ex in chunk]
                 stats.append(decode_stats(verified))
                 audio_seconds += float(request["audio_mask"].sum()) / MEL_FRAMES_PER_SECOND
@@ -85,6 +90,9 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
                 "joint_tokens_per_step": float(np.mean([s["tokens_per_step"]
                                                         for s in joint_stats]))}
                if joint_hyps else {}),
+            **({"joint_beam_wer": error_rates(refs, beam_hyps)["wer"],
+                "joint_beam_cer": error_rates(refs, beam_hyps)["cer"],
+                "joint_beam_width": settings.eval_beam_width} if beam_hyps else {}),
             **_gate_rejections(config, settings, split, examples),
             "examples": [{"reference": r, "hypothesis": h} for r, h in
                          list(zip(refs, hyps, strict=True))[:5]],
@@ -149,9 +157,10 @@ def speed_eval(transcriber: Transcriber, examples: Sequence[dict], layout: Vocab
 
 
 def report_markdown(report: dict) -> str:
-    lines = ["| split | WER | CER | exact | CTC-greedy WER | joint WER / CER | tokens/step | "
-             "joint tokens/step | forwards/token | = greedy | joint = joint greedy | "
-             "gated speech |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| split | WER | CER | exact | CTC-greedy WER | joint WER / CER | joint beam WER / "
+             "CER | tokens/step | joint tokens/step | forwards/token | = greedy | "
+             "joint = joint greedy | gated speech |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for split, r in report.items():
         if not isinstance(r, dict) or "wer" not in r:
             continue
@@ -160,9 +169,11 @@ def report_markdown(report: dict) -> str:
                   f"{r['joint_tokens_per_step']:.2f}",
                   f"{r['joint_identical_to_joint_greedy']:.0%}") if "joint_wer" in r
                  else ("-",) * 3)
+        beam = (f"{r['joint_beam_wer']:.3f} / {r['joint_beam_cer']:.3f} "
+                f"(W {r['joint_beam_width']})" if "joint_beam_wer" in r else "-")
         gated = f"{r['gate_rejected']}" if "gate_rejected" in r else "off"
         lines.append(f"| {split} | {r['wer']:.3f} | {r['cer']:.3f} | {r['exact_match']:.3f} | "
-                     f"{ctc} | {joint[0]} | {r['tokens_per_step']:.2f} | {joint[1]} | "
+                     f"{ctc} | {joint[0]} | {beam} | {r['tokens_per_step']:.2f} | {joint[1]} | "
                      f"{r['forwards_per_token']:.3f} | {r['identical_to_greedy']:.0%} | "
                      f"{joint[2]} | {gated} |")
     if "speed" in report:

@@ -64,6 +64,7 @@ class AsrSettings:
                                     "test_prosody")
     eval_examples: int = 200  # per split
     speed_examples: int = 32  # utterances timed for greedy-vs-verified wall-clock (0 = skip)
+    eval_beam_width: int = 4  # the table's joint CTC/attention beam search (0 = skip)
     # Inference: a clip the voice-activity gate finds no speech in (silence, noise, too short)
     # transcribes as "" without decoding (chorus.audio.speech_gate); null = off.
     speech_gate: SpeechGate | None = SpeechGate()
@@ -89,6 +90,8 @@ class AsrSettings:
               self.eval_examples)
         check(self.speed_examples >= 0, "experiment.speed_examples", "a number >= 0",
               self.speed_examples)
+        check(isinstance(self.eval_beam_width, int) and self.eval_beam_width >= 0,
+              "experiment.eval_beam_width", "an int >= 0", self.eval_beam_width)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ companions), and its settings hold the ASR ones.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import time
@@ -144,6 +145,12 @@ class Transcriber:
         """The text ids (text_ids_of) of each clip, decoded in batches of `batch_size` rows."""
         return [text_ids_of(row, self.layout) for row in self.decode_rows(clips, mode,
                                                                           batch_size)]
+
+    def with_decode(self, **changes) -> Transcriber:
+        """This transcriber with decode settings changed (e.g. beam_width=4); same params."""
+        other = copy.copy(self)
+        other.settings = dataclasses.replace(self.settings, **changes)
+        return other
 
     @property
     def default_mode(self) -> str:
