@@ -184,8 +184,8 @@ class CtcPrefixScorer:
 
     def fuse(self, state: PrefixState, logits, drafts):
         """Fused logits [B, k + 1, V] of a verify window's slots (slot j follows the drafts
-        d_1..d_j [B, k]): the fused score on each slot's top-K decoder ids, -inf elsewhere;
-        and the slot prefixes' states for `advance`."""
+        d_1..d_j [B, k]): the fused score on each slot's candidates (the decoder's top K and
+        the row's fired ids), -inf elsewhere; and the slot prefixes' states for `advance`."""
         slots = self._slot_states(state, drafts)
         log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         _, ids = jax.lax.top_k(log_p, self.candidates)  # [B, S, K]
