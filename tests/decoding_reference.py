@@ -1,5 +1,10 @@
-"""Loop reference of the decoding constraints (chorus.decoding.constraints), for the tests."""
+"""Loop references for the decoding tests: the decoding constraints
+(chorus.decoding.constraints), the CTC prefix variables (chorus.decoding.joint), and an oracle
+drafter that forces every acceptance pattern on the verify loop."""
 
+import flax.struct
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -60,3 +65,24 @@ def np_ctc_sequence_logprob(log_probs, prefix):
     """log p_ctc(prefix) over all frames."""
     n, b = np_ctc_prefix(log_probs, prefix)
     return float(np.logaddexp(n[-1], b[-1]))
+
+
+@flax.struct.dataclass
+class OracleDrafter:
+    """Drafts a known continuation, corrupted where `wrong` says: every acceptance length
+    0..k occurs, per row differently. State: tokens known so far (base included)."""
+
+    reference: jax.Array  # [B, N] the continuation (e.g. the greedy tokens)
+    wrong: jax.Array  # [B, N] corrupt the draft for output index i
+    num_draft: int = flax.struct.field(pytree_node=False)
+    text_size: int = flax.struct.field(pytree_node=False)  # a corrupted draft stays text
+
+    def init(self, prompts, lengths, prefill_hidden, capacity):
+        return jnp.zeros(prompts.shape[:1], jnp.int32)
+
+    def propose(self, state, follow, window_hidden, accepted, live, choose):
+        known = jnp.where(live, state + accepted + 1, state)
+        idx = known[:, None] + jnp.arange(self.num_draft)[None, :]
+        drafts = jnp.take_along_axis(self.reference, idx, axis=1)
+        bad = jnp.take_along_axis(self.wrong, idx, axis=1)
+        return known, jnp.where(bad, (drafts + 1) % self.text_size, drafts), None

@@ -2,13 +2,12 @@
 
 import functools
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from backbones import random_backbone
-from decoding_reference import np_constrain
+from decoding_reference import OracleDrafter, np_constrain
 
 from chorus.config import DecodeConfig, load_config
 from chorus.decoding.drafters import SequentialDrafter, make_drafter
@@ -124,26 +123,6 @@ def test_greedy_decode_matches_uncached_reference(backbone):
     assert decode_stats(got)["forwards_per_token"] == 1.0
 
 
-@flax.struct.dataclass
-class OracleDrafter:
-    """Drafts the known greedy continuation, corrupted where `wrong` says: every acceptance
-    length 0..k occurs, per row differently. State: tokens known so far (base included)."""
-
-    reference: jax.Array  # [B, N] greedy tokens
-    wrong: jax.Array  # [B, N] corrupt the draft for output index i
-    num_draft: int = flax.struct.field(pytree_node=False)
-
-    def init(self, prompts, lengths, prefill_hidden, capacity):
-        return jnp.zeros(prompts.shape[:1], jnp.int32)
-
-    def propose(self, state, follow, window_hidden, accepted, live, choose):
-        known = jnp.where(live, state + accepted + 1, state)
-        idx = known[:, None] + jnp.arange(self.num_draft)[None, :]
-        drafts = jnp.take_along_axis(self.reference, idx, axis=1)
-        bad = jnp.take_along_axis(self.wrong, idx, axis=1)
-        return known, jnp.where(bad, (drafts + 1) % LAYOUT.text_size, drafts), None
-
-
 def _simulate_acceptance(wrong, max_new, k):
     """Per row: (forwards, accepted drafts) the verify loop must take for this pattern."""
     forwards, accepted = [], []
@@ -165,7 +144,7 @@ def test_every_acceptance_pattern_commits_exactly_the_greedy_tokens(backbone):
     reference = _naive_greedy(model, params, prompts, np.asarray(lengths), audio, MAX_NEW + K,
                               ())
     wrong = np.random.default_rng(0).random((B, MAX_NEW + K)) < 0.35
-    drafter = OracleDrafter(jnp.asarray(reference), jnp.asarray(wrong), K)
+    drafter = OracleDrafter(jnp.asarray(reference), jnp.asarray(wrong), K, LAYOUT.text_size)
     got = decode_with_drafter(model, params, drafter, prompts, lengths,
                               DecodeConfig(max_new_tokens=MAX_NEW, num_draft_tokens=K),
                               stop_tokens=(), **audio)
@@ -227,7 +206,7 @@ def test_cache_after_verified_decoding_holds_exactly_the_committed_tokens(backbo
     reference = _naive_greedy(model, params, prompts, np.asarray(lengths), audio, MAX_NEW + K,
                               ())
     wrong = np.random.default_rng(1).random((B, MAX_NEW + K)) < 0.35
-    drafter = OracleDrafter(jnp.asarray(reference), jnp.asarray(wrong), K)
+    drafter = OracleDrafter(jnp.asarray(reference), jnp.asarray(wrong), K, LAYOUT.text_size)
     got = decode_with_drafter(model, params, drafter, prompts, lengths,
                               DecodeConfig(max_new_tokens=MAX_NEW, num_draft_tokens=K),
                               stop_tokens=(), **audio)
@@ -367,7 +346,7 @@ def test_every_acceptance_pattern_under_constraints_commits_the_constrained_gree
     reference = _naive_greedy(model, params, prompts, np.asarray(lengths), audio, MAX_NEW + K,
                               (), np.broadcast_to(allowed, (B, LAYOUT.size)), PENALTY, WINDOW)
     wrong = np.random.default_rng(2).random((B, MAX_NEW + K)) < 0.35
-    drafter = OracleDrafter(jnp.asarray(reference), jnp.asarray(wrong), K)
+    drafter = OracleDrafter(jnp.asarray(reference), jnp.asarray(wrong), K, LAYOUT.text_size)
     got = decode_with_drafter(model, params, drafter, prompts, lengths, settings,
                               stop_tokens=(), allowed_ids=allowed, **audio)
     np.testing.assert_array_equal(got.tokens, reference[:, :MAX_NEW])

@@ -4,13 +4,17 @@ every alignment, the fused choice against an uncached loop reference, verified =
 import functools
 import itertools
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from backbones import random_backbone
-from decoding_reference import np_ctc_prefix, np_ctc_prefix_logprob, np_ctc_sequence_logprob
+from decoding_reference import (
+    OracleDrafter,
+    np_ctc_prefix,
+    np_ctc_prefix_logprob,
+    np_ctc_sequence_logprob,
+)
 
 from chorus.config import DecodeConfig, load_config
 from chorus.decoding.beam import beam_search
@@ -236,25 +240,6 @@ def test_a_confident_ctc_head_spells_its_transcript_through_a_random_decoder(bac
         assert (got[:, 4] == LAYOUT.eos_id).all()
 
 
-@flax.struct.dataclass
-class OracleDrafter:
-    """Drafts a known continuation, corrupted where `wrong` says (every acceptance length)."""
-
-    reference: jax.Array
-    wrong: jax.Array
-    num_draft: int = flax.struct.field(pytree_node=False)
-
-    def init(self, prompts, lengths, prefill_hidden, capacity):
-        return jnp.zeros(prompts.shape[:1], jnp.int32)
-
-    def propose(self, state, follow, window_hidden, accepted, live, choose):
-        known = jnp.where(live, state + accepted + 1, state)
-        idx = known[:, None] + jnp.arange(self.num_draft)[None, :]
-        drafts = jnp.take_along_axis(self.reference, idx, axis=1)
-        bad = jnp.take_along_axis(self.wrong, idx, axis=1)
-        return known, jnp.where(bad, (drafts + 1) % LAYOUT.text_size, drafts), None
-
-
 def test_verified_joint_decoding_is_token_identical_to_joint_greedy(backbone):
     model, params = backbone
     prompts, lengths = _prompts()
@@ -268,7 +253,7 @@ def test_verified_joint_decoding_is_token_identical_to_joint_greedy(backbone):
     settings = DecodeConfig(max_new_tokens=MAX_NEW, num_draft_tokens=K)
     # Drafts that are right most of the time: long accepted runs, every length 0..k.
     wrong = np.random.default_rng(4).random((B, MAX_NEW + K)) < 0.3
-    drafter = OracleDrafter(long.tokens, jnp.asarray(wrong), K)
+    drafter = OracleDrafter(long.tokens, jnp.asarray(wrong), K, LAYOUT.text_size)
     got = decode_with_drafter(model, params, drafter, prompts, lengths, settings,
                               scorer=scorer)
     np.testing.assert_array_equal(got.tokens, want.tokens)
