@@ -312,7 +312,8 @@ def transcribed(probe_run, audio_files):
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):  # the gate off: silence is decoded like speech
-        assert asr_cli.main(["--workdir", str(probe_run), "--set", "experiment.speech_gate=null",
+        assert asr_cli.main(["--workdir", str(probe_run), "--mode", "verified",
+                             "--set", "experiment.speech_gate=null",
                              *map(str, audio_files.values())]) == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["file"] for line in lines] == [str(p) for p in audio_files.values()]
