@@ -84,14 +84,14 @@ def decode_eval(config: Config, settings: AsrSettings, transcriber: Transcriber)
             "forwards_per_token": float(np.mean([s["forwards_per_token"] for s in stats])),
             "audio_seconds": audio_seconds,
             **({"ctc_wer": error_rates(refs, ctc_hyps)["wer"]} if ctc_hyps else {}),
-            **({"joint_wer": error_rates(refs, joint_hyps)["wer"],
-                "joint_cer": error_rates(refs, joint_hyps)["cer"],
+            **({"joint_wer": (joint_rates := error_rates(refs, joint_hyps))["wer"],
+                "joint_cer": joint_rates["cer"],
                 "joint_identical_to_joint_greedy": joint_identical / len(examples),
                 "joint_tokens_per_step": float(np.mean([s["tokens_per_step"]
                                                         for s in joint_stats]))}
                if joint_hyps else {}),
-            **({"joint_beam_wer": error_rates(refs, beam_hyps)["wer"],
-                "joint_beam_cer": error_rates(refs, beam_hyps)["cer"],
+            **({"joint_beam_wer": (beam_rates := error_rates(refs, beam_hyps))["wer"],
+                "joint_beam_cer": beam_rates["cer"],
                 "joint_beam_width": settings.eval_beam_width} if beam_hyps else {}),
             **_gate_rejections(config, settings, split, examples),
             "examples": [{"reference": r, "hypothesis": h} for r, h in
