@@ -336,7 +336,7 @@ def test_the_speech_gate_empties_silence_and_keeps_the_order(probe_run, audio_fi
                                                              transcribed):
     """Gate on (the default): silence gives "" without decoding, in its place among the
     files; the speech files' texts are unchanged."""
-    lines = _transcribe_json("--workdir", probe_run, *audio_files.values())
+    lines = _transcribe_json("--workdir", probe_run, "--mode", "verified", *audio_files.values())
     assert [line["file"] for line in lines] == [str(p) for p in audio_files.values()]
     by_name = dict(zip(audio_files, lines, strict=True))
     assert by_name["silence"]["text"] == "" and by_name["silence"]["speech"] is False
@@ -350,7 +350,8 @@ def test_the_speech_gate_empties_silence_and_keeps_the_order(probe_run, audio_fi
 def test_words_time_the_transcript_itself(probe_run, audio_files, transcribed):
     """--words: the words of the printed text, in order, inside the clip (CTC forced
     alignment of the decoder's output)."""
-    (line,) = _transcribe_json("--workdir", probe_run, "--words", audio_files["speech"])
+    (line,) = _transcribe_json("--workdir", probe_run, "--mode", "verified", "--words",
+                              audio_files["speech"])
     assert line["words"] and [w["word"] for w in line["words"]] == line["text"].split()
     assert line["text"] == transcribed["speech"]
     assert all(0 <= w["start"] < w["end"] <= line["audio_seconds"] + 1e-6
