@@ -102,8 +102,11 @@ CACHE_KEY=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1]))["produc
 # The TTS settings every TTS run shares: its corpus, codes, codec and intelligibility judge.
 TTS_SETS=(--set experiment.data_dir="$CORPUS" --set experiment.cache_key="$CACHE_KEY"
           --set experiment.codec_run="$RUN_DIR/codec" --set experiment.asr_run="$RUN_DIR/asr")
+# Two audio slots per packed row: in 40 measured steps no row held more than two examples
+# (the same batches as with four slots), and every slot costs an encoder pass.
 $CHORUS train --experiment tts --preset cpu-tiny --workdir "$RUN_DIR/tts" --data "$CORPUS" \
   "${TTS_SETS[@]}" --set experiment.control_dropout=0.15 --set train.steps="$TTS_STEPS" \
+  --set train.max_audio_clips=2 \
   --set train.eval_every="$TTS_STEPS" --set train.checkpoint_every=200 --set train.log_every=50
 
 echo "== TTS RL (GRPO, and DPO on sampled pairs, from the SFT run)"

@@ -38,7 +38,7 @@ from experiments.tts.experiment import CODES, open_codes
 from experiments.tts.instructions import raw_held_out
 from experiments.tts.prompt import prompt_ids, speaker_prompt
 from experiments.tts.settings import TtsRLSettings
-from experiments.tts.speaker_clips import SpeakerClips, speaker_clips
+from experiments.tts.speaker_clips import SpeakerClips, clip_frames, speaker_clips
 from experiments.tts.target import SpeechTarget
 
 # Prompt rows are padded to a multiple of this: the rollout, scoring and train-step programs
@@ -140,7 +140,7 @@ class TtsTask:
         prompts, lengths = stack_ids(ids, width, self.layout.pad_id)
         audio = None
         if self.clips is not None:  # one fixed clip shape: the longest a clip can be
-            frames = round_up(int(self.settings.speaker_clip_seconds * 100) + 1, 8)
+            frames = clip_frames(self.settings.speaker_clip_seconds)
             audio = {"audio_features": np.zeros((n, 1, frames, mel.N_MELS), np.float32),
                      "audio_mask": np.zeros((n, 1, frames), bool)}
             for i, c in enumerate(clips):

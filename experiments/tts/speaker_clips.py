@@ -19,7 +19,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from chorus.audio.mel import num_frames
 from chorus.audio.resample import SAMPLE_RATE
+from chorus.codec.features import round_up
 from data_pipelines.records import AudioLimits, Record, field_text, read_record
 from data_pipelines.sources import DEFAULT_FIELDS, FieldMap
 
@@ -44,6 +46,13 @@ class SpeakerClips:
 
     def __len__(self) -> int:
         return len(self.clips)
+
+
+def clip_frames(seconds: float) -> int:
+    """The audio slot a speaker clip of `seconds` needs: its log-mel frames in whole 8-frame
+    placeholders (at least one). The clips are cut to `seconds`, so a wider slot (the preset's
+    train.max_mel_frames is sized for ASR utterances) is padding the encoder still runs over."""
+    return max(8, round_up(num_frames(int(seconds * SAMPLE_RATE)), 8))
 
 
 def speaker_clips(data_dir: str, dataset: str, split: str, seconds: float,
