@@ -4,6 +4,7 @@
     chorus bench data        data pipeline throughput
     chorus bench train       train-step throughput, trainer overhead, data wait
     chorus bench decoding    greedy vs verified multi-token decoding on a trained toy
+    chorus bench verify-cost  the cost of one verify step with k = 0..K drafts (a trained ASR run)
     chorus bench tts-controls  TTS control measurements vs the corpus' eSpeak ground truth
 """
 
@@ -18,6 +19,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "train": ("experiments.benchmarks.train_step", "train-step throughput and overhead"),
     "decoding": ("experiments.benchmarks.decoding",
                  "greedy vs verified multi-token decoding on a trained toy"),
+    "verify-cost": ("experiments.benchmarks.verify_cost",
+                    "one verify step's cost with k = 0..K drafts of a trained ASR run"),
     "tts-controls": ("experiments.benchmarks.tts_controls",
                      "TTS control measurements vs the corpus' eSpeak ground truth"),
     "realtime-latency": ("experiments.benchmarks.realtime_latency",

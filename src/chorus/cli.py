@@ -7,7 +7,7 @@
     chorus rl        --experiment E --algo A    RLHF (dpo | grpo | ppo)
     chorus ablate    --experiment E --sweep S   reward-design / algorithm sweeps
     chorus data      synth | stats | tokenizer  the offline corpus
-    chorus bench     attention | data | train | decoding   benchmarks (JSON + markdown)
+    chorus bench     NAME (attention, decoding, ...)  benchmarks (JSON + markdown)
     ...              the verbs of the modes (`chorus --help` lists them)
 
 A mode contributes verbs with a module-level literal in its experiment module (a file
