@@ -8,7 +8,8 @@ run's K MTP heads (k = 0 is greedy decoding, the same loop without a drafter): a
 per verify step and the decode phase's wall-clock and CPU time per step, with the shared
 encoder + prompt prefill pass timed alone and subtracted. Passes run round-robin over the
 decoders, the best of `--repeats` counts. CPU time (`time.process_time`, every thread of the
-process) is the steadier figure on a machine that other jobs share. Every k's output is
+process: XLA:CPU runs one program on all cores, so on a quiet machine it exceeds wall-clock) is
+less disturbed than wall-clock when other jobs share the machine. Every k's output is
 checked token-identical to greedy's. A step's cost relative to a greedy step, beside the
 tokens it commits, says whether verification can pay: the decode phase speeds up by
 tokens-per-step / cost-ratio.
