@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from train_toy import TINY
 
-from chorus.config import ConfigError, load_config
+from chorus.config import ConfigError, load_config, settings_from
 from chorus.vocab import VocabLayout
 from data_pipelines.record_cache import ArraySpec, CacheError, write_record_cache
 from data_pipelines.records import AudioLimits, Record
@@ -98,6 +98,26 @@ def test_settings_are_typed_and_validated():
         build(load_config("cpu-tiny", base + ["experiment.data_dir=/x",
                                               "experiment.cache_kee=k"]))
     assert TtsSettings(data_dir="d", cache_key="k").eval_split == "validation"
+
+
+def test_the_audio_slot_is_the_speaker_clip_capped_by_max_mel_frames():
+    """A packed row's audio slot holds the whole clip in whole 8-frame placeholders and no
+    more: the preset's 560 frames (sized for ASR utterances) would be encoder work on padding."""
+    from chorus.audio.mel import log_mel
+    from experiments.tts.experiment import audio_slot_frames
+    from experiments.tts.speaker_clips import clip_frames
+
+    for seconds in (0.5, 1.0, 2.0, 2.05, 3.3):
+        frames = len(log_mel(np.zeros(int(seconds * 16_000), np.float32)))
+        assert clip_frames(seconds) % 8 == 0 and frames <= clip_frames(seconds) < frames + 8
+    assert clip_frames(0) == 8  # no clip: the smallest slot
+    base = ["model.text_vocab_size=128", "experiment.data_dir=/x", "experiment.cache_key=k"]
+    for extra, slot in (([], 200), (["experiment.speaker_clip_seconds=1"], 104),
+                        (["train.max_mel_frames=96"], 96)):
+        config = load_config("cpu-tiny", base + extra)
+        assert config.train.max_mel_frames in (560, 96)
+        settings = settings_from(TtsSettings, config.experiment)
+        assert audio_slot_frames(config, settings) == slot, extra
 
 
 TTS = [o for o in TINY if not o.startswith(("audio.n_mels", "model.text_vocab_size",
