@@ -26,7 +26,6 @@ def test_one_row_per_k_with_greedy_as_the_unit(tiny_asr_run, tmp_path, capsys):
     for row in rows:
         assert row["tokens_per_step"] >= 1.0
         assert row["decode_steps"] <= greedy["decode_steps"]
-        assert row["cpu_ms_per_step"] >= 0 and row["wall_ms_per_step"] >= 0
     printed = [line for line in capsys.readouterr().out.splitlines()
                if line.startswith("| ") and line[2].isdigit()]
     assert [line.split(" | ")[0] for line in printed] == ["| 0", "| 1", "| 2"]

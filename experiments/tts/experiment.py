@@ -160,8 +160,8 @@ def make_data(config: Config, settings: TtsSettings, layout: VocabLayout):
             regime, data_dir, split, layout, batch_size=t.batch_size // shard_count,
             seq_len=t.seq_len, seed=seed, shard_index=shard_index, shard_count=shard_count,
             dataset_name=settings.dataset, max_clips=t.max_audio_clips,
-            max_frames=frames, cache=open_codes(data_dir, settings.cache_key, split,
-                                                          layout), **kwargs)
+            max_frames=frames,
+            cache=open_codes(data_dir, settings.cache_key, split, layout), **kwargs)
 
     def clips(split: str) -> SpeakerClips | None:
         if not settings.speaker_clip_seconds:
