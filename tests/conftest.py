@@ -74,6 +74,28 @@ def tiny_tts_stack(tiny_asr_corpus, tmp_path_factory):
     return train_tiny_tts_stack(tiny_asr_corpus, str(tmp_path_factory.mktemp("tts_stack")))
 
 
+@pytest.fixture(scope="session")
+def judge_data(tmp_path_factory):
+    """A directory holding a 256-piece tokenizer trained on judge texts (what a corpus made by
+    `chorus data synth` provides; the judge and the reward model read nothing else from it)."""
+    import numpy as np
+
+    from data_pipelines.tokenizer import TOKENIZER_FILENAME, train_tokenizer
+    from experiments.judge.labels import KINDS, PERTURBATIONS, RUBRIC, make_example, make_pair
+
+    out = tmp_path_factory.mktemp("judge_data")
+    rng = np.random.default_rng(0)
+    texts = [RUBRIC]
+    for kind in KINDS:
+        for _ in range(40):
+            ex = make_example(rng, kind)
+            texts += [ex.persona.card(), ex.question, ex.answer, ex.rationale]
+    for kind in PERTURBATIONS:
+        texts += [make_pair(rng, kind).rationale for _ in range(10)]
+    train_tokenizer(texts, 256, str(out / TOKENIZER_FILENAME))
+    return str(out)
+
+
 # Every compiled XLA:CPU program keeps ~100 memory mappings of JIT code alive for as long as
 # jax's caches hold it. One process running the whole suite compiles thousands of programs and
 # would pass the kernel's vm.max_map_count (65530): the next mmap fails and the process aborts

@@ -16,32 +16,15 @@ from chorus.model.factory import backbone_init
 from chorus.model.unified import UnifiedAudioLM
 from chorus.rl.task import Completion
 from chorus.vocab import VocabLayout
-from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer, train_tokenizer
+from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer
 from experiments.judge.experiment import EVAL, TRAIN, JudgeBatches, judge_loss
-from experiments.judge.labels import KINDS, PERTURBATIONS, RUBRIC, make_example, make_pair
+from experiments.judge.labels import KINDS, PERTURBATIONS, make_example, make_pair
 from experiments.judge.prompt import example_stream, judge_prompt
 from experiments.judge.scoring import JudgeScorer
 from experiments.judge.settings import JudgeSettings
 
 SIZES = [o for o in TINY if not o.startswith(("model.text_vocab_size", "train.seq_len"))]
 SIZES += ["model.text_vocab_size=256", "model.num_audio_codes=0", "train.seq_len=224"]
-
-
-@pytest.fixture(scope="module")
-def judge_data(tmp_path_factory):
-    """A directory holding a 256-piece tokenizer trained on judge texts (what a corpus made by
-    `chorus data synth` provides; the judge reads nothing else from it)."""
-    out = tmp_path_factory.mktemp("judge_data")
-    rng = np.random.default_rng(0)
-    texts = [RUBRIC]
-    for kind in KINDS:
-        for _ in range(40):
-            ex = make_example(rng, kind)
-            texts += [ex.persona.card(), ex.question, ex.answer, ex.rationale]
-    for kind in PERTURBATIONS:
-        texts += [make_pair(rng, kind).rationale for _ in range(10)]
-    train_tokenizer(texts, 256, str(out / TOKENIZER_FILENAME))
-    return str(out)
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,9 @@ from chorus.rl.rewards import batch_references, register_reward
 from chorus.rl.task import Completion
 
 
-def exchange_of(reference, index: int) -> tuple[str, str]:
-    """(card, question) of one reference: a mapping or a JSON object string."""
+def exchange_of(reference, index: int, component: str = "judge") -> tuple[str, str]:
+    """(card, question) of one reference: a mapping or a JSON object string (errors name the
+    reward `component` reading it)."""
     if isinstance(reference, str):
         try:
             reference = json.loads(reference)
@@ -38,8 +39,8 @@ def exchange_of(reference, index: int) -> tuple[str, str]:
             reference = None
     if not (isinstance(reference, Mapping) and isinstance(reference.get("persona"), str)
             and isinstance(reference.get("question"), str)):
-        raise ValueError(f"reward 'judge': expected references[{index}] to be a JSON object "
-                         f"with 'persona' and 'question' texts, got {reference!r}")
+        raise ValueError(f"reward {component!r}: expected references[{index}] to be a JSON "
+                         f"object with 'persona' and 'question' texts, got {reference!r}")
     return reference["persona"], reference["question"]
 
 
