@@ -38,8 +38,8 @@ reproduce: setup
 analysis: setup
 	RUN_DIR=$(RUN_DIR) bash experiments/analysis.sh
 
-# The realtime stages (dialogue SFT, judge, GRPO against the judge and the checker) on the
-# runs of `make reproduce`.
+# The realtime stages (dialogue SFT, judge, Bradley-Terry reward model, the GRPO reward
+# ablation: judge vs checker vs reward model x 3 seeds) on the runs of `make reproduce`.
 realtime: setup
 	RUN_DIR=$(RUN_DIR) bash experiments/reproduce_realtime.sh
 

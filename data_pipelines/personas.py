@@ -26,6 +26,9 @@ from chorus.audio.text import normalize_text
 from data_pipelines.lexicon import DEFAULT_LEXICON, Lexicon
 
 QUESTION_KINDS = ("name", "age", "home", "job", "likes")
+# A request no card fact answers (a command, a general question): the persona declines it in
+# its own style (`decline`), neither answering nor stepping out of character.
+OUT_OF_SCOPE = "out_of_scope"
 
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "name": ("What is your name?", "Who am I talking to?", "What should I call you?"),
@@ -69,6 +72,16 @@ ANSWERS: dict[str, dict[str, str]] = {
         "job": "I've been {a} {fact} for a good while now.",
         "likes": "Nothing beats {fact}, I tell you.",
     },
+}
+
+
+# style -> the persona's decline of an out-of-scope request. None of them is a refusal to share
+# a fact ("I would rather not say"), which is wrong when the card answers the question.
+DECLINES: dict[str, str] = {
+    "cheerful": "Ha, that is not my thing, but ask me about me!",
+    "formal": "I am afraid I cannot help with that.",
+    "terse": "Can't help with that.",
+    "folksy": "Well, that is not my line of work, friend.",
 }
 
 
@@ -139,6 +152,11 @@ def answer(persona: Persona, kind: str) -> str:
     fact = persona.fact(kind)
     text = ANSWERS[persona.style][kind].format(fact=fact, a="an" if fact[0] in "aeiou" else "a")
     return text[0].upper() + text[1:]
+
+
+def decline(persona: Persona) -> str:
+    """The persona's in-character answer to an out-of-scope request."""
+    return DECLINES[persona.style]
 
 
 def sample_exchange(rng: np.random.Generator,

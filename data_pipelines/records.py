@@ -32,7 +32,7 @@ from data_pipelines.sources import FieldMap
 
 SKIP_REASONS = (*AUDIO_REASONS, "silent_audio", "too_long_audio", "missing_field", "empty_text",
                 "non_ascii_text", "too_long_for_seq_len", "missing_cache_entry",
-                "unknown_question")
+                "unknown_question", "ambiguous_request")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """experiments/realtime/regime.py: the dialogue regime's layout and its persona-record filter."""
 
 import numpy as np
+import pytest
 
 from chorus.vocab import VocabLayout, num_audio_placeholders
 from data_pipelines.records import Record
@@ -126,11 +127,61 @@ def test_a_turn_whose_question_is_not_a_persona_question_is_skipped_when_carded_
 
 
 def test_regime_settings_are_checked():
-    import pytest
-
     with pytest.raises(ValueError, match="fresh_cards"):
         DialogueRegime(fresh_cards=1.5)
     with pytest.raises(ValueError, match="cards"):
         DialogueRegime(cards="mine")
     with pytest.raises(ValueError, match="every"):
         DialogueRegime(held_out_every=1)
+    with pytest.raises(ValueError, match="out_of_scope"):
+        DialogueRegime(out_of_scope=2.0)
+    with pytest.raises(ValueError, match="expected out_of_scope > 0"):
+        DialogueRegime(scope="out_of_scope")
+
+
+def _utterance(text="Turn off the lights in the kitchen.", id="u3"):
+    return Record(wave=np.zeros(1600, np.float32), text=text, speaker="3", id=id,
+                  instruction="", tagged_text="", persona="", answer="")
+
+
+def test_a_share_of_the_other_utterances_are_out_of_scope_requests_by_record_id():
+    regime = DialogueRegime(out_of_scope=0.25)
+    raws = [{"id": f"u{i}".encode(), "persona": b"", "text": b"x"} for i in range(2000)]
+    taken = [regime.accepts(r) for r in raws]
+    assert 0.2 < np.mean(taken) < 0.3  # by the id's hash: the same records every epoch
+    assert taken == [regime.accepts(r) for r in raws]
+    assert regime.accepts({"id": b"d1", "persona": b"name: Ada"})  # dialogue turns stay
+    assert regime.required_texts == ()  # the other utterances have no card or answer
+    assert DialogueRegime().required_texts == ("persona", "answer")
+    assert not any(DialogueRegime().accepts(r) for r in raws)
+    only = DialogueRegime(out_of_scope=1.0, scope="out_of_scope")
+    assert all(only.accepts(r) for r in raws)
+    assert not only.accepts({"id": b"d1", "persona": b"name: Ada"})
+
+
+def test_an_out_of_scope_request_is_declined_in_the_style_of_a_fresh_card():
+    from data_pipelines.personas import DECLINES, split_lexicon
+    from data_pipelines.records import Skip
+    from experiments.realtime.checker import check_answer, parse_card
+
+    train_lex, held_lex = split_lexicon()
+    regime = DialogueRegime(out_of_scope=0.1, fresh_cards=1.0)
+    rng = np.random.default_rng(0)
+    cards = set()
+    for _ in range(30):
+        card, reply = regime.card_and_answer(_inputs(_utterance(), rng))
+        persona = parse_card(card)
+        assert reply == DECLINES[persona.style] and persona.name in train_lex.names
+        assert check_answer(card, "Turn off the lights in the kitchen.", reply).consistent
+        cards.add(card)
+    assert len(cards) > 20  # drawn anew in training
+    stream = regime.stream(_inputs(_utterance(), rng))
+    s = LAYOUT.special
+    assert stream.tokens[-1] == s("<tts_start>") and s("<user>") in stream.tokens
+    held = DialogueRegime(out_of_scope=0.1, cards="held_out")
+    card, _ = held.card_and_answer(_inputs(_utterance(), None))
+    assert parse_card(card).name in held_lex.names
+    assert held.card_and_answer(_inputs(_utterance(), None))[0] == card  # seeded by the id
+    # an utterance without a card that asks a persona question is not out of scope
+    got = regime.stream(_inputs(_utterance("Tell me, where do you live?"), rng))
+    assert isinstance(got, Skip) and got.reason == "ambiguous_request"

@@ -127,3 +127,25 @@ def test_the_persona_table_counts_each_check_over_the_turns():
     assert all(half["fact_by_kind"][k] == 0 for k in kinds)
     md = report_markdown({"test": half})
     assert "| test | 8 | " in md and "0.500" in md
+
+
+def test_an_out_of_scope_request_is_checked_on_its_decline():
+    from data_pipelines.personas import ANSWERS, DECLINES, OUT_OF_SCOPE, decline
+    from experiments.realtime.checker import request_kind
+
+    assert set(DECLINES) == set(ANSWERS)  # every style declines in its own way
+    request = "Turn off the lights in the kitchen."
+    assert request_kind(request) == OUT_OF_SCOPE and request_kind("How old are you?") == "age"
+    for style in ANSWERS:
+        persona = dataclasses.replace(PERSONA, style=style)
+        check = check_answer(persona, request, decline(persona))
+        assert check.kind == OUT_OF_SCOPE and check.consistent  # and neither AI nor refusal
+        other = next(s for s in ANSWERS if s != style)
+        wrong_style = check_answer(persona, request, DECLINES[other])
+        assert wrong_style.fact and not wrong_style.style and not wrong_style.consistent
+    answered = check_answer(PERSONA, request, answer(PERSONA, "home"))
+    assert not answered.fact and not answered.consistent  # a fact where a decline was due
+    refused = check_answer(PERSONA, request, "Sorry, I cannot share that.")
+    assert not refused.in_character and not refused.consistent
+    # a decline where the card answers the question is not its fact
+    assert not check_answer(PERSONA, "Where do you live?", decline(PERSONA)).fact

@@ -37,7 +37,16 @@ def test_sft_trains_on_dialogue_turns_and_reports_the_persona_table(sft_run):
     assert steps and all(np.isfinite(r["loss"]) and r["tokens"] > 0 for r in steps)
     assert eval_main(["--workdir", str(sft_run)]) == 0
     report = json.loads((sft_run / "eval" / "realtime_eval.json").read_text())["persona"]
-    assert set(report) == {"validation", "validation, held-out cards"}
+    assert set(report) == {"validation", "validation, held-out cards",
+                           "validation, out of scope"}
+    # out-of-scope requests: the split's other utterances, each declined in its card's style
+    from data_pipelines.personas import DECLINES
+    from experiments.realtime.checker import OUT_OF_SCOPE, request_kind
+
+    scope = report.pop("validation, out of scope")
+    assert scope["turns"] == 2 and scope["fact_by_kind"] == {}
+    assert all(request_kind(s["question"]) == OUT_OF_SCOPE and s["reference"] in
+               DECLINES.values() for s in scope["samples"])
     for table in report.values():
         assert table["turns"] == 2
         assert all(0 <= table[k] <= 1 for k in ("fact", "style", "in_character", "exact"))

@@ -183,3 +183,35 @@ def test_shared_sets_join_every_run_and_may_not_name_a_swept_key(setup, capsys):
         assert "expected a key the sweep does not vary" in capsys.readouterr().err
     assert ablate.main(argv + ["--dry-run", "--set", "novalue"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sweep_file, experiment, runs, rewards", [
+    ("experiments/tts/ablation.yaml", "tts", 18, {"tts_cer"}),
+    ("experiments/realtime/ablation.yaml", "realtime", 9,
+     {"judge", "reward_model", "persona_rules", "persona_consistent", "persona_fact"}),
+])
+def test_the_modes_sweep_files_expand_into_valid_rl_settings(sweep_file, experiment, runs,
+                                                             rewards, tmp_path):
+    import experiments.judge.rewards  # noqa: F401  (each mode's components, registered)
+    import experiments.realtime.rewards  # noqa: F401
+    import experiments.reward_model.rewards  # noqa: F401
+    import experiments.tts.rewards  # noqa: F401
+    from chorus.rl.rewards import RewardMixConfig
+
+    sweep = ablate.load_sweep(sweep_file)
+    expanded = ablate.expand(sweep, tmp_path)
+    assert len(expanded) == runs and len({r.name for r in expanded}) == runs
+    assert len({r.seed for r in expanded}) == 3  # every setting over 3 seeds
+    for run in expanded:
+        mix = RewardMixConfig.from_mapping(run.overrides[sweep.reward_key])
+        assert rewards <= {t.name for t in mix.terms}
+        trained = {k for k, v in run.overrides[sweep.reward_key].items()
+                   if (v["weight"] if isinstance(v, dict) else v) > 0}
+        assert trained  # each arm trains on something
+    if experiment == "realtime":  # one arm per reward, the others logged at weight 0
+        arms = {r.labels["reward"]: r.overrides[sweep.reward_key] for r in expanded}
+        assert set(arms) == {"judge", "checker", "bradley_terry"}
+        assert arms["judge"]["judge"]["weight"] == 1 and arms["judge"]["reward_model"][
+            "weight"] == 0
+        assert arms["checker"]["persona_consistent"] == 1
+        assert arms["bradley_terry"]["reward_model"]["weight"] == 1

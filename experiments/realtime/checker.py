@@ -1,8 +1,10 @@
 """The exact persona checker: is an answer true to the card? No model, only the card's facts.
 
     check = check_answer(card_text, question, reply)
-    check.kind          # "home": the fact the question asks for (from its wording)
-    check.fact          # the reply states the card's fact (its template's slot, normalized)
+    check.kind          # "home": the fact the question asks for (from its wording), or
+                        # "out_of_scope": no persona question (a command, a general question)
+    check.fact          # the reply states the card's fact (its template's slot, normalized);
+                        # out of scope: the reply is a decline (any style's), stating no fact
     check.style         # the reply has the card's style (its template, whatever the fact)
     check.in_character  # not an AI's voice and not a refusal
     check.consistent    # all three
@@ -22,6 +24,8 @@ import re
 from chorus.audio.text import normalize_text
 from data_pipelines.personas import (
     ANSWERS,
+    DECLINES,
+    OUT_OF_SCOPE,
     QUESTION_KINDS,
     QUESTIONS,
     Persona,
@@ -67,6 +71,14 @@ def question_kind(question: str) -> str:
                      f"(data_pipelines.personas.QUESTIONS), got {question!r}")
 
 
+def request_kind(question: str) -> str:
+    """`question_kind`, or OUT_OF_SCOPE when the question is none of the persona questions."""
+    try:
+        return question_kind(question)
+    except ValueError:
+        return OUT_OF_SCOPE
+
+
 @functools.cache
 def _template(style: str, kind: str) -> re.Pattern:
     """The answer template of (style, kind) with its fact slot open, over normalized text."""
@@ -110,12 +122,16 @@ def check_answer(card: str | Persona, question: str, reply: str) -> AnswerCheck:
     card's fact: "twenty four" is not "twenty"); another reply on whether it states the fact
     anywhere (`personas.answer_states_fact`)."""
     persona = card if isinstance(card, Persona) else parse_card(card)
-    kind = question_kind(question)
+    kind = request_kind(question)
     said = normalize_text(reply)
-    filled = fill(kind, reply)
-    fact = (filled[1] == normalize_text(persona.fact(kind)) if filled is not None
-            else answer_states_fact(persona, kind, reply))
-    return AnswerCheck(kind=kind, fact=fact,
-                       style=filled is not None and filled[0] == persona.style,
+    if kind == OUT_OF_SCOPE:
+        declined = [s for s, text in DECLINES.items() if normalize_text(text) == said]
+        fact, style = bool(declined), persona.style in declined
+    else:
+        filled = fill(kind, reply)
+        fact = (filled[1] == normalize_text(persona.fact(kind)) if filled is not None
+                else answer_states_fact(persona, kind, reply))
+        style = filled is not None and filled[0] == persona.style
+    return AnswerCheck(kind=kind, fact=fact, style=style,
                        ai_voice=any(p in said for p in _AI_VOICE),
                        refusal=any(p in said for p in _REFUSALS))

@@ -11,7 +11,9 @@ then checked by the exact persona checker (checker.py):
     exact           the answer is the corpus' reference answer, word for word
 
 with the fact accuracy per question kind. The split's cards share names and places with
-train (the corpus draws them from one lexicon); the judge's evaluation holds those out.
+train (the corpus draws them from one lexicon); the judge's evaluation holds those out. On
+out-of-scope requests (the split's other utterances, fresh held-out cards) `fact` is the
+share declined (the reply is a decline, stating no fact), `style` declined in the card's style.
 """
 
 from __future__ import annotations

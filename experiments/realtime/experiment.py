@@ -3,12 +3,14 @@
     data     the corpus' dialogue turns (DialogueRegime through data_pipelines): the card,
              the user's question as audio, the answer as text, then <tts_start>; with
              experiment.fresh_cards (default 1) each turn's card is a fresh one of the
-             training names and places, its answer re-derived
+             training names and places, its answer re-derived; experiment.out_of_scope of
+             the other utterances as out-of-scope requests, declined in character
     model    the shared backbone {"backbone"}; `experiment.backbone_from` starts it from an
              ASR run's (its encoder already hears speech)
     loss     CE on the answer + <tts_start> (chorus.training.lm_loss)
     evaluate the loss on the eval split, then the persona table (evaluate.py) on
-             experiment.eval_splits with corpus cards and with held-out cards, written to
+             experiment.eval_splits with corpus cards and with held-out cards, and on their
+             out-of-scope requests (held-out cards), written to
              <workdir>/eval/realtime_eval.{json,md}
     assets   the tokenizer, so inference needs the run directory alone
 
@@ -53,7 +55,8 @@ def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
 
     def train_iterator(shard_index: int, shard_count: int, seed: int):
         regime = DialogueRegime(fresh_cards=settings.fresh_cards,
-                                held_out_every=settings.held_out_every)
+                                held_out_every=settings.held_out_every,
+                                out_of_scope=settings.out_of_scope)
         return make_train_iterator(regime=regime, split=settings.train_split,
                                    batch_size=t.batch_size // shard_count, seed=seed,
                                    shard_index=shard_index, shard_count=shard_count,
@@ -86,6 +89,9 @@ def persona_eval(config: Config, settings: RealtimeSettings, model: UnifiedAudio
         for cards, name in (("corpus", split), ("held_out", f"{split}, held-out cards")):
             examples = dialogue_examples(config, settings, split, settings.eval_examples, cards)
             tables[name] = persona_table(responder.answers(examples), examples)
+        examples = dialogue_examples(config, settings, split, settings.eval_examples,
+                                     "held_out", out_of_scope=True)
+        tables[f"{split}, out of scope"] = persona_table(responder.answers(examples), examples)
     if jax.process_index() == 0:
         write_json(os.path.join(workdir, "eval", "realtime_eval.json"), {"persona": tables})
         write_text(os.path.join(workdir, "eval", "realtime_eval.md"), report_markdown(tables))

@@ -8,9 +8,12 @@ the token the streaming session (session.py) and the RL task stop the text at.
 
 A record is a dialogue turn when its persona card is non-empty (`chorus data synth` makes
 15 % of train/validation/test such turns: a persona question as audio, the card and the
-answer as text); `DialogueRegime.accepts` keeps only those. `chorus train --experiment
-realtime` (experiment.py) trains on these streams; the spoken answer (codes after
-<tts_start>) has no data yet.
+answer as text); `DialogueRegime.accepts` keeps those, and with `out_of_scope` a share of the
+corpus' other utterances (commands, facts, questions no card answers) as **out-of-scope
+requests**: a fresh card, the user's utterance as audio, and the persona's in-character
+decline (`personas.decline`) as the answer. `chorus train --experiment realtime`
+(experiment.py) trains on these streams; the spoken answer (codes after <tts_start>) has no
+data yet.
 
     from data_pipelines import make_train_iterator
     it = make_train_iterator(DialogueRegime(), data_dir, "train", layout)
@@ -24,18 +27,28 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from data_pipelines.personas import answer, sample_persona, split_lexicon
+from data_pipelines.personas import answer, decline, sample_persona, split_lexicon
 from data_pipelines.records import Skip
 from data_pipelines.regime import ExampleInputs
 from data_pipelines.sources import DEFAULT_FIELDS, FieldMap
 from data_pipelines.streams import Stream, assemble, audio_placeholders, ids
-from experiments.realtime.checker import question_kind
+from experiments.realtime.checker import OUT_OF_SCOPE, request_kind
 
 CARDS = ("corpus", "train", "held_out")
+SCOPES = ("all", "out_of_scope")
 
 
 def _nonempty(value) -> bool:
     return value is not None and len(value) > 0
+
+
+def _unit(raw: dict, fields: FieldMap) -> float:
+    """A record's place in [0, 1), from a hash of its id (or its transcript)."""
+    key = raw.get(fields.id) if fields.id is not None else None
+    if key is None:
+        key = raw.get(fields.text, b"")
+    key = key if isinstance(key, bytes) else str(key).encode()
+    return zlib.crc32(key) / 2**32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,21 +67,39 @@ class DialogueRegime:
                     (`split_lexicon(every=held_out_every)`), seeded by the record id: the
                     evaluation cards no training card named; "train": the same from the
                     training part (the RL task's training prompts)
+      out_of_scope  the share of the corpus' other utterances taken as out-of-scope
+                    requests (chosen by a hash of the record id: the same records every
+                    epoch); an utterance that contains a persona question is skipped
+                    ("ambiguous_request"), it is not out of scope
+      scope         "all": dialogue turns and the out-of-scope requests; "out_of_scope":
+                    only the latter (their evaluation)
+    An out-of-scope request's card is always a fresh one (it has none in the corpus): of the
+    training names and places (drawn anew each time in training), or with cards="held_out"
+    of the held-out ones (seeded by the record id, as a dialogue turn's).
     """
 
     fresh_cards: float = 0.0
     cards: Literal["corpus", "train", "held_out"] = "corpus"
     held_out_every: int = 4
+    out_of_scope: float = 0.0
+    scope: Literal["all", "out_of_scope"] = "all"
 
     name: ClassVar[str] = "dialogue"
-    required_texts: ClassVar[tuple[str, ...]] = ("persona", "answer")
     audio_input: ClassVar[bool] = True
     cached: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def required_texts(self) -> tuple[str, ...]:
+        """Card and answer, unless other utterances are taken too (they have neither)."""
+        return () if self.out_of_scope else ("persona", "answer")
+
     def accepts(self, raw: dict, fields: FieldMap = DEFAULT_FIELDS) -> bool:
-        """Dialogue turns only: records with a non-empty persona card (the raw record's
-        `fields.persona` key; the data pipeline passes its FieldMap)."""
-        return fields.persona is not None and _nonempty(raw.get(fields.persona))
+        """Dialogue turns (a non-empty persona card: the raw record's `fields.persona` key;
+        the data pipeline passes its FieldMap) unless scope="out_of_scope", and the
+        `out_of_scope` share of the other records."""
+        if fields.persona is not None and _nonempty(raw.get(fields.persona)):
+            return self.scope == "all"
+        return bool(self.out_of_scope) and _unit(raw, fields) < self.out_of_scope
 
     def __post_init__(self):
         if not 0 <= self.fresh_cards <= 1:
@@ -77,11 +108,31 @@ class DialogueRegime:
         if self.cards not in CARDS:
             raise ValueError(f"DialogueRegime.cards: expected one of {list(CARDS)}, got "
                              f"{self.cards!r}")
+        if not 0 <= self.out_of_scope <= 1:
+            raise ValueError(f"DialogueRegime.out_of_scope: expected a fraction in [0, 1], got "
+                             f"{self.out_of_scope!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"DialogueRegime.scope: expected one of {list(SCOPES)}, got "
+                             f"{self.scope!r}")
+        if self.scope == "out_of_scope" and not self.out_of_scope:
+            raise ValueError("DialogueRegime.scope: 'out_of_scope' takes no dialogue turn, so "
+                             "expected out_of_scope > 0, got 0")
         split_lexicon(every=self.held_out_every)  # checks it
 
     def card_and_answer(self, ex: ExampleInputs) -> tuple[str, str] | Skip:
         """The turn's (card, answer): the record's, or a fresh card's (see the class doc)."""
         record = ex.record
+        if not record.persona:  # an out-of-scope request
+            if request_kind(record.text) != OUT_OF_SCOPE:
+                return Skip("ambiguous_request", f"{record.id}: {record.text!r} has no card "
+                                                 "but asks a persona question")
+            part = 2 if self.cards == "held_out" else 1
+            rng = (ex.rng if self.cards == "corpus" and ex.rng is not None else
+                   np.random.default_rng([zlib.crc32(record.id.encode()), part, 7]))
+            persona = sample_persona(rng, split_lexicon(every=self.held_out_every)[part - 1])
+            return persona.card(), decline(persona)
+        if not record.answer:
+            return Skip("empty_text", f"{record.id}: a card without an answer")
         if self.cards != "corpus":
             part = CARDS.index(self.cards)  # 1 = train, 2 = held out
             rng = np.random.default_rng([zlib.crc32(record.id.encode()), part])
@@ -90,10 +141,10 @@ class DialogueRegime:
             rng, lexicon = ex.rng, split_lexicon(every=self.held_out_every)[0]
         else:
             return record.persona, record.answer
-        try:
-            kind = question_kind(record.text)
-        except ValueError as e:
-            return Skip("unknown_question", f"{record.id}: {e}")
+        kind = request_kind(record.text)
+        if kind == OUT_OF_SCOPE:
+            return Skip("unknown_question", f"{record.id}: {record.text!r} is none of the "
+                                            "persona questions (data_pipelines.personas)")
         persona = sample_persona(rng, lexicon)
         return persona.card(), answer(persona, kind)
 

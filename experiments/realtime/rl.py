@@ -44,6 +44,7 @@ from experiments.realtime.turns import (
     exchange_json,
     text_answer_mask,
 )
+from experiments.reward_model import rewards as _bt  # noqa: F401  (registers "reward_model")
 
 
 class RealtimeTask:

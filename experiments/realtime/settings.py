@@ -25,9 +25,13 @@ class RealtimeSettings:
     # held-out part (every held_out_every-th, as the judge holds out) is ever on a training card.
     fresh_cards: float = 1.0
     held_out_every: int = 4
+    # The share of the corpus' other utterances (commands, facts: ~85 % of a split) trained on
+    # as out-of-scope requests, declined in character (DialogueRegime): 0.03 makes ~15 % of
+    # the training turns. `chorus eval` adds their table (held-out cards) whatever the share.
+    out_of_scope: float = 0.03
     # The persona table of `chorus eval` (experiments/realtime/evaluate.py): the dialogue
     # turns of these splits, at most eval_examples each, answered greedily, once with their
-    # corpus cards and once with held-out cards.
+    # corpus cards and once with held-out cards; and as many out-of-scope requests.
     eval_splits: tuple[str, ...] = ("test",)
     eval_examples: int = 200
     max_answer_tokens: int = 32  # the text answer's cap (then <tts_start> is due)
@@ -39,6 +43,8 @@ class RealtimeSettings:
               self.fresh_cards)
         check(isinstance(self.held_out_every, int) and self.held_out_every >= 2,
               "experiment.held_out_every", "an int >= 2", self.held_out_every)
+        check(0 <= self.out_of_scope <= 1, "experiment.out_of_scope", "a fraction in [0, 1]",
+              self.out_of_scope)
         check(isinstance(self.eval_splits, tuple) and len(self.eval_splits) > 0,
               "experiment.eval_splits", "at least one split", self.eval_splits)
         for name in ("eval_examples", "max_answer_tokens"):

@@ -23,15 +23,19 @@ ANSWER_END = "<tts_start>"  # the text answer hands over to speech here
 
 
 def dialogue_examples(config: Config, settings: RealtimeSettings, split: str,
-                      max_examples: int | None, cards: str = "corpus") -> list[dict]:
+                      max_examples: int | None, cards: str = "corpus",
+                      out_of_scope: bool = False) -> list[dict]:
     """The first `max_examples` dialogue turns of `split` (prompt_tokens, audio_features,
     audio_mask, reference_text, persona, question), with their corpus cards or fresh ones
-    (`cards`: DialogueRegime's); ConfigError when there are none."""
+    (`cards`: DialogueRegime's); with `out_of_scope`, its out-of-scope requests instead (the
+    split's other utterances, each with a fresh card and the persona's decline as the
+    reference). ConfigError when there are none."""
     from data_pipelines import make_eval_iterator
     from data_pipelines.sources import SourceError
 
     folder = data_dir(settings)
-    regime = DialogueRegime(cards=cards, held_out_every=settings.held_out_every)
+    scope = dict(out_of_scope=1.0, scope="out_of_scope") if out_of_scope else {}
+    regime = DialogueRegime(cards=cards, held_out_every=settings.held_out_every, **scope)
     try:
         examples = list(make_eval_iterator(
             regime, folder, split, VocabLayout.from_model_config(config.model),
