@@ -26,21 +26,24 @@ from chorus.model.unified import UnifiedAudioLM
 from chorus.training.evaluation import evaluate_loss
 from chorus.training.experiment import Experiment, GlobalRowBatches
 from chorus.vocab import VocabLayout
-from data_pipelines.personas import split_lexicon
 from data_pipelines.streams import Stream
 from data_pipelines.tokenizer import TextTokenizer, tokenizer_assets
 from experiments.judge.labels import (
-    PERTURBATIONS,
     make_pair,
     training_example,
 )
 from experiments.judge.prompt import VERDICTS, example_stream, pair_stream
-from experiments.judge.settings import JudgeSettings, judge_settings, tokenizer_path
+from experiments.judge.settings import (
+    JudgeSettings,
+    PersonaLabelSettings,
+    judge_settings,
+    tokenizer_path,
+)
 
 TRAIN, EVAL = 0, 1  # the rng stream of each split
 
 
-def load_tokenizer(settings: JudgeSettings, layout: VocabLayout,
+def load_tokenizer(settings: PersonaLabelSettings, layout: VocabLayout,
                    workdir: str | None = None) -> TextTokenizer:
     """The corpus tokenizer (experiment.data_dir), or a run's own copy (`workdir`'s asset:
     inference needs the run directory alone); checked to fit the text vocabulary."""
@@ -90,10 +93,7 @@ class JudgeBatches(GlobalRowBatches):
         self.layout = VocabLayout.from_model_config(config.model)
         self.settings, self.seq_len, self.split, self.seed = settings, t.seq_len, split, seed
         self.encode = tokenizer.encode
-        train_lexicon, held_out = split_lexicon(every=settings.held_out_every)
-        self.lexicon = train_lexicon if split == TRAIN else held_out
-        self.perturbations = (settings.trained_perturbations if split == TRAIN
-                              else PERTURBATIONS)
+        self.lexicon, self.perturbations = settings.split(train=split == TRAIN)
         self.rows = self.shard_rows(t.batch_size, shard_index, shard_count)
         self.step = 0
 

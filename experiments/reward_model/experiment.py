@@ -30,10 +30,9 @@ from chorus.rl.value_head import init_value_head
 from chorus.training.evaluation import evaluate_loss
 from chorus.training.experiment import Experiment, GlobalRowBatches
 from chorus.vocab import VocabLayout
-from data_pipelines.personas import split_lexicon
 from data_pipelines.tokenizer import TextTokenizer, tokenizer_assets
 from experiments.judge.experiment import load_tokenizer
-from experiments.judge.labels import PERTURBATIONS, PairExample, make_pair
+from experiments.judge.labels import PairExample, make_pair
 from experiments.judge.prompt import judge_prompt
 from experiments.reward_model.scoring import exchange_rewards, exchange_rows
 from experiments.reward_model.settings import RewardModelSettings, reward_model_settings
@@ -60,10 +59,7 @@ class PairBatches(GlobalRowBatches):
         self.layout = VocabLayout.from_model_config(config.model)
         self.seq_len, self.split, self.seed = t.seq_len, split, seed
         self.encode = tokenizer.encode
-        train_lexicon, held_out = split_lexicon(every=settings.held_out_every)
-        self.lexicon = train_lexicon if split == TRAIN else held_out
-        self.perturbations = (settings.trained_perturbations if split == TRAIN
-                              else PERTURBATIONS)
+        self.lexicon, self.perturbations = settings.split(train=split == TRAIN)
         self.rows = self.shard_rows(t.batch_size, shard_index, shard_count)
         self.step = 0
 
