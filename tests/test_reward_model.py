@@ -18,7 +18,7 @@ from chorus.rl.task import Completion
 from chorus.vocab import VocabLayout
 from data_pipelines.personas import answer, split_lexicon
 from data_pipelines.tokenizer import TOKENIZER_FILENAME, TextTokenizer
-from experiments.judge.labels import PERTURBATIONS, make_pair
+from experiments.judge.labels import PERTURBATIONS, consistent_and_perturbed, make_pair
 from experiments.judge.prompt import judge_prompt
 from experiments.reward_model.experiment import (
     CENTER_WEIGHT,
@@ -27,7 +27,6 @@ from experiments.reward_model.experiment import (
     PairBatches,
     bradley_terry_loss,
     build,
-    consistent_and_perturbed,
     reward_model_loss,
 )
 from experiments.reward_model.scoring import RewardModelScorer

@@ -82,6 +82,12 @@ class PairExample:
     rationale: str
 
 
+def consistent_and_perturbed(pair: PairExample) -> tuple[str, str]:
+    """The pair's two answers, the consistent one first."""
+    return (pair.answer_a, pair.answer_b) if pair.better == "a" else (pair.answer_b,
+                                                                      pair.answer_a)
+
+
 def _pick(rng: np.random.Generator, items):
     return items[int(rng.integers(len(items)))]
 

@@ -127,6 +127,7 @@ class DialogueRegime:
                 return Skip("ambiguous_request", f"{record.id}: {record.text!r} has no card "
                                                  "but asks a persona question")
             part = 2 if self.cards == "held_out" else 1
+            # 7: a stream of its own, apart from the dialogue turns' [id, part] cards
             rng = (ex.rng if self.cards == "corpus" and ex.rng is not None else
                    np.random.default_rng([zlib.crc32(record.id.encode()), part, 7]))
             persona = sample_persona(rng, split_lexicon(every=self.held_out_every)[part - 1])

@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipelines.personas import split_lexicon
-from experiments.judge.labels import PERTURBATIONS, make_pair
-from experiments.reward_model.experiment import consistent_and_perturbed
+from experiments.judge.labels import PERTURBATIONS, consistent_and_perturbed, make_pair
 from experiments.reward_model.scoring import RewardModelScorer
 from experiments.reward_model.settings import RewardModelSettings
 

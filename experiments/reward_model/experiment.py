@@ -32,19 +32,13 @@ from chorus.training.experiment import Experiment, GlobalRowBatches
 from chorus.vocab import VocabLayout
 from data_pipelines.tokenizer import TextTokenizer, tokenizer_assets
 from experiments.judge.experiment import load_tokenizer
-from experiments.judge.labels import PairExample, make_pair
+from experiments.judge.labels import PairExample, consistent_and_perturbed, make_pair
 from experiments.judge.prompt import judge_prompt
 from experiments.reward_model.scoring import exchange_rewards, exchange_rows
 from experiments.reward_model.settings import RewardModelSettings, reward_model_settings
 
 TRAIN, EVAL = 0, 1  # the rng stream of each split
 CENTER_WEIGHT = 0.01
-
-
-def consistent_and_perturbed(pair: PairExample) -> tuple[str, str]:
-    """The pair's two answers, the consistent one first."""
-    return (pair.answer_a, pair.answer_b) if pair.better == "a" else (pair.answer_b,
-                                                                      pair.answer_a)
 
 
 class PairBatches(GlobalRowBatches):
