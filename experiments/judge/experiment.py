@@ -34,7 +34,6 @@ from experiments.judge.labels import (
 )
 from experiments.judge.prompt import VERDICTS, example_stream, pair_stream
 from experiments.judge.settings import (
-    JudgeSettings,
     PersonaLabelSettings,
     judge_settings,
     tokenizer_path,
@@ -81,10 +80,12 @@ def stream_row(stream: Stream, seq_len: int, layout: VocabLayout) -> dict[str, n
             "positions": np.where(valid, np.arange(seq_len), 0).astype(np.int32)}
 
 
-class JudgeBatches(GlobalRowBatches):
-    """Generated judge rows; row r of step s draws from default_rng([seed, split, s, r])."""
+class PersonaLabelBatches(GlobalRowBatches):
+    """Rows generated from persona labels, this host's share of the global batch; row r of
+    step s draws from default_rng([seed, split, s, r]) (`row_rng`). Subclasses implement
+    `_row`: the judge's streams here, the reward model's pairs."""
 
-    def __init__(self, config: Config, settings: JudgeSettings, tokenizer: TextTokenizer,
+    def __init__(self, config: Config, settings: PersonaLabelSettings, tokenizer: TextTokenizer,
                  split: int, shard_index: int = 0, shard_count: int = 1, seed: int = 0):
         t = config.train
         if t.batch_size % shard_count:
@@ -97,10 +98,17 @@ class JudgeBatches(GlobalRowBatches):
         self.rows = self.shard_rows(t.batch_size, shard_index, shard_count)
         self.step = 0
 
+    def row_rng(self, step: int, row: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.split, step, row])
+
+
+class JudgeBatches(PersonaLabelBatches):
+    """Generated judge rows: pointwise examples and, with pairwise_fraction, pairs."""
+
     def example(self, step: int, row: int):
         """The example of global row `row` at `step`: pairwise with pairwise_fraction."""
         s = self.settings
-        rng = np.random.default_rng([self.seed, self.split, step, row])
+        rng = self.row_rng(step, row)
         if rng.random() < s.pairwise_fraction:
             kind = self.perturbations[int(rng.integers(len(self.perturbations)))]
             return make_pair(rng, kind, self.lexicon)

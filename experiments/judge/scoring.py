@@ -56,8 +56,22 @@ def _verdict_logits(model: UnifiedAudioLM, params, rows: dict) -> jax.Array:
     return jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
 
 
-def _round_up(n: int) -> int:
+def round_up(n: int) -> int:
+    """A row width for `n` tokens: a multiple of WIDTH_MULTIPLE."""
     return max(WIDTH_MULTIPLE, -(-n // WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
+
+
+def padded_rows(sequences: Sequence[np.ndarray], width: int, pad_id: int) -> dict:
+    """Id sequences as right-padded rows: tokens, positions, segment_ids [R, width] and last
+    [R] (the index of each row's last token). ValueError when one is longer than `width`."""
+    longest = max((len(x) for x in sequences), default=0)
+    if longest > width:
+        raise ValueError(f"expected exchanges of <= {width} tokens, got {longest}")
+    tokens, lengths = rollout.stack_ids(list(sequences), width, pad_id)
+    valid = np.arange(width)[None, :] < lengths[:, None]
+    return {"tokens": tokens, "segment_ids": valid.astype(np.int32),
+            "positions": np.where(valid, np.arange(width)[None, :], 0).astype(np.int32),
+            "last": (lengths - 1).astype(np.int32)}
 
 
 class JudgeScorer:
@@ -136,7 +150,7 @@ class JudgeScorer:
         verdict_id = self.layout.special("<verdict>")
         if not self.settings.rationale:
             return [np.asarray([verdict_id], np.int32) for _ in prompts]
-        ids, lengths = rollout.stack_ids(prompts, _round_up(max(len(p) for p in prompts)),
+        ids, lengths = rollout.stack_ids(prompts, round_up(max(len(p) for p in prompts)),
                                          self.layout.pad_id)
         decode = DecodeConfig(max_new_tokens=self.settings.max_rationale_tokens,
                               temperature=0.0 if k == 0 else self.settings.sample_temperature)
@@ -153,12 +167,8 @@ class JudgeScorer:
 
     def _last_logprobs(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Log-softmax at each sequence's last token, [R, V] (teacher-forced, padded rows)."""
-        width = _round_up(max(len(x) for x in sequences))
-        tokens, lengths = rollout.stack_ids(sequences, width, self.layout.pad_id)
-        valid = np.arange(width)[None, :] < lengths[:, None]
-        rows = {"tokens": tokens, "segment_ids": valid.astype(np.int32),
-                "positions": np.where(valid, np.arange(width)[None, :], 0).astype(np.int32),
-                "last": (lengths - 1).astype(np.int32)}
+        rows = padded_rows(sequences, round_up(max(len(x) for x in sequences)),
+                           self.layout.pad_id)
         return np.asarray(rollout.on_params_mesh(_verdict_logits, self.model, self.params, rows))
 
     def _text(self, rationale: np.ndarray) -> str:

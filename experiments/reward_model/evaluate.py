@@ -16,7 +16,7 @@ import numpy as np
 
 from data_pipelines.personas import split_lexicon
 from experiments.judge.labels import PERTURBATIONS, consistent_and_perturbed, make_pair
-from experiments.reward_model.scoring import RewardModelScorer
+from experiments.reward_model.scoring import RewardModelScorer, sigmoid
 from experiments.reward_model.settings import RewardModelSettings
 
 SPLITS = ("train_personas", "held_out_personas")
@@ -33,7 +33,6 @@ def pair_table(scorer: RewardModelScorer, settings: RewardModelSettings, lexicon
         cards, questions = [p.persona.card() for p in pairs], [p.question for p in pairs]
         r_good = scorer.rewards(cards, questions, list(good))
         r_bad = scorer.rewards(cards, questions, list(bad))
-        sigmoid = lambda r: 1.0 / (1.0 + np.exp(-r))  # noqa: E731
         table[kind] = {"accuracy": float(np.mean(r_good > r_bad)),
                        "mean_reward_consistent": float(sigmoid(r_good).mean()),
                        "mean_reward_perturbed": float(sigmoid(r_bad).mean()),

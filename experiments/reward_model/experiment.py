@@ -28,37 +28,25 @@ from chorus.model.flops import backbone_train_flops
 from chorus.model.unified import UnifiedAudioLM
 from chorus.rl.value_head import init_value_head
 from chorus.training.evaluation import evaluate_loss
-from chorus.training.experiment import Experiment, GlobalRowBatches
+from chorus.training.experiment import Experiment
 from chorus.vocab import VocabLayout
-from data_pipelines.tokenizer import TextTokenizer, tokenizer_assets
-from experiments.judge.experiment import load_tokenizer
+from data_pipelines.tokenizer import tokenizer_assets
+from experiments.judge.experiment import PersonaLabelBatches, load_tokenizer
 from experiments.judge.labels import PairExample, consistent_and_perturbed, make_pair
 from experiments.judge.prompt import judge_prompt
-from experiments.reward_model.scoring import exchange_rewards, exchange_rows
-from experiments.reward_model.settings import RewardModelSettings, reward_model_settings
+from experiments.judge.scoring import padded_rows
+from experiments.reward_model.scoring import exchange_rewards
+from experiments.reward_model.settings import reward_model_settings
 
 TRAIN, EVAL = 0, 1  # the rng stream of each split
 CENTER_WEIGHT = 0.01
 
 
-class PairBatches(GlobalRowBatches):
-    """Generated pairs; row r of step s draws from default_rng([seed, split, s, r])."""
-
-    def __init__(self, config: Config, settings: RewardModelSettings, tokenizer: TextTokenizer,
-                 split: int, shard_index: int = 0, shard_count: int = 1, seed: int = 0):
-        t = config.train
-        if t.batch_size % shard_count:
-            raise ConfigError(f"train.batch_size: expected a multiple of the {shard_count} "
-                              f"hosts, got {t.batch_size}")
-        self.layout = VocabLayout.from_model_config(config.model)
-        self.seq_len, self.split, self.seed = t.seq_len, split, seed
-        self.encode = tokenizer.encode
-        self.lexicon, self.perturbations = settings.split(train=split == TRAIN)
-        self.rows = self.shard_rows(t.batch_size, shard_index, shard_count)
-        self.step = 0
+class PairBatches(PersonaLabelBatches):
+    """Generated pairs of the trained perturbation types (every type at eval)."""
 
     def pair(self, step: int, row: int) -> PairExample:
-        rng = np.random.default_rng([self.seed, self.split, step, row])
+        rng = self.row_rng(step, row)
         kind = self.perturbations[int(rng.integers(len(self.perturbations)))]
         return make_pair(rng, kind, self.lexicon)
 
@@ -68,7 +56,7 @@ class PairBatches(GlobalRowBatches):
         prompts = [judge_prompt(self.layout, self.encode, card, p.question, a)
                    for a in consistent_and_perturbed(p)]
         try:
-            return exchange_rows(prompts, self.seq_len, self.layout.pad_id)
+            return padded_rows(prompts, self.seq_len, self.layout.pad_id)
         except ValueError as e:
             raise ConfigError(f"train.seq_len: {e}") from None
 

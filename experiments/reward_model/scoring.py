@@ -21,22 +21,8 @@ from chorus.rl import rollout, value_head
 from chorus.vocab import VocabLayout
 from data_pipelines.tokenizer import TextTokenizer
 from experiments.judge.prompt import judge_prompt
+from experiments.judge.scoring import padded_rows, round_up
 from experiments.reward_model.settings import RewardModelSettings
-
-WIDTH_MULTIPLE = 16  # scoring rows are padded to this, so it compiles for few widths
-
-
-def exchange_rows(prompts: Sequence[np.ndarray], width: int, pad_id: int) -> dict:
-    """Prompts as padded rows: tokens, positions, segment_ids [R, width] and last [R] (the
-    index of each row's last token). ValueError when one is longer than `width`."""
-    longest = max((len(p) for p in prompts), default=0)
-    if longest > width:
-        raise ValueError(f"expected exchanges of <= {width} tokens, got {longest}")
-    tokens, lengths = rollout.stack_ids(list(prompts), width, pad_id)
-    valid = np.arange(width)[None, :] < lengths[:, None]
-    return {"tokens": tokens, "segment_ids": valid.astype(np.int32),
-            "positions": np.where(valid, np.arange(width)[None, :], 0).astype(np.int32),
-            "last": (lengths - 1).astype(np.int32)}
 
 
 def exchange_rewards(model: UnifiedAudioLM, params, rows: dict) -> jax.Array:
@@ -71,13 +57,16 @@ class RewardModelScorer:
         for start in range(0, n, size):
             chunk = prompts[start: start + size]
             padded = chunk + [chunk[-1]] * (size - len(chunk))  # one compiled batch size
-            width = max(WIDTH_MULTIPLE, -(-max(map(len, padded)) // WIDTH_MULTIPLE)
-                        * WIDTH_MULTIPLE)
-            rows = exchange_rows(padded, width, self.layout.pad_id)
+            rows = padded_rows(padded, round_up(max(map(len, padded))), self.layout.pad_id)
             scores = rollout.on_params_mesh(_scores, self.model, self.params, rows)
             out.append(np.asarray(scores, np.float64)[:len(chunk)])
         return np.concatenate(out) if out else np.zeros(0)
 
     def reward(self, cards: Sequence[str], questions: Sequence[str],
                answers: Sequence[str]) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.rewards(cards, questions, answers)))
+        return sigmoid(self.rewards(cards, questions, answers))
+
+
+def sigmoid(r: np.ndarray) -> np.ndarray:
+    """A score as the RL reward, in (0, 1)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(r)))
