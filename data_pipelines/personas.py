@@ -29,6 +29,7 @@ QUESTION_KINDS = ("name", "age", "home", "job", "likes")
 # A request no card fact answers (a command, a general question): the persona declines it in
 # its own style (`decline`), neither answering nor stepping out of character.
 OUT_OF_SCOPE = "out_of_scope"
+AGES = range(18, 90)  # a card's age is one of these (sample_persona)
 
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "name": ("What is your name?", "Who am I talking to?", "What should I call you?"),
@@ -126,7 +127,7 @@ def sample_persona(rng: np.random.Generator, lexicon: Lexicon = DEFAULT_LEXICON)
         return words[int(rng.integers(len(words)))]
 
     likes = rng.choice(len(lexicon.likes), size=2, replace=False)
-    return Persona(name=pick(lexicon.names), age=int(rng.integers(18, 90)),
+    return Persona(name=pick(lexicon.names), age=int(rng.integers(AGES.start, AGES.stop)),
                    home=pick(lexicon.places), job=pick(lexicon.jobs),
                    likes=(lexicon.likes[int(likes[0])], lexicon.likes[int(likes[1])]),
                    style=pick(lexicon.styles))
@@ -157,6 +158,26 @@ def answer(persona: Persona, kind: str) -> str:
 def decline(persona: Persona) -> str:
     """The persona's in-character answer to an out-of-scope request."""
     return DECLINES[persona.style]
+
+
+def every_answer(lexicon: Lexicon = DEFAULT_LEXICON) -> tuple[str, ...]:
+    """Every answer a card of `lexicon` can give (each style, question kind and fact, and each
+    style's decline), sorted: what a model that speaks its answers needs the speech of."""
+    base = Persona(lexicon.names[0], AGES.start, lexicon.places[0], lexicon.jobs[0],
+                   (lexicon.likes[0], lexicon.likes[1]), lexicon.styles[0])
+    facts = {"name": [{"name": n} for n in lexicon.names],
+             "age": [{"age": a} for a in AGES],
+             "home": [{"home": h} for h in lexicon.places],
+             "job": [{"job": j} for j in lexicon.jobs],
+             "likes": [{"likes": (a, b)} for a in lexicon.likes for b in lexicon.likes
+                       if a != b]}
+    out = set()
+    for style in lexicon.styles:
+        persona = dataclasses.replace(base, style=style)
+        out.add(decline(persona))
+        for kind, changes in facts.items():
+            out.update(answer(dataclasses.replace(persona, **c), kind) for c in changes)
+    return tuple(sorted(out))
 
 
 def sample_exchange(rng: np.random.Generator,

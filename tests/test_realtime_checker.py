@@ -96,6 +96,28 @@ def test_persona_rewards_are_the_checker_per_completion():
         mix(refs, _completions(texts, layout), references=None)
 
 
+def test_judge_agreement_is_verdict_against_checker_per_answer():
+    from experiments.realtime.rewards import JudgeAgreement
+
+    config = load_config("cpu-tiny", [])
+    layout = VocabLayout.from_model_config(config.model)
+    refs = [json.dumps({"persona": PERSONA.card(), "question": "Where do you live?"})] * 4
+    # consistent, wrong fact, consistent, wrong style
+    texts = ["I reside in Riga.", "I reside in Oslo.", "I reside in Riga.",
+             "Oh, I live in Riga, and I love it!"]
+    seen = {}
+
+    def judge(prompts, completions, *, references=None):
+        seen["texts"], seen["refs"] = [c.text for c in completions], references
+        return np.array([0.9, 0.7, 0.2, 0.5])  # yes, yes (fooled), no (too strict), no
+
+    got = JudgeAgreement(judge)(refs, _completions(texts, layout), references=refs)
+    np.testing.assert_array_equal(got, [1, 0, 0, 1])
+    assert seen == {"texts": texts, "refs": refs}
+    with pytest.raises(Exception, match="rewards.judge_agreement.run"):
+        RewardMix(RewardMixConfig.from_mapping({"judge_agreement": {"weight": 0}}), config)
+
+
 def test_interaction_rules_score_length_repetition_and_a_clean_end():
     end = 7
     assert rule_scores("I reside in Riga.", np.array([1, end]), end, 16) == (1, 1, 1)

@@ -70,7 +70,7 @@ def test_grpo_against_the_judge_logs_the_checker_it_is_not_trained_on(
                              "train.checkpoint_every=1000", "train.eval_every=1000",
                              "experiment.max_rationale_tokens=4")]) == 0
     rewards = (f"experiment.rewards={{judge: {{weight: 1, run: {judge}}}, persona_rules: 0.5, "
-               "persona_fact: 0}")
+               f"persona_fact: 0, judge_agreement: {{weight: 0, run: {judge}}}}}")
     workdir = tmp_path / "grpo"
     argv = ["--experiment", "realtime", "--algo", "grpo", "--workdir", str(workdir),
             "--init-from", str(sft_run), "--quiet",
@@ -83,6 +83,7 @@ def test_grpo_against_the_judge_logs_the_checker_it_is_not_trained_on(
         assert 0 < final[f"{when}/heldout/greedy/reward/judge"] < 1
         assert final[f"{when}/heldout/greedy/reward/persona_fact"] in (0, 0.5, 1)
         assert 0 <= final[f"{when}/heldout/greedy/reward/persona_rules"] <= 1
+        assert final[f"{when}/heldout/greedy/reward/judge_agreement"] in (0, 0.5, 1)
     with open(workdir / "metrics.jsonl") as f:
         steps = [json.loads(line) for line in f if '"reward/persona_fact"' in line]
     assert steps  # the weight-0 checker is logged during training too

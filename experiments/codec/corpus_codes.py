@@ -87,7 +87,7 @@ def encode_split(codec: Codec, data_dir: str, dataset: str,
     except CacheError:
         pass  # missing, or left incomplete by a killed run: (re)write it
     if jax.process_index() != 0:
-        return _wait_for(data_dir, key, split), False
+        return wait_for_cache(data_dir, key, split), False
     source = open_source(dataset, data_dir, split)
     cfg = codec.cfg
     cache = write_record_cache(
@@ -100,11 +100,14 @@ def encode_split(codec: Codec, data_dir: str, dataset: str,
     return cache, True
 
 
-def _wait_for(data_dir: str, key: str, split: str, timeout_s: float = 3600.0) -> RecordCache:
+def wait_for_cache(data_dir: str, key: str, split: str, hint: str = HINT,
+                   timeout_s: float = 3600.0) -> RecordCache:
+    """The cache another process is writing, once its meta lands (CacheError after
+    timeout_s)."""
     began = time.monotonic()
     while True:
         try:
-            return RecordCache.open(data_dir, key, split, hint=HINT)
+            return RecordCache.open(data_dir, key, split, hint=hint)
         except CacheError:
             if time.monotonic() - began > timeout_s:
                 raise

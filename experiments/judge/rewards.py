@@ -50,11 +50,11 @@ class JudgeReward:
         self.scorer, self.samples = scorer, samples
 
     @classmethod
-    def build(cls, config: Config, *, run: str | None = None,
-              samples: int | None = None) -> JudgeReward:
+    def build(cls, config: Config, *, run: str | None = None, samples: int | None = None,
+              component: str = "judge") -> JudgeReward:
         """The judge trained in `run` (`chorus train --experiment judge`): its backbone, its
         settings (rationale or not) and its tokenizer asset. samples: K rationales (default:
-        the run's experiment.reward_samples)."""
+        the run's experiment.reward_samples); errors name rewards.<component>.*."""
         from chorus.model.unified import UnifiedAudioLM
         from chorus.training.init_from import load_exported
         from chorus.vocab import VocabLayout
@@ -62,11 +62,12 @@ class JudgeReward:
         from experiments.judge.scoring import JudgeScorer
         from experiments.judge.settings import judge_settings
 
-        field = "rewards.judge.run"
+        field = f"rewards.{component}.run"
         if not isinstance(run, str) or not run:
             raise ConfigError(f"{field}: expected the run directory of a judge run, got {run!r}")
         if samples is not None and (not isinstance(samples, int) or samples < 0):
-            raise ConfigError(f"rewards.judge.samples: expected an int >= 0, got {samples!r}")
+            raise ConfigError(f"rewards.{component}.samples: expected an int >= 0, got "
+                              f"{samples!r}")
         loaded = load_exported(run, field)
         if loaded.experiment.name != "judge":
             raise ConfigError(f"{field}: expected a judge run, got a {loaded.experiment.name!r} "

@@ -1,13 +1,17 @@
 """Realtime spoken dialogue: the dialogue regime, its SFT and RL, and the streaming session.
 
     regime.py    DialogueRegime: <chat> <persona> card <user> <audio>xN <assistant> answer
-                 <tts_start> (the data pipeline's dialogue turns)
+                 <tts_start> [codes <tts_end>] (the data pipeline's dialogue turns)
+    answer_speech.py  every persona answer spoken (eSpeak NG) and encoded by a codec once,
+                 cached beside the corpus: the codes of the spoken answer
     settings.py  RealtimeSettings / RealtimeRLSettings (`--set experiment.<field>=...`)
     experiment.py `chorus train --experiment realtime`: SFT on the dialogue turns (from an ASR
                  run's backbone: experiment.backbone_from), the persona table as its eval
     checker.py   the exact persona checker (fact, style, in character) of an answer
     turns.py     dialogue turns as prompts; text answers read back
     evaluate.py  greedy answers -> the persona table (`chorus eval`)
+    spoken.py    held-out turns through the session -> the spoken table (`chorus eval`): the
+                 answers' audio judged (ASR CER, codec CTC CER, speaker similarity, latency)
     rewards.py   persona_fact, persona_consistent (the checker), persona_rules
     rl.py        `chorus rl --experiment realtime --algo grpo|dpo|ppo` (judge reward + rules)
     streaming_mel.py  log-mel of a stream, frame-exact with chorus.audio.mel.log_mel

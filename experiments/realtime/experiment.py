@@ -1,17 +1,20 @@
 """`chorus train --experiment realtime`: the dialogue SFT of the realtime policy (text side).
 
     data     the corpus' dialogue turns (DialogueRegime through data_pipelines): the card,
-             the user's question as audio, the answer as text, then <tts_start>; with
+             the user's question as audio, the answer as text, then <tts_start>, and with
+             experiment.codec_run the spoken answer: its codes (answer_speech.py) and
+             <tts_end>; with
              experiment.fresh_cards (default 1) each turn's card is a fresh one of the
              training names and places, its answer re-derived; experiment.out_of_scope of
              the other utterances as out-of-scope requests, declined in character
     model    the shared backbone {"backbone"}; `experiment.backbone_from` starts it from an
              ASR run's (its encoder already hears speech)
-    loss     CE on the answer + <tts_start> (chorus.training.lm_loss)
+    loss     CE on the answer + <tts_start> [+ codes + <tts_end>] (chorus.training.lm_loss)
     evaluate the loss on the eval split, then the persona table (evaluate.py) on
              experiment.eval_splits with corpus cards and with held-out cards, and on their
-             out-of-scope requests (held-out cards), written to
-             <workdir>/eval/realtime_eval.{json,md}
+             out-of-scope requests (held-out cards), and with a codec_run the spoken table
+             (spoken.py: held-out turns streamed through the session, the answers' audio
+             judged), written to <workdir>/eval/realtime_eval.{json,md}
     assets   the tokenizer, so inference needs the run directory alone
 
     chorus train --experiment realtime --preset cpu-tiny --workdir runs/realtime \
@@ -24,7 +27,7 @@ import os
 
 import jax
 
-from chorus.config import Config
+from chorus.config import Config, ConfigError
 from chorus.model.factory import backbone_init
 from chorus.model.flops import backbone_train_flops
 from chorus.model.unified import UnifiedAudioLM
@@ -38,6 +41,16 @@ from experiments.asr.experiment import corpus_tokenizer
 from experiments.asr.settings import data_dir
 from experiments.realtime.regime import DialogueRegime
 from experiments.realtime.settings import RealtimeSettings, realtime_settings
+
+
+def spoken_answers(settings: RealtimeSettings, layout: VocabLayout):
+    """The spoken-answer cache of experiment.codec_run (built on first use), or None."""
+    if not settings.codec_run:
+        return None
+    from experiments.realtime.answer_speech import answer_speech
+
+    return answer_speech(settings.codec_run, data_dir(settings), settings.answer_voice,
+                         layout.num_audio_codes)
 
 
 def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
@@ -56,7 +69,8 @@ def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
     def train_iterator(shard_index: int, shard_count: int, seed: int):
         regime = DialogueRegime(fresh_cards=settings.fresh_cards,
                                 held_out_every=settings.held_out_every,
-                                out_of_scope=settings.out_of_scope)
+                                out_of_scope=settings.out_of_scope,
+                                answer_codes=spoken_answers(settings, layout))
         return make_train_iterator(regime=regime, split=settings.train_split,
                                    batch_size=t.batch_size // shard_count, seed=seed,
                                    shard_index=shard_index, shard_count=shard_count,
@@ -64,7 +78,8 @@ def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
 
     def eval_iterator(shard_index: int, shard_count: int, seed: int):
         # One ordered pass: the same eval batches every time.
-        return make_train_iterator(regime=DialogueRegime(), split=settings.eval_split,
+        regime = DialogueRegime(answer_codes=spoken_answers(settings, layout))
+        return make_train_iterator(regime=regime, split=settings.eval_split,
                                    batch_size=t.batch_size // shard_count, seed=seed,
                                    shard_index=shard_index, shard_count=shard_count,
                                    num_epochs=1, shuffle=False, **base())
@@ -92,14 +107,47 @@ def persona_eval(config: Config, settings: RealtimeSettings, model: UnifiedAudio
         examples = dialogue_examples(config, settings, split, settings.eval_examples,
                                      "held_out", out_of_scope=True)
         tables[f"{split}, out of scope"] = persona_table(responder.answers(examples), examples)
+    report, markdown = {"persona": tables}, report_markdown(tables)
+    if settings.codec_run:
+        report["spoken"] = spoken_eval(config, settings, model, backbone, tokenizer)
+        from experiments.realtime.spoken import spoken_markdown
+
+        markdown += "\n" + spoken_markdown(report["spoken"])
     if jax.process_index() == 0:
-        write_json(os.path.join(workdir, "eval", "realtime_eval.json"), {"persona": tables})
-        write_text(os.path.join(workdir, "eval", "realtime_eval.md"), report_markdown(tables))
-    return {"persona": tables}
+        write_json(os.path.join(workdir, "eval", "realtime_eval.json"), report)
+        write_text(os.path.join(workdir, "eval", "realtime_eval.md"), markdown)
+    return report
+
+
+def spoken_eval(config: Config, settings: RealtimeSettings, model: UnifiedAudioLM, backbone,
+                tokenizer) -> dict:
+    """The spoken table (spoken.py) of experiment.spoken_eval_examples held-out turns of
+    eval_splits[0], through the session and experiment.codec_run's codec."""
+    from chorus.codec.pipeline import Codec
+    from experiments.realtime.spoken import spoken_table
+    from experiments.realtime.turns import dialogue_examples
+    from experiments.tts.judges import ChorusAsrJudge
+
+    layout = VocabLayout.from_model_config(config.model)
+    examples = dialogue_examples(config, settings, settings.eval_splits[0],
+                                 settings.spoken_eval_examples, "held_out")
+    # The session and the codec run per utterance on one device with no mesh in context (as
+    # `Codec.load` places the codec), not on the checkpoint's training mesh.
+    backbone = jax.device_put(backbone, jax.local_devices()[0])
+    with jax.set_mesh(None):
+        cache = spoken_answers(settings, layout)
+        codec = Codec.load(os.path.expanduser(settings.codec_run))
+        asr = ChorusAsrJudge.load(settings.asr_run) if settings.asr_run else None
+        return spoken_table(model, backbone, tokenizer, codec, examples, cache, asr,
+                            settings.max_answer_tokens, settings.max_answer_codes)
 
 
 def build(config: Config) -> Experiment:
     settings = realtime_settings(config)
+    if settings.codec_run and config.audio.chunk_size <= 0:
+        raise ConfigError(f"audio.chunk_size: expected > 0 with experiment.codec_run (the "
+                          f"spoken table streams the question through the session's "
+                          f"chunked-causal encoder), got {config.audio.chunk_size}")
     layout = VocabLayout.from_model_config(config.model)
     model = UnifiedAudioLM(config)
     backbone = backbone_init(model, config)

@@ -1,10 +1,12 @@
 """Realtime spoken dialogue: the supervised dialogue-turn regime the realtime mode builds on.
 
     prompt   <chat> <persona> card ... <user> <audio>xN <assistant>
-    target   answer ... <tts_start>            supervised (loss_mask marks these positions)
+    target   answer ... <tts_start> [codes ... <tts_end>]      supervised (loss_mask)
 
 The text answer (the inner monologue) ends where the spoken answer begins: `<tts_start>`,
-the token the streaming session (session.py) and the RL task stop the text at.
+the token the RL task stops the text at. With `answer_codes` (answer_speech.py: every persona
+answer spoken and encoded by a codec) the spoken answer follows: its codes, then `<tts_end>`,
+what the streaming session (session.py) decodes and speaks.
 
 A record is a dialogue turn when its persona card is non-empty (`chorus data synth` makes
 15 % of train/validation/test such turns: a persona question as audio, the card and the
@@ -12,8 +14,7 @@ answer as text); `DialogueRegime.accepts` keeps those, and with `out_of_scope` a
 corpus' other utterances (commands, facts, questions no card answers) as **out-of-scope
 requests**: a fresh card, the user's utterance as audio, and the persona's in-character
 decline (`personas.decline`) as the answer. `chorus train --experiment realtime`
-(experiment.py) trains on these streams; the spoken answer (codes after <tts_start>) has no
-data yet.
+(experiment.py) trains on these streams.
 
     from data_pipelines import make_train_iterator
     it = make_train_iterator(DialogueRegime(), data_dir, "train", layout)
@@ -28,10 +29,12 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from data_pipelines.personas import answer, decline, sample_persona, split_lexicon
+from data_pipelines.record_cache import RecordCache
 from data_pipelines.records import Skip
 from data_pipelines.regime import ExampleInputs
 from data_pipelines.sources import DEFAULT_FIELDS, FieldMap
 from data_pipelines.streams import Stream, assemble, audio_placeholders, ids
+from experiments.realtime.answer_speech import answer_codes
 from experiments.realtime.checker import OUT_OF_SCOPE, request_kind
 
 CARDS = ("corpus", "train", "held_out")
@@ -73,6 +76,9 @@ class DialogueRegime:
                     ("ambiguous_request"), it is not out of scope
       scope         "all": dialogue turns and the out-of-scope requests; "out_of_scope":
                     only the latter (their evaluation)
+      answer_codes  None: the target ends at <tts_start>; a spoken-answer cache
+                    (answer_speech.py): the answer's codes and <tts_end> follow (an answer it
+                    lacks is skipped and counted, "missing_cache_entry")
     An out-of-scope request's card is always a fresh one (it has none in the corpus): of the
     training names and places (drawn anew each time in training), or with cards="held_out"
     of the held-out ones (seeded by the record id, as a dialogue turn's).
@@ -83,6 +89,7 @@ class DialogueRegime:
     held_out_every: int = 4
     out_of_scope: float = 0.0
     scope: Literal["all", "out_of_scope"] = "all"
+    answer_codes: RecordCache | None = None
 
     name: ClassVar[str] = "dialogue"
     audio_input: ClassVar[bool] = True
@@ -155,14 +162,22 @@ class DialogueRegime:
             return turn
         card, reply = turn
         s = ex.layout.special
+        spoken = []
+        if self.answer_codes is not None:
+            codes = answer_codes(self.answer_codes, reply)
+            if codes is None:
+                return Skip("missing_cache_entry", f"{ex.record.id}: no speech for the answer "
+                                                   f"{reply!r} in {self.answer_codes.path}")
+            spoken = [(ex.layout.audio_code_ids(codes), True), (ids(s("<tts_end>")), True)]
         return assemble([(ids(s("<chat>"), s("<persona>")), False),
                          (ex.encode(card), False), (ids(s("<user>")), False),
                          (audio_placeholders(ex.layout, len(ex.features)), False),
                          (ids(s("<assistant>")), False),
-                         (ex.encode(reply), True), (ids(s("<tts_start>")), True)],
+                         (ex.encode(reply), True), (ids(s("<tts_start>")), True), *spoken],
                         ex.layout.pad_id)
 
     def reference(self, ex: ExampleInputs) -> dict:
         card, reply = self.card_and_answer(ex)
         return {"reference_text": reply, "reference_ids": np.asarray(ex.encode(reply), np.int32),
-                "persona": card, "question": ex.record.text}
+                "persona": card, "question": ex.record.text,
+                "question_wave": ex.record.wave}

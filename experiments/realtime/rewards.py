@@ -5,6 +5,11 @@
     persona_rules        the interaction rules, each 0/1, averaged: the answer has
                          1..max_words words, repeats no word bigram, and ends cleanly
                          (its last id is <tts_start>: it handed over to speech before the cap)
+    judge_agreement      1 where the judge's verdict (reward > 0.5) and the checker's
+                         (consistent) agree on an answer, else 0: {weight: 0, run: JUDGE} logs
+                         their per-answer agreement, the measure of reward hacking (a policy
+                         that learns what fools the judge drives it down while both rewards'
+                         means may look fine)
 
 The first two are the exact persona checker (checker.py): the metric a policy trained on the
 judge is not trained on (`rewards={judge: ..., persona_fact: 0}` logs it at weight 0).
@@ -22,7 +27,7 @@ from chorus.audio.text import normalize_text
 from chorus.config import Config
 from chorus.rl.rewards import batch_references, register_reward
 from chorus.rl.task import Completion
-from experiments.judge.rewards import exchange_of
+from experiments.judge.rewards import JudgeReward, exchange_of
 from experiments.realtime.checker import check_answer
 
 REFERENCE = "JSON objects with 'persona' and 'question'"
@@ -74,3 +79,23 @@ class PersonaRules:
     def __call__(self, prompts, completions: Sequence[Completion], **_) -> np.ndarray:
         return np.array([np.mean(rule_scores(c.text, c.ids, self.end_id, self.max_words))
                          for c in completions], np.float64)
+
+
+@register_reward("judge_agreement")
+class JudgeAgreement:
+    def __init__(self, judge: JudgeReward):
+        self.judge = judge
+
+    @classmethod
+    def build(cls, config: Config, *, run: str | None = None,
+              samples: int | None = None) -> JudgeAgreement:
+        """The judge run's verdicts (as the `judge` component builds them) against the
+        checker's."""
+        return cls(JudgeReward.build(config, run=run, samples=samples,
+                                     component="judge_agreement"))
+
+    def __call__(self, prompts, completions: Sequence[Completion], *, references=None,
+                 **_) -> np.ndarray:
+        judged = self.judge(prompts, completions, references=references) > 0.5
+        consistent = [c.consistent for c in _checks("judge_agreement", completions, references)]
+        return (judged == np.asarray(consistent, bool)).astype(np.float64)

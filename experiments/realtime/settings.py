@@ -35,6 +35,18 @@ class RealtimeSettings:
     eval_splits: tuple[str, ...] = ("test",)
     eval_examples: int = 200
     max_answer_tokens: int = 32  # the text answer's cap (then <tts_start> is due)
+    # The spoken answer (answer_speech.py): a trained codec run. Set, every turn's target goes
+    # on after <tts_start> with the answer's codes (spoken by eSpeak in `answer_voice`,
+    # encoded by this codec, cached beside the corpus on first use) and <tts_end>; `chorus
+    # chat` speaks through it, and `chorus eval` adds the spoken table (spoken.py) of
+    # spoken_eval_examples held-out turns, streamed through the session, their codes capped
+    # at max_answer_codes; `asr_run` (an ASR run) judges their intelligibility beside the
+    # codec's own CTC head. Empty: text answers up to <tts_start>.
+    codec_run: str = ""
+    answer_voice: str = "en-us"
+    asr_run: str = ""
+    spoken_eval_examples: int = 32
+    max_answer_codes: int = 150
 
     def __post_init__(self):
         check(self.data_workers >= 0, "experiment.data_workers", "a number >= 0",
@@ -45,9 +57,14 @@ class RealtimeSettings:
               "experiment.held_out_every", "an int >= 2", self.held_out_every)
         check(0 <= self.out_of_scope <= 1, "experiment.out_of_scope", "a fraction in [0, 1]",
               self.out_of_scope)
+        from data_pipelines.voices import VOICES
+
+        check(self.answer_voice in {v.name for v in VOICES}, "experiment.answer_voice",
+              "a voice of data_pipelines.voices ('en-us', 'en-gb+f3', ...)", self.answer_voice)
         check(isinstance(self.eval_splits, tuple) and len(self.eval_splits) > 0,
               "experiment.eval_splits", "at least one split", self.eval_splits)
-        for name in ("eval_examples", "max_answer_tokens"):
+        for name in ("eval_examples", "max_answer_tokens", "spoken_eval_examples",
+                     "max_answer_codes"):
             value = getattr(self, name)
             check(isinstance(value, int) and value >= 1, f"experiment.{name}", "an int >= 1",
                   value)
