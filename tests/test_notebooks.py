@@ -15,7 +15,7 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 
 def test_there_are_notebooks_and_none_is_stored_with_outputs():
     assert {os.path.basename(p) for p in NOTEBOOKS} >= {"quickstart.ipynb", "tts.ipynb",
-                                                      "analysis.ipynb"}
+                                                      "analysis.ipynb", "realtime.ipynb"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:

@@ -1,5 +1,5 @@
-"""`chorus chat` (experiments/realtime/cli.py): the persona card's checks, and a tiny TTS run
-(a backbone that speaks <tts_start> codes) through the whole chat."""
+"""`chorus chat` (experiments/realtime/cli.py): the persona card's checks, before any run is
+loaded. The whole chat on a spoken realtime run: tests/test_realtime_spoken.py."""
 
 import json
 
@@ -56,27 +56,3 @@ def test_cli_rejects_a_bad_card_before_loading_a_run(tmp_path, capsys):
     assert chorus(["chat", "--workdir", "x", "--persona", str(tmp_path / "bad.json"), "--out",
                    str(tmp_path / "o"), str(wav)]) == 2
     assert "bad.json: expected JSON, got a parse error at line 1" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_chat_end_to_end_with_a_tiny_tts_run(tiny_tts_stack, tmp_path, capsys):
-    from chorus.codec.pipeline import Codec
-    from data_pipelines.synthesis import synthesize
-
-    voice = sorted(Codec.load(tiny_tts_stack["codec"], ("speaker",)).voices)[0]
-    questions = []
-    for k, text in enumerate(["Where do you live?", "What do you do for a living?"]):
-        wave, _ = synthesize(text)
-        questions.append(str(tmp_path / f"q{k}.wav"))
-        write_wav(questions[-1], wave)
-    out = tmp_path / "out"
-    rc = chorus(["chat", "--workdir", tiny_tts_stack["tts"], "--persona",
-                 _card(tmp_path, voice=voice), "--out", str(out), "--max-codes", "30",
-                 "--max-text-tokens", "4", "--set", "audio.chunk_size=4", *questions])
-    assert rc == 0, capsys.readouterr().err
-    report = json.loads((out / "latencies.json").read_text())
-    assert [t["turn"] for t in report["turns"]] == [0, 1]
-    for k, turn in enumerate(report["turns"]):
-        assert 0 < turn["first_audio_ms"] <= turn["answer_ms"]
-        assert (out / f"turn_{k}.txt").exists() and (out / f"turn_{k}.wav").stat().st_size > 44
-        assert 1 <= turn["codes"] <= 30 and turn["answer_seconds"] == turn["codes"] * 0.04

@@ -169,11 +169,17 @@ def test_spoken_sft_eval_and_chat_end_to_end(tiny_tts_stack, tmp_path, capsys):
     assert "| row | ASR CER | codec CTC CER | speaker sim | seconds |" in md
 
     voice = sorted(Codec.load(codec_run, ("speaker",)).voices)[0]
-    question = str(tmp_path / "q.wav")
-    write_wav(question, synthesize("Where do you live?")[0])
+    questions = []
+    for k, text in enumerate(["Where do you live?", "What do you do for a living?"]):
+        questions.append(str(tmp_path / f"q{k}.wav"))
+        write_wav(questions[-1], synthesize(text)[0])
     out = tmp_path / "chat"
     rc = chorus(["chat", "--workdir", str(workdir), "--persona", _card(tmp_path, voice=voice),
-                 "--out", str(out), "--max-codes", "12", "--max-text-tokens", "4", question])
+                 "--out", str(out), "--max-codes", "12", "--max-text-tokens", "4", *questions])
     assert rc == 0, capsys.readouterr().err
-    turn = json.loads((out / "latencies.json").read_text())["turns"][0]
-    assert 1 <= turn["codes"] <= 12 and (out / "turn_0.wav").stat().st_size > 44
+    report = json.loads((out / "latencies.json").read_text())
+    assert [t["turn"] for t in report["turns"]] == [0, 1]
+    for k, turn in enumerate(report["turns"]):
+        assert 0 < turn["first_audio_ms"] <= turn["answer_ms"]
+        assert (out / f"turn_{k}.txt").exists() and (out / f"turn_{k}.wav").stat().st_size > 44
+        assert 1 <= turn["codes"] <= 12 and turn["answer_seconds"] == turn["codes"] * 0.04

@@ -59,10 +59,11 @@ def test_sft_trains_on_dialogue_turns_and_reports_the_persona_table(sft_run):
     assert md.startswith("| split | turns | fact |") and "held-out cards" in md
 
 
-@pytest.mark.slow
-def test_grpo_against_the_judge_logs_the_checker_it_is_not_trained_on(
-        sft_run, tiny_asr_corpus, tmp_path):
-    judge = tmp_path / "judge"
+@pytest.fixture(scope="module")
+def judge_and_grpo(sft_run, tiny_asr_corpus, tmp_path_factory):
+    """A 1-step judge and a 1-step GRPO run against it from the SFT run: (judge, grpo)."""
+    root = tmp_path_factory.mktemp("realtime_rl")
+    judge = root / "judge"
     judge_sizes = [o for o in SIZES if not o.startswith("train.seq_len")]
     assert train_main(["--experiment", "judge", "--workdir", str(judge), "--data",
                        tiny_asr_corpus, "--quiet",
@@ -71,13 +72,20 @@ def test_grpo_against_the_judge_logs_the_checker_it_is_not_trained_on(
                              "experiment.max_rationale_tokens=4")]) == 0
     rewards = (f"experiment.rewards={{judge: {{weight: 1, run: {judge}}}, persona_rules: 0.5, "
                f"persona_fact: 0, judge_agreement: {{weight: 0, run: {judge}}}}}")
-    workdir = tmp_path / "grpo"
+    workdir = root / "grpo"
     argv = ["--experiment", "realtime", "--algo", "grpo", "--workdir", str(workdir),
             "--init-from", str(sft_run), "--quiet",
             *sets(*RUN, "train.steps=1", "experiment.group_size=2",
                   "experiment.rl_train_pool=4", "experiment.rl_eval_pool=2",
                   "experiment.eval_prompts=2", rewards)]
     assert rl_cli.main(argv) == 0  # data_dir comes from the --init-from run
+    return judge, workdir
+
+
+@pytest.mark.slow
+def test_grpo_against_the_judge_logs_the_checker_it_is_not_trained_on(judge_and_grpo,
+                                                                       tiny_asr_corpus):
+    _, workdir = judge_and_grpo
     final = json.loads((workdir / "final_metrics.json").read_text())
     for when in ("initial", "final"):
         assert 0 < final[f"{when}/heldout/greedy/reward/judge"] < 1
@@ -96,3 +104,18 @@ def test_grpo_against_the_judge_logs_the_checker_it_is_not_trained_on(
 @pytest.mark.slow
 def test_a_split_without_dialogue_turns_is_named(sft_run):
     assert eval_main(["--workdir", str(sft_run), "--set", "experiment.eval_splits=[test]"]) == 2
+
+
+@pytest.mark.slow
+def test_realtime_notebook_runs_on_the_tiny_runs(sft_run, judge_and_grpo, monkeypatch):
+    from test_notebooks import ROOT, _execute
+
+    judge, grpo = judge_and_grpo
+    text = _execute(f"{ROOT}/notebooks/realtime.ipynb",
+                    {"CHORUS_RT_SFT": str(sft_run), "CHORUS_RT_JUDGE": str(judge),
+                     "CHORUS_RT_RL": str(grpo)}, monkeypatch)
+    assert "card:      name: " in text and "checker:   fact " in text
+    assert text.count("    rationale: ") == 3 and text.count("p(yes)/(p(yes)+p(no)) = 0.") == 3
+    assert "averaged over 4 sampled rationales:" in text
+    assert "judge_agreement" in text and "initial held-out:" in text
+    assert "plotted 1 steps" in text
