@@ -3,8 +3,10 @@
 A stream is a list of parts `(ids, supervised)`; a mode's regime (its experiment module) says
 which parts, in which order. `assemble` turns them into the arrays the packer needs:
 `targets[i] = tokens[i + 1]` (pad after the last token) and `loss_mask[i] = 1` exactly when
-`targets[i]` belongs to a supervised part. The prompt (what a decoder is given at eval) is
-every token before the first supervised one.
+`targets[i]` belongs to a supervised part. `supervised` may also be a weight >= 0 (True = 1):
+`loss_mask[i]` is then that part's weight, and the loss, a mean weighted by the mask, gives
+the part that share (e.g. the realtime answer's speech codes beside its text). The prompt (what
+a decoder is given at eval) is every token before the first supervised one (weight > 0).
 
 Audio input enters a stream as `<audio>` placeholders, one per adaptor frame:
 `audio_placeholders(layout, num_mel_frames)` (N = num_audio_placeholders(frames)); the model
@@ -19,7 +21,7 @@ import numpy as np
 
 from chorus.vocab import VocabLayout, num_audio_placeholders
 
-Part = tuple[np.ndarray, bool]
+Part = tuple[np.ndarray, bool | float]  # (ids, supervised: a bool or a loss weight >= 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +43,14 @@ def audio_placeholders(layout: VocabLayout, num_mel_frames: int) -> np.ndarray:
 
 
 def assemble(parts: list[Part], pad_id: int) -> Stream:
+    for _, weight in parts:
+        if not float(weight) >= 0:  # also NaN
+            raise ValueError(f"stream part weight: expected a bool or a number >= 0, got "
+                             f"{weight!r}")
     tokens = np.concatenate([np.asarray(part, np.int32) for part, _ in parts])
-    supervised = np.concatenate([np.full(len(part), sup, bool) for part, sup in parts])
+    weights = np.concatenate([np.full(len(part), float(w), np.float32) for part, w in parts])
     targets = np.append(tokens[1:], np.int32(pad_id)).astype(np.int32)
-    loss_mask = np.append(supervised[1:], False).astype(np.float32)
+    loss_mask = np.append(weights[1:], 0.0).astype(np.float32)
+    supervised = weights > 0
     first_supervised = int(np.argmax(supervised)) if supervised.any() else len(tokens)
     return Stream(tokens, targets, loss_mask, prompt_length=first_supervised)

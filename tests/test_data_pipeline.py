@@ -420,3 +420,26 @@ def test_augmentation_is_seeded_and_only_touches_audio_inputs(records, tokenizer
                          cache=codes))
     tts_clean = next(_iterator(dropout, records, tokenizer_path, seed=7, cache=codes))
     _assert_same([tts], [tts_clean])
+
+
+def test_stream_parts_may_carry_a_loss_weight_and_the_loss_is_their_weighted_mean():
+    import jax.numpy as jnp
+
+    from chorus.model.losses import cross_entropy
+    from data_pipelines.streams import assemble, ids
+
+    stream = assemble([(ids(1, 2), False), (ids(3, 4), True), (ids(5, 6, 7), 0.25)], pad_id=0)
+    np.testing.assert_array_equal(stream.loss_mask, [0, 1, 1, 0.25, 0.25, 0.25, 0])
+    assert stream.prompt_length == 2
+    assert assemble([(ids(1), False), (ids(2), 0.0), (ids(3), 0.5)], 0).prompt_length == 2
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="stream part weight: expected a bool or a number"):
+            assemble([(ids(1), False), (ids(2), bad)], 0)
+    logits = np.random.default_rng(0).standard_normal((7, 9)).astype(np.float32)
+    nll = -np.log(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))[
+        np.arange(7), stream.targets]
+    loss, count = cross_entropy(jnp.asarray(logits), jnp.asarray(stream.targets),
+                                jnp.asarray(stream.loss_mask))
+    w = stream.loss_mask
+    np.testing.assert_allclose(float(loss), (w * nll).sum() / w.sum(), rtol=1e-6)
+    assert float(count) == w.sum()

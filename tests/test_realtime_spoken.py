@@ -108,6 +108,13 @@ def test_the_spoken_target_is_the_answer_then_its_codes_then_tts_end(tmp_path):
         np.concatenate([_encode("I reside in Oslo."), [s("<tts_start>")], codes,
                         [s("<tts_end>")]]))
     assert stream.prompt_length == text_only.prompt_length
+    weighted = DialogueRegime(answer_codes=cache, speech_weight=0.25).stream(ex)
+    spoken = slice(len(text_only.tokens) - 1, len(stream.tokens) - 1)  # codes + <tts_end>
+    np.testing.assert_array_equal(weighted.loss_mask[spoken], 0.25)
+    np.testing.assert_array_equal(weighted.loss_mask[:spoken.start], stream.loss_mask[
+        :spoken.start])
+    with pytest.raises(ValueError, match="DialogueRegime.speech_weight"):
+        DialogueRegime(speech_weight=0)
     ref = DialogueRegime(answer_codes=cache).reference(ex)
     np.testing.assert_array_equal(ref["question_wave"], record.wave)
     # a fresh card's answer the cache lacks is skipped and counted, never spoken wrong
@@ -124,6 +131,8 @@ def test_spoken_settings_are_checked():
 
     with pytest.raises(ConfigError, match="experiment.answer_voice"):
         RealtimeSettings(answer_voice="klingon")
+    with pytest.raises(ConfigError, match="experiment.speech_weight"):
+        RealtimeSettings(speech_weight=-1.0)
     with pytest.raises(ConfigError, match="experiment.max_answer_codes"):
         RealtimeSettings(max_answer_codes=0)
 
@@ -178,7 +187,7 @@ def test_spoken_sft_eval_and_chat_end_to_end(tiny_tts_stack, tmp_path, capsys):
                  "--out", str(out), "--max-codes", "12", "--max-text-tokens", "4", *questions])
     assert rc == 0, capsys.readouterr().err
     report = json.loads((out / "latencies.json").read_text())
-    assert [t["turn"] for t in report["turns"]] == [0, 1]
+    assert [t["turn"] for t in report["turns"]] == [0, 1] and report["warmup"] is True
     for k, turn in enumerate(report["turns"]):
         assert 0 < turn["first_audio_ms"] <= turn["answer_ms"]
         assert (out / f"turn_{k}.txt").exists() and (out / f"turn_{k}.wav").stat().st_size > 44

@@ -6,7 +6,9 @@
 Each question is streamed into the session in 80 ms chunks as a microphone would deliver it;
 its end is the end of speech (or, with --vad, the VAD's; the file's end if the VAD heard
 none). Writes DIR/turn_<k>.wav (the spoken answer), DIR/turn_<k>.txt (its text) and
-DIR/latencies.json (per turn: end of speech -> first audio sample and its break-down).
+DIR/latencies.json (per turn: end of speech -> first audio sample and its break-down). The
+first question is answered once by a throwaway session before the conversation starts, so the
+latencies are the model's, not XLA's first compiles (--no-warmup: keep them in turn 0).
 The run's backbone must speak text then <tts_start> codes, with a chunked-causal encoder
 (audio.chunk_size > 0; --set it for a run trained otherwise: it changes masks, not params).
 """
@@ -52,6 +54,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--vad", action="store_true", help="end turns by voice activity")
     parser.add_argument("--max-codes", type=int, default=250, help="answer length cap (codes)")
     parser.add_argument("--max-text-tokens", type=int, default=64, help="text cap")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="no throwaway first turn: turn 0's latency includes compiling")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override of the run's config")
     parser.add_argument("questions", nargs="+", help="question WAVs, one per turn")
@@ -83,23 +87,32 @@ def main(argv: list[str]) -> int:
     if card.voice not in codec.voices:
         return fail(f"{args.persona}: voice: expected one of the codec's voices "
                     f"{sorted(codec.voices)}, got {card.voice!r}")
+    def new_session():
+        return Session(model, params, tokenizer, codec, card.text(), card.voice, config)
+
+    def answer(session, wave):
+        for i in range(0, wave.size, CHUNK):
+            if session.turn_ready:
+                break  # the VAD ended the turn; the rest of the file is not this turn
+            session.push_audio(wave[i:i + CHUNK])
+        if not session.turn_ready:
+            session.end_turn()
+        return [e for e in session.respond()][-1].turn
+
+    session = None
     try:
-        session = Session(model, params, tokenizer, codec, card.text(), card.voice, config)
-    except ValueError as e:
-        return fail(e)
+        session = new_session()
+        if not args.no_warmup:
+            answer(new_session(), waves[0])
+    except ValueError as e:  # a context too small for the card and one turn; a silent file
+        return fail(e if session is None else f"{args.questions[0]}: {e}")
     os.makedirs(args.out, exist_ok=True)
     latencies = []
     for k, (path, wave) in enumerate(zip(args.questions, waves, strict=True)):
         try:
-            for i in range(0, wave.size, CHUNK):
-                if session.turn_ready:
-                    break  # the VAD ended the turn; the rest of the file is not this turn
-                session.push_audio(wave[i:i + CHUNK])
-            if not session.turn_ready:
-                session.end_turn()
+            turn = answer(session, wave)
         except ValueError as e:  # e.g. the VAD heard no speech in the file
             return fail(f"{path}: {e}")
-        turn = [e for e in session.respond()][-1].turn
         write_wav(os.path.join(args.out, f"turn_{k}.wav"), turn.wave)
         with open(os.path.join(args.out, f"turn_{k}.txt"), "w", encoding="utf-8") as f:
             f.write(turn.text + "\n")
@@ -109,5 +122,6 @@ def main(argv: list[str]) -> int:
         print(f"turn {k}: {turn.latency.first_audio_ms:.1f} ms to first audio, "
               f"{turn.wave.size / 16000:.2f} s answer: {turn.text!r}")
     with open(os.path.join(args.out, "latencies.json"), "w") as f:
-        json.dump({"turns": latencies, "evicted_turns": session.evicted}, f, indent=2)
+        json.dump({"turns": latencies, "evicted_turns": session.evicted,
+                   "warmup": not args.no_warmup}, f, indent=2)
     return 0

@@ -1,4 +1,4 @@
-"""`chorus train --experiment realtime`: the dialogue SFT of the realtime policy (text side).
+"""`chorus train --experiment realtime`: the dialogue SFT of the realtime policy.
 
     data     the corpus' dialogue turns (DialogueRegime through data_pipelines): the card,
              the user's question as audio, the answer as text, then <tts_start>, and with
@@ -70,7 +70,8 @@ def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
         regime = DialogueRegime(fresh_cards=settings.fresh_cards,
                                 held_out_every=settings.held_out_every,
                                 out_of_scope=settings.out_of_scope,
-                                answer_codes=spoken_answers(settings, layout))
+                                answer_codes=spoken_answers(settings, layout),
+                                speech_weight=settings.speech_weight)
         return make_train_iterator(regime=regime, split=settings.train_split,
                                    batch_size=t.batch_size // shard_count, seed=seed,
                                    shard_index=shard_index, shard_count=shard_count,
@@ -78,7 +79,8 @@ def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
 
     def eval_iterator(shard_index: int, shard_count: int, seed: int):
         # One ordered pass: the same eval batches every time.
-        regime = DialogueRegime(answer_codes=spoken_answers(settings, layout))
+        regime = DialogueRegime(answer_codes=spoken_answers(settings, layout),
+                                speech_weight=settings.speech_weight)
         return make_train_iterator(regime=regime, split=settings.eval_split,
                                    batch_size=t.batch_size // shard_count, seed=seed,
                                    shard_index=shard_index, shard_count=shard_count,

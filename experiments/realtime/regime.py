@@ -79,6 +79,8 @@ class DialogueRegime:
       answer_codes  None: the target ends at <tts_start>; a spoken-answer cache
                     (answer_speech.py): the answer's codes and <tts_end> follow (an answer it
                     lacks is skipped and counted, "missing_cache_entry")
+      speech_weight their loss weight beside the text answer's 1 (an answer has ~4 codes per
+                    text token, so at 1 the codes hold ~80 % of the loss)
     An out-of-scope request's card is always a fresh one (it has none in the corpus): of the
     training names and places (drawn anew each time in training), or with cards="held_out"
     of the held-out ones (seeded by the record id, as a dialogue turn's).
@@ -90,6 +92,7 @@ class DialogueRegime:
     out_of_scope: float = 0.0
     scope: Literal["all", "out_of_scope"] = "all"
     answer_codes: RecordCache | None = None
+    speech_weight: float = 1.0
 
     name: ClassVar[str] = "dialogue"
     audio_input: ClassVar[bool] = True
@@ -121,6 +124,9 @@ class DialogueRegime:
         if self.scope not in SCOPES:
             raise ValueError(f"DialogueRegime.scope: expected one of {list(SCOPES)}, got "
                              f"{self.scope!r}")
+        if not self.speech_weight > 0:
+            raise ValueError(f"DialogueRegime.speech_weight: expected a loss weight > 0, got "
+                             f"{self.speech_weight!r}")
         if self.scope == "out_of_scope" and not self.out_of_scope:
             raise ValueError("DialogueRegime.scope: 'out_of_scope' takes no dialogue turn, so "
                              "expected out_of_scope > 0, got 0")
@@ -168,7 +174,8 @@ class DialogueRegime:
             if codes is None:
                 return Skip("missing_cache_entry", f"{ex.record.id}: no speech for the answer "
                                                    f"{reply!r} in {self.answer_codes.path}")
-            spoken = [(ex.layout.audio_code_ids(codes), True), (ids(s("<tts_end>")), True)]
+            weight = self.speech_weight
+            spoken = [(ex.layout.audio_code_ids(codes), weight), (ids(s("<tts_end>")), weight)]
         return assemble([(ids(s("<chat>"), s("<persona>")), False),
                          (ex.encode(card), False), (ids(s("<user>")), False),
                          (audio_placeholders(ex.layout, len(ex.features)), False),

@@ -44,6 +44,10 @@ class RealtimeSettings:
     # codec's own CTC head. Empty: text answers up to <tts_start>.
     codec_run: str = ""
     answer_voice: str = "en-us"
+    # The loss weight of the spoken answer (its codes and <tts_end>) beside the text's 1: an
+    # answer has ~4 codes per text token, so at 1 the codes hold ~80 % of the loss and the
+    # text answers lose most of their facts (README); 0.25 gives the text half of it.
+    speech_weight: float = 0.25
     asr_run: str = ""
     spoken_eval_examples: int = 32
     max_answer_codes: int = 150
@@ -61,6 +65,8 @@ class RealtimeSettings:
 
         check(self.answer_voice in {v.name for v in VOICES}, "experiment.answer_voice",
               "a voice of data_pipelines.voices ('en-us', 'en-gb+f3', ...)", self.answer_voice)
+        check(self.speech_weight > 0, "experiment.speech_weight", "a loss weight > 0",
+              self.speech_weight)
         check(isinstance(self.eval_splits, tuple) and len(self.eval_splits) > 0,
               "experiment.eval_splits", "at least one split", self.eval_splits)
         for name in ("eval_examples", "max_answer_tokens", "spoken_eval_examples",
