@@ -84,6 +84,19 @@ def test_answer_speech_is_the_codec_codes_of_the_espeak_answer(tmp_path, monkeyp
         RecordCache.open(str(tmp_path), cache.meta.producer_key, split_name("en-us"))
 
 
+def test_pocketsphinx_with_the_answers_lm_hears_espeak_answers(tmp_path):
+    from chorus.eval.text_metrics import error_rates
+    from experiments.realtime.spoken import answer_judge
+
+    judge = answer_judge(str(tmp_path))
+    texts = ["I work as a teacher.", "Fishing and knitting.", "My name is Maya.",
+             "I reside in Lisbon.", "Folks call me Omar.", "I am fond of chess and tea."]
+    heard = judge.transcribe([synthesize(t, voice="en-us")[0] for t in texts])
+    right = error_rates(texts, heard)["cer"]
+    wrong = error_rates(texts[1:] + texts[:1], heard)["cer"]
+    assert right < 0.6 and wrong > right + 0.3, (heard, right, wrong)
+
+
 def _encode(text: str) -> np.ndarray:
     return np.array([ord(c) % 128 for c in text], np.int32)
 
@@ -169,13 +182,15 @@ def test_spoken_sft_eval_and_chat_end_to_end(tiny_tts_stack, tmp_path, capsys):
     assert eval_main(["--workdir", str(workdir)]) == 0
     spoken = json.loads((workdir / "eval" / "realtime_eval.json").read_text())["spoken"]
     assert spoken["turns"] == 2 and set(spoken["rows"]) == {"ground truth", "codec", "model"}
-    assert spoken["asr"] is None and spoken["rows"]["model"]["asr_cer"] is None
+    assert spoken["judges"] == ["sphinx"]  # no experiment.asr_run: pocketsphinx alone
     truth = spoken["rows"]["ground truth"]
+    assert all(0 <= r["cer"]["sphinx"] for r in spoken["rows"].values()
+               if r["cer"]["sphinx"] is not None)
     assert truth["codec_ctc_cer"] is not None and -1 <= truth["speaker_sim"] <= 1
     assert 0 <= spoken["model"]["spoke"] <= 1 and 0 <= spoken["model"]["closed"] <= 1
     assert all(s["codes"] <= 12 for s in spoken["samples"])
     md = (workdir / "eval" / "realtime_eval.md").read_text()
-    assert "| row | ASR CER | codec CTC CER | speaker sim | seconds |" in md
+    assert "| row | sphinx CER | codec CTC CER | speaker sim | seconds |" in md
 
     voice = sorted(Codec.load(codec_run, ("speaker",)).voices)[0]
     questions = []

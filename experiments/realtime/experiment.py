@@ -111,7 +111,7 @@ def persona_eval(config: Config, settings: RealtimeSettings, model: UnifiedAudio
         tables[f"{split}, out of scope"] = persona_table(responder.answers(examples), examples)
     report, markdown = {"persona": tables}, report_markdown(tables)
     if settings.codec_run:
-        report["spoken"] = spoken_eval(config, settings, model, backbone, tokenizer)
+        report["spoken"] = spoken_eval(config, settings, model, backbone, tokenizer, workdir)
         from experiments.realtime.spoken import spoken_markdown
 
         markdown += "\n" + spoken_markdown(report["spoken"])
@@ -122,11 +122,12 @@ def persona_eval(config: Config, settings: RealtimeSettings, model: UnifiedAudio
 
 
 def spoken_eval(config: Config, settings: RealtimeSettings, model: UnifiedAudioLM, backbone,
-                tokenizer) -> dict:
+                tokenizer, workdir: str) -> dict:
     """The spoken table (spoken.py) of experiment.spoken_eval_examples held-out turns of
-    eval_splits[0], through the session and experiment.codec_run's codec."""
+    eval_splits[0], through the session and experiment.codec_run's codec; judged by
+    pocketsphinx with the answers' LM (kept in <workdir>/eval) and experiment.asr_run."""
     from chorus.codec.pipeline import Codec
-    from experiments.realtime.spoken import spoken_table
+    from experiments.realtime.spoken import answer_judge, spoken_table
     from experiments.realtime.turns import dialogue_examples
     from experiments.tts.judges import ChorusAsrJudge
 
@@ -139,8 +140,10 @@ def spoken_eval(config: Config, settings: RealtimeSettings, model: UnifiedAudioL
     with jax.set_mesh(None):
         cache = spoken_answers(settings, layout)
         codec = Codec.load(os.path.expanduser(settings.codec_run))
-        asr = ChorusAsrJudge.load(settings.asr_run) if settings.asr_run else None
-        return spoken_table(model, backbone, tokenizer, codec, examples, cache, asr,
+        judges = [answer_judge(os.path.join(workdir, "eval"))]
+        if settings.asr_run:
+            judges.append(ChorusAsrJudge.load(settings.asr_run))
+        return spoken_table(model, backbone, tokenizer, codec, examples, cache, judges,
                             settings.max_answer_tokens, settings.max_answer_codes)
 
 

@@ -10,9 +10,11 @@ codec's streaming detokenizer speaks them in the card's voice. Three rows, same 
                      the card's voice: the ceiling a model that speaks codes can reach
     model            the session's own answer
 
-and for each: CER of the chorus ASR (`asr_run`; what a listener not trained on these codes
-hears) and of the codec's CTC head on the codes (cheap, the codec's own view), both against
-the row's text (for the model: the text it wrote, "does it say what it wrote"); speaker
+and for each: CER by each ASR judge (pocketsphinx's bundled acoustic model with a language
+model of every persona answer, a listener not trained here; the chorus ASR run when
+`asr_run` is set, which has heard the corpus' questions but never its answers) and by the
+codec's CTC head on the codes (cheap, the codec's own view), all against the row's text (for
+the model: the text it wrote, "does it say what it wrote"); speaker
 similarity (the codec's speaker encoder) to the card's voice; for the model also its persona
 checks on the text, the share of answers that spoke and closed with `<tts_end>` before the
 code cap, the answer's length, and end of speech -> first audio sample (p50 / p95).
@@ -71,23 +73,32 @@ def model_answers(model, params, tokenizer, codec, examples: Sequence[dict], voi
     return out
 
 
-def _row(texts, waves, codes, voices, codec, asr) -> dict:
+def _row(texts, waves, codes, voices, codec, judges) -> dict:
     spoken = [i for i, c in enumerate(codes) if c.size]
-    heard = asr.transcribe([waves[i] for i in spoken]) if asr is not None and spoken else []
+    picked = [texts[i] for i in spoken]
+    cer = {j.name: _cer(picked, j.transcribe([waves[i] for i in spoken])) if spoken else None
+           for j in judges}
     ctc = [codec.transcribe_codes(codes[i]) for i in spoken]
     sims = [float(cosine(codec.speaker_embedding(waves[i]), codec.voices[voices[i]]))
             for i in spoken if waves[i].size >= codec.min_samples]
-    picked = [texts[i] for i in spoken]
-    return {"asr_cer": _cer(picked, heard) if asr is not None else None,
-            "codec_ctc_cer": _cer(picked, ctc),
+    return {"cer": cer, "codec_ctc_cer": _cer(picked, ctc),
             "speaker_sim": float(np.mean(sims)) if sims else None,
             "seconds": float(np.mean([waves[i].size / 16000 for i in spoken])) if spoken else 0.0}
 
 
+def answer_judge(cache_dir: str):
+    """pocketsphinx with a trigram LM of every persona answer (written once under
+    `cache_dir`)."""
+    from data_pipelines.personas import every_answer
+    from experiments.tts.judges import SphinxJudge, sphinx_lm
+
+    return SphinxJudge(sphinx_lm([normalize_text(t) for t in every_answer()], cache_dir))
+
+
 def spoken_table(model, params, tokenizer, codec, examples: Sequence[dict], answer_cache,
-                 asr=None, max_text_tokens: int = 32, max_codes: int = 150) -> dict:
-    """{"turns", "rows": {row: {...}}, "model": {spoke, closed, consistency, latency},
-    "samples"} (the module doc); `asr`: a ChorusAsrJudge or None."""
+                 judges: Sequence = (), max_text_tokens: int = 32, max_codes: int = 150) -> dict:
+    """{"turns", "judges", "rows": {row: {...}}, "model": {spoke, closed, consistency,
+    latency}, "samples"} (the module doc); `judges`: ASR judges (.name, .transcribe)."""
     from data_pipelines.synthesis import synthesize
     from experiments.realtime.answer_speech import answer_codes
     from experiments.realtime.checker import check_answer
@@ -107,10 +118,10 @@ def spoken_table(model, params, tokenizer, codec, examples: Sequence[dict], answ
     turns = model_answers(model, params, tokenizer, codec, examples, voices, max_text_tokens,
                           max_codes)
     texts = [t.text for t in turns]
-    rows = {"ground truth": _row(refs, truth, truth_codes, voices, codec, asr),
-            "codec": _row(refs, resynth, bank, voices, codec, asr),
+    rows = {"ground truth": _row(refs, truth, truth_codes, voices, codec, judges),
+            "codec": _row(refs, resynth, bank, voices, codec, judges),
             "model": _row(texts, [t.wave for t in turns], [t.codes for t in turns], voices,
-                          codec, asr)}
+                          codec, judges)}
     checks = [check_answer(ex["persona"], ex["question"], t)
               for ex, t in zip(examples, texts, strict=True)]
     first = np.array([t.latency.first_audio_ms for t in turns if t.codes.size])
@@ -120,7 +131,7 @@ def spoken_table(model, params, tokenizer, codec, examples: Sequence[dict], answ
              "consistent": float(np.mean([c.consistent for c in checks])),
              "first_audio_ms_p50": float(np.percentile(first, 50)) if first.size else None,
              "first_audio_ms_p95": float(np.percentile(first, 95)) if first.size else None}
-    return {"turns": len(examples), "asr": getattr(asr, "name", None), "rows": rows,
+    return {"turns": len(examples), "judges": [j.name for j in judges], "rows": rows,
             "model": model,
             "samples": [{"question": ex["question"], "voice": v, "reference": ex["reference_text"],
                          "answer": t.text, "codes": int(t.codes.size),
@@ -133,14 +144,16 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 
 def spoken_markdown(table: dict) -> str:
-    m = table["model"]
+    m, judges = table["model"], table["judges"]
     lines = [f"Spoken answers ({table['turns']} held-out turns, each card in one of the codec's "
-             f"voices; ASR judge: {table['asr'] or 'none'}):", "",
-             "| row | ASR CER | codec CTC CER | speaker sim | seconds |", "|---|---|---|---|---|"]
+             f"voices; CER against the row's text):", "",
+             "| row | " + "".join(f"{j} CER | " for j in judges)
+             + "codec CTC CER | speaker sim | seconds |", "|---" * (4 + len(judges)) + "|"]
     for name in ROWS:
         r = table["rows"][name]
-        lines.append(f"| {name} | {_fmt(r['asr_cer'])} | {_fmt(r['codec_ctc_cer'])} | "
-                     f"{_fmt(r['speaker_sim'])} | {r['seconds']:.2f} |")
+        lines.append(f"| {name} | " + "".join(f"{_fmt(r['cer'][j])} | " for j in judges)
+                     + f"{_fmt(r['codec_ctc_cer'])} | {_fmt(r['speaker_sim'])} | "
+                       f"{r['seconds']:.2f} |")
     lines += ["", f"model: spoke {m['spoke']:.3f}, closed with <tts_end> {m['closed']:.3f}, "
                   f"fact {m['fact']:.3f}, consistent {m['consistent']:.3f}, first audio "
                   f"p50 {_fmt(m['first_audio_ms_p50'], '.1f')} ms / p95 "
