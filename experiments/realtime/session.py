@@ -8,7 +8,7 @@ the answer (text, then speech) streams out.
     for event in session.respond():         # TextEvent ..., AudioEvent ..., EndEvent
         ...
 
-Token layout (DESIGN.md's realtime regime; `DialogueRegime` is its text-answer form):
+Token layout (DESIGN.md's realtime regime, what `DialogueRegime` trains on):
 
     <chat> <persona> card                                          the system context, kept
     <user> <audio>xF <assistant> text ... <tts_start> codes ... <tts_end>      one turn
