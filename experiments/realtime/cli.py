@@ -21,8 +21,6 @@ import json
 import os
 import sys
 
-CHUNK = 1280  # 80 ms at 16 kHz
-
 
 def load_parts(workdir: str, codec_run: str | None, overrides=()):
     """(model, params, tokenizer, codec) of a run directory and its codec run."""
@@ -65,7 +63,7 @@ def main(argv: list[str]) -> int:
     from chorus.audio.vad import VadConfig
     from chorus.config import ConfigError
     from experiments.realtime.persona import PersonaCard, PersonaError
-    from experiments.realtime.session import Session, SessionConfig
+    from experiments.realtime.session import Session, SessionConfig, play
 
     def fail(message) -> int:
         print(f"chorus chat: {message}", file=sys.stderr)
@@ -90,27 +88,18 @@ def main(argv: list[str]) -> int:
     def new_session():
         return Session(model, params, tokenizer, codec, card.text(), card.voice, config)
 
-    def answer(session, wave):
-        for i in range(0, wave.size, CHUNK):
-            if session.turn_ready:
-                break  # the VAD ended the turn; the rest of the file is not this turn
-            session.push_audio(wave[i:i + CHUNK])
-        if not session.turn_ready:
-            session.end_turn()
-        return [e for e in session.respond()][-1].turn
-
     session = None
     try:
         session = new_session()
         if not args.no_warmup:
-            answer(new_session(), waves[0])
+            play(new_session(), waves[0])
     except ValueError as e:  # a context too small for the card and one turn; a silent file
         return fail(e if session is None else f"{args.questions[0]}: {e}")
     os.makedirs(args.out, exist_ok=True)
     latencies = []
     for k, (path, wave) in enumerate(zip(args.questions, waves, strict=True)):
         try:
-            turn = answer(session, wave)
+            turn = play(session, wave)
         except ValueError as e:  # e.g. the VAD heard no speech in the file
             return fail(f"{path}: {e}")
         write_wav(os.path.join(args.out, f"turn_{k}.wav"), turn.wave)

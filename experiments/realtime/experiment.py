@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -59,6 +60,9 @@ def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
     from data_pipelines import make_train_iterator
 
     t = config.train
+    # The spoken-answer cache: the codec is loaded and its producer key hashed once, for the
+    # train iterator and every eval pass alike.
+    answers = functools.cache(lambda: spoken_answers(settings, layout))
 
     def base() -> dict:
         corpus_tokenizer(config, settings)  # a clear error before any record is read
@@ -70,8 +74,7 @@ def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
         regime = DialogueRegime(fresh_cards=settings.fresh_cards,
                                 held_out_every=settings.held_out_every,
                                 out_of_scope=settings.out_of_scope,
-                                answer_codes=spoken_answers(settings, layout),
-                                speech_weight=settings.speech_weight)
+                                answer_codes=answers(), speech_weight=settings.speech_weight)
         return make_train_iterator(regime=regime, split=settings.train_split,
                                    batch_size=t.batch_size // shard_count, seed=seed,
                                    shard_index=shard_index, shard_count=shard_count,
@@ -79,8 +82,7 @@ def make_data(config: Config, settings: RealtimeSettings, layout: VocabLayout):
 
     def eval_iterator(shard_index: int, shard_count: int, seed: int):
         # One ordered pass: the same eval batches every time.
-        regime = DialogueRegime(answer_codes=spoken_answers(settings, layout),
-                                speech_weight=settings.speech_weight)
+        regime = DialogueRegime(answer_codes=answers(), speech_weight=settings.speech_weight)
         return make_train_iterator(regime=regime, split=settings.eval_split,
                                    batch_size=t.batch_size // shard_count, seed=seed,
                                    shard_index=shard_index, shard_count=shard_count,
@@ -127,19 +129,20 @@ def spoken_eval(config: Config, settings: RealtimeSettings, model: UnifiedAudioL
     eval_splits[0], through the session and experiment.codec_run's codec; judged by
     pocketsphinx with the answers' LM (kept in <workdir>/eval) and experiment.asr_run."""
     from chorus.codec.pipeline import Codec
+    from experiments.realtime.answer_speech import build_answer_speech
     from experiments.realtime.spoken import answer_judge, spoken_table
     from experiments.realtime.turns import dialogue_examples
     from experiments.tts.judges import ChorusAsrJudge
 
-    layout = VocabLayout.from_model_config(config.model)
     examples = dialogue_examples(config, settings, settings.eval_splits[0],
                                  settings.spoken_eval_examples, "held_out")
     # The session and the codec run per utterance on one device with no mesh in context (as
     # `Codec.load` places the codec), not on the checkpoint's training mesh.
     backbone = jax.device_put(backbone, jax.local_devices()[0])
     with jax.set_mesh(None):
-        cache = spoken_answers(settings, layout)
         codec = Codec.load(os.path.expanduser(settings.codec_run))
+        # the cache of this codec (its encoders' producer key), as training read it
+        cache = build_answer_speech(codec, data_dir(settings), settings.answer_voice)
         judges = [answer_judge(os.path.join(workdir, "eval"))]
         if settings.asr_run:
             judges.append(ChorusAsrJudge.load(settings.asr_run))

@@ -623,6 +623,23 @@ class Session:
         live.result = self._close(live, closing, None, live.packets, barged_in=not done)
 
 
+MIC_CHUNK = 1280  # 80 ms at 16 kHz: how `play` delivers a recorded question
+
+
+def play(session: Session, wave: np.ndarray, chunk: int = MIC_CHUNK) -> TurnResult:
+    """One turn from a recorded question: `wave` pushed in `chunk`-sample pieces as a
+    microphone would deliver them (with a VAD, only until it ends the turn; the rest is not
+    this turn), the turn ended if the VAD did not, and the answer's TurnResult."""
+    wave = np.asarray(wave, np.float32)
+    for i in range(0, wave.size, chunk):
+        if session.turn_ready:
+            break
+        session.push_audio(wave[i:i + chunk])
+    if not session.turn_ready:
+        session.end_turn()
+    return [e for e in session.respond()][-1].turn
+
+
 def _valid(frames, mask) -> np.ndarray:
     """Row 0's valid adaptor frames (they come first) -> [k, d] on the host."""
     frames, mask = jax.device_get((frames, mask))

@@ -50,18 +50,10 @@ def _cer(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
     return error_rates(*zip(*pairs, strict=True))["cer"]
 
 
-def _speak(session, wave: np.ndarray, chunk: int):
-    for i in range(0, wave.size, chunk):
-        session.push_audio(wave[i:i + chunk])
-    session.end_turn()
-    return [e for e in session.respond()][-1].turn
-
-
 def model_answers(model, params, tokenizer, codec, examples: Sequence[dict], voices: list[str],
                   max_text_tokens: int, max_codes: int) -> list:
     """The session's TurnResult of each example (its question streamed in 80 ms chunks)."""
-    from experiments.realtime.cli import CHUNK
-    from experiments.realtime.session import Session, SessionConfig
+    from experiments.realtime.session import Session, SessionConfig, play
 
     longest = max(ex["question_wave"].size for ex in examples) / 16000
     config = SessionConfig(max_turn_seconds=math.ceil(longest) + 1.0,
@@ -69,7 +61,7 @@ def model_answers(model, params, tokenizer, codec, examples: Sequence[dict], voi
     out = []
     for ex, voice in zip(examples, voices, strict=True):
         session = Session(model, params, tokenizer, codec, ex["persona"], voice, config)
-        out.append(_speak(session, np.asarray(ex["question_wave"], np.float32), CHUNK))
+        out.append(play(session, ex["question_wave"]))
     return out
 
 
